@@ -1,0 +1,57 @@
+"""Fine-tune a teacher, distil a student in stages, evaluate both and export the student.
+
+    python run_distil.py                                   # the embedded default (offline-ready)
+    python run_distil.py --flagfile=flags/smoke.cfg        # seconds, tiny random models
+    python run_distil.py --teacher jplu/tf-xlm-r-ner-40-lang --student xtremedistil-l6-h256 \
+        --train_file train.conll --dev_file dev.conll --test_file test.conll
+
+Rerunning the same command resumes after the last finished stage.
+"""
+
+import os
+import sys
+
+import xtremedistil_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from absl import app
+
+from xtremedistil_tf import flags as xflags
+
+
+def main(argv):
+    import transformers
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (saver, fingerprints) are noise
+    transformers.logging.set_verbosity_error()  # load reports are noise; our log says what loaded
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        assets = None
+        if xflags.needs_default_assets():
+            from xtremedistil_tf import default_data
+
+            assets = default_data.ensure_default_assets(
+                xflags.FLAGS.cache_dir or None, log=lambda m: print(m, file=sys.stderr))
+        config = xflags.configs_from_flags(assets)
+        os.makedirs(config.output_dir, exist_ok=True)
+        with open(os.path.join(config.output_dir, "flags.txt"), "w", encoding="utf-8") as f:
+            f.write(xflags.resolved_flags())
+        from xtremedistil_tf import pipeline, report
+
+        doc = pipeline.run(config)
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as e:
+        if os.environ.get("XTREMEDISTIL_DEBUG"):
+            raise
+        # Bad flags, files or models: one line that says what to fix, no traceback.
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(report.comparison_table(doc))
+    print(f"\nspeed-up {doc['speedup']:.2f}x at batch {config.speed_batch_size} x "
+          f"{config.speed_seq_length} tokens; metrics in "
+          f"{os.path.join(config.output_dir, 'metrics.json')}; student export "
+          f"{doc['export']['student']}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,261 @@
+"""Tests for xtremedistil_tf.labels: schemes, label sets and teacher label mapping."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from xtremedistil_tf import data, labels
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+DATA_LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+IO_TEACHER = ["LOC", "ORG", "PER", "O"]  # e.g. jplu/tf-xlm-r-ner-40-lang
+# dslim/bert-base-NER order: an IOB teacher with a type (MISC) the data does not have.
+IOB_TEACHER = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+
+# IOB2 of the sentences in the tiny_{iob1,bioes,io}.conll fixtures, written by hand.
+EXPECTED_IOB2 = {
+    "john": "B-PER I-PER O O B-ORG I-ORG O B-LOC O",
+    "mary": "B-PER O B-LOC I-LOC O O O",
+    "un": "O B-ORG I-ORG O O B-LOC O O O",
+    "trains": "O O B-LOC B-LOC O B-LOC O",
+    "bank": "O B-ORG I-ORG I-ORG O O O",
+}
+
+
+def _read(name):
+    return data.read_conll(str(FIXTURES / name))
+
+
+def test_split_tag():
+    assert labels.split_tag("B-LOC") == ("B", "LOC")
+    assert labels.split_tag("I-PER-DERIV") == ("I", "PER-DERIV")
+    assert labels.split_tag("LOC") == ("", "LOC")
+    assert labels.split_tag("O") == ("O", "")
+    with pytest.raises(ValueError, match="X-LOC"):
+        labels.split_tag("X-LOC")
+
+
+@pytest.mark.parametrize(
+    "name,scheme",
+    [
+        ("tiny_train.conll", "iob2"),
+        ("tiny_iob1.conll", "iob1"),
+        ("tiny_bioes.conll", "bioes"),
+        ("tiny_io.conll", "io"),
+        ("tiny_xtreme.tsv", "iob2"),
+    ],
+)
+def test_detect_scheme_on_fixtures(name, scheme):
+    assert labels.detect_scheme(s.tags for s in _read(name)) == scheme
+
+
+def test_detect_scheme_rules():
+    assert labels.detect_scheme([["I-PER", "I-PER", "O"]]) == "io"  # only I- tags
+    assert labels.detect_scheme([["O", "O"]]) == "io"
+    assert labels.detect_scheme([["B-PER", "I-LOC"]]) == "iob1"  # I-LOC starts an entity
+    assert labels.detect_scheme([["B-PER", "I-PER"], ["O", "U-LOC"]]) == "bioes"
+    assert labels.detect_scheme([["B-PER", "I-PER", "B-PER"]]) == "iob2"
+
+
+@pytest.mark.parametrize(
+    "tags,scheme,expected,changed",
+    [
+        ("I-PER I-PER O I-LOC B-LOC", "iob1", "B-PER I-PER O B-LOC B-LOC", 2),
+        ("O I-ORG I-ORG", "iob2", "O B-ORG I-ORG", 1),
+        ("B-PER I-LOC", "iob2", "B-PER B-LOC", 1),
+        ("B-PER I-PER O", "iob2", "B-PER I-PER O", 0),
+        ("PER PER O LOC ORG", "io", "B-PER I-PER O B-LOC B-ORG", 4),
+        ("I-PER I-PER I-LOC", "io", "B-PER I-PER B-LOC", 2),
+        (
+            "B-PER E-PER S-LOC S-LOC O B-ORG I-ORG E-ORG",
+            "bioes",
+            "B-PER I-PER B-LOC B-LOC O B-ORG I-ORG I-ORG",
+            4,
+        ),
+        ("U-LOC B-PER L-PER", "bioes", "B-LOC B-PER I-PER", 2),
+        ("I-PER I-PER", "auto", "B-PER I-PER", 1),
+        ("", "iob2", "", 0),
+    ],
+)
+def test_to_iob2(tags, scheme, expected, changed):
+    assert labels.to_iob2(tags.split(), scheme) == (expected.split(), changed)
+
+
+@pytest.mark.parametrize(
+    "tags,scheme,needle",
+    [
+        (["B-LOC", "X-LOC"], "iob2", "X-LOC"),
+        (["S-LOC"], "iob2", "bioes"),
+        (["LOC"], "iob1", "--tag_scheme io"),
+        (["E-LOC"], "io", "E-LOC"),
+    ],
+)
+def test_to_iob2_errors_name_the_tag(tags, scheme, needle):
+    with pytest.raises(ValueError, match=needle):
+        labels.to_iob2(tags, scheme)
+    with pytest.raises(ValueError, match="not one of"):
+        labels.to_iob2(["O"], "bilou")
+
+
+@pytest.mark.parametrize(
+    "name,scheme,repaired,keys",
+    [
+        ("tiny_iob1.conll", "iob1", 10, ["john", "mary", "un", "trains", "bank"]),
+        ("tiny_bioes.conll", "bioes", 11, ["john", "mary", "un", "trains", "bank"]),
+        ("tiny_io.conll", "io", 14, ["john", "mary", "un", "bank"]),
+    ],
+)
+def test_convert_fixtures_auto(name, scheme, repaired, keys):
+    original = _read(name)
+    converted, report = labels.convert_sentences(original, "auto")
+    assert report == {"scheme": scheme, "repaired": repaired}
+    assert [" ".join(s.tags) for s in converted] == [EXPECTED_IOB2[k] for k in keys]
+    assert [s.words for s in converted] == [s.words for s in original]
+    assert [s.source for s in converted] == [s.source for s in original]
+
+
+def test_convert_matches_iob2_train_file():
+    train = _read("tiny_train.conll")
+    bioes, _ = labels.convert_sentences(_read("tiny_bioes.conll"), "bioes")
+    assert [s.tags for s in bioes[:3]] == [s.tags for s in train[:3]]
+    same, report = labels.convert_sentences(train, "auto")
+    assert same == train and report == {"scheme": "iob2", "repaired": 0}
+
+
+def test_convert_keeps_unlabelled_sentences():
+    sentence = data.Sentence(words=("a",), tags=None, source="u:1")
+    converted, report = labels.convert_sentences([sentence], "auto")
+    assert converted == [sentence] and report["repaired"] == 0
+
+
+def test_convert_errors_name_source(tmp_path):
+    path = tmp_path / "bad.conll"
+    path.write_text("a\tO\n\nb\tB-LOC\nc\tX-LOC\n")
+    sentences = data.read_conll(str(path))
+    for scheme in ("auto", "iob2"):
+        with pytest.raises(data.DataError) as info:
+            labels.convert_sentences(sentences, scheme)
+        assert str(info.value).startswith(f"{path}:3: tag 'X-LOC' has unknown prefix X-; ")
+    path.write_text("a\tB-LOC\n\nb\tS-LOC\n")
+    with pytest.raises(data.DataError, match=r"bad\.conll:3: .*S-LOC.*; use --tag_scheme bioes"):
+        labels.convert_sentences(data.read_conll(str(path)), "iob2")
+
+
+def test_label_list_and_entity_types():
+    train = _read("tiny_train.conll")
+    assert labels.label_list(train) == DATA_LABELS
+    only_b = [data.Sentence(words=("x",), tags=("B-MISC",))]
+    assert labels.label_list(only_b) == ["O", "B-MISC", "I-MISC"]
+    assert labels.entity_types(DATA_LABELS) == ["LOC", "ORG", "PER"]
+    assert labels.entity_types(IO_TEACHER) == ["LOC", "ORG", "PER"]
+    with pytest.raises(data.DataError, match="f:7: tag 'S-LOC' is not IOB2"):
+        labels.label_list([data.Sentence(words=("x",), tags=("S-LOC",), source="f:7")])
+
+
+def test_check_labels_known(tmp_path):
+    train_labels = labels.label_list(_read("tiny_train.conll"))
+    for name in ("tiny_dev.conll", "tiny_test.conll", "tiny_xtreme.tsv"):
+        labels.check_labels_known(_read(name), train_labels, "dev")
+    path = tmp_path / "dev.conll"
+    path.write_text("a\tO\n\nb\tB-FOO\n")
+    with pytest.raises(data.DataError) as info:
+        labels.check_labels_known(data.read_conll(str(path)), train_labels, "dev")
+    assert str(info.value).startswith(
+        f"{path}:3: tag B-FOO in dev is not in the training labels (O B-LOC"
+    )
+
+
+def test_map_teacher_labels_io_and_iob():
+    io = labels.map_teacher_labels(IO_TEACHER, DATA_LABELS)
+    np.testing.assert_array_equal(io, [3, 0, 0, 1, 1, 2, 2])
+    iob = labels.map_teacher_labels(IOB_TEACHER, DATA_LABELS)
+    np.testing.assert_array_equal(iob, [0, 7, 8, 5, 6, 3, 4])
+
+
+def test_map_teacher_labels_aliases_and_case():
+    teacher = ["o", "B-PERSON", "I-PERSON", "B-Location", "I-Location"]
+    data_labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    np.testing.assert_array_equal(labels.map_teacher_labels(teacher, data_labels), [0, 3, 4, 1, 2])
+    np.testing.assert_array_equal(
+        labels.map_teacher_labels(["per", "O"], ["O", "B-PERSON", "I-PERSON"]), [1, 0, 0]
+    )
+
+
+def test_map_teacher_labels_missing_type():
+    with pytest.raises(ValueError) as info:
+        labels.map_teacher_labels(["LOC", "PER", "O"], DATA_LABELS)
+    assert "ORG" in str(info.value) and "['LOC', 'PER', 'O']" in str(info.value)
+    with pytest.raises(ValueError, match="no 'O' label"):
+        labels.map_teacher_labels(["LOC", "PER"], DATA_LABELS)
+
+
+def test_io_teacher_probs_hand_computed():
+    # Columns: LOC ORG PER O. Argmax per word: PER, PER, LOC.
+    probs = np.array(
+        [
+            [0.1, 0.1, 0.7, 0.1],
+            [0.2, 0.0, 0.6, 0.2],
+            [0.5, 0.0, 0.1, 0.4],
+        ]
+    )
+    out = labels.teacher_probs_to_data(probs, IO_TEACHER, DATA_LABELS)
+    # Columns: O B-LOC I-LOC B-ORG I-ORG B-PER I-PER.
+    expected = [
+        [0.1, 0.1, 0.0, 0.1, 0.0, 0.7, 0.0],  # first word: everything starts an entity
+        [0.2, 0.2, 0.0, 0.0, 0.0, 0.0, 0.6],  # previous argmax PER: PER mass continues
+        [0.4, 0.5, 0.0, 0.0, 0.0, 0.0, 0.1],  # previous argmax PER: LOC starts, PER continues
+    ]
+    assert out.shape == (3, 7) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_iob_teacher_probs_unknown_type_goes_to_o():
+    probs = np.zeros((2, len(IOB_TEACHER)))
+    probs[0, [0, 1, 3]] = [0.2, 0.3, 0.5]  # O, B-MISC, B-PER
+    probs[1, [2, 4, 8]] = [0.25, 0.25, 0.5]  # I-MISC, I-PER, I-LOC
+    out = labels.teacher_probs_to_data(probs, IOB_TEACHER, DATA_LABELS)
+    expected = [
+        [0.5, 0, 0, 0, 0, 0.5, 0],
+        [0.25, 0, 0.5, 0, 0, 0, 0.25],
+    ]
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_teacher_probs_renormalise_and_shape_check():
+    probs = np.array([[2.0, 0.0, 0.0, 2.0]])  # not normalised
+    out = labels.teacher_probs_to_data(probs, IO_TEACHER, DATA_LABELS)
+    np.testing.assert_allclose(out, [[0.5, 0.5, 0, 0, 0, 0, 0]], atol=1e-6)
+    with pytest.raises(ValueError, match="expected"):
+        labels.teacher_probs_to_data(np.ones((2, 3)), IO_TEACHER, DATA_LABELS)
+
+
+@pytest.mark.parametrize("teacher", [IO_TEACHER, IOB_TEACHER[:1] + IOB_TEACHER[3:]])
+def test_probs_argmax_agrees_with_tags_from_teacher(teacher):
+    # Independent paths: converting distributions then taking argmax must give the same tags as
+    # taking the teacher argmax then converting tags (all teacher types exist in the data here).
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        probs = rng.dirichlet(np.full(len(teacher), 0.3), size=8)
+        out = labels.teacher_probs_to_data(probs, teacher, DATA_LABELS)
+        from_probs = [DATA_LABELS[i] for i in out.argmax(axis=1)]
+        from_ids = labels.tags_from_teacher(probs.argmax(axis=1), teacher, DATA_LABELS)
+        if teacher is IO_TEACHER:
+            assert from_probs == from_ids
+        else:
+            # IOB teacher mass maps one to one; tags_from_teacher additionally repairs I- starts.
+            assert labels.to_iob2(from_probs, "iob2")[0] == from_ids
+
+
+def test_tags_from_teacher():
+    assert labels.tags_from_teacher([2, 2, 3, 0, 0, 1], IO_TEACHER) == [
+        "B-PER", "I-PER", "O", "B-LOC", "I-LOC", "B-ORG",
+    ]
+    ids = [3, 4, 0, 1, 2]
+    assert labels.tags_from_teacher(ids, IOB_TEACHER) == ["B-PER", "I-PER", "O", "B-MISC", "I-MISC"]
+    assert labels.tags_from_teacher(ids, IOB_TEACHER, DATA_LABELS) == [
+        "B-PER", "I-PER", "O", "O", "O",
+    ]
+    teacher = ["O", "B-PERSON", "I-PERSON"]
+    assert labels.tags_from_teacher([2, 2], teacher, ["O", "B-PER", "I-PER"]) == ["B-PER", "I-PER"]

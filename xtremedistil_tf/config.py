@@ -1,0 +1,208 @@
+"""Frozen, validated configuration objects: the only thing library code takes from the command line.
+
+Entry points turn flags into these dataclasses (see `flags.configs_from_flags`); every value is
+checked in `__post_init__` with a `ValueError` that says what to change, so a bad flag fails before
+any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+TAG_SCHEMES = ("auto", "iob1", "iob2", "io", "bioes")
+HEADS = ("softmax",)
+STRATEGIES = ("xtremedistil",)
+LOGIT_LOSSES = ("mse", "kl")
+REP_LAYERS = ("middle", "last", "uniform")
+STAGE_NAMES = ("representations", "logits", "labels")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how it becomes batches.
+
+    Attributes:
+        train_files, dev_files, test_files: labelled CoNLL or XTREME files.
+        transfer_files: unlabelled text used (with the training sentences) for distillation.
+        tag_scheme: scheme of the labelled files; everything is converted to IOB2.
+        max_seq_length: sub-words per window, special tokens included; longer sentences are split
+            into windows of whole words and merged back.
+        batch_size: sentences (windows) per training batch.
+        eval_batch_size: sentences per evaluation batch.
+        label_all_subwords: train on every sub-word (with its word's tag), not only the first.
+    """
+
+    train_files: tuple[str, ...]
+    dev_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    transfer_files: tuple[str, ...] = ()
+    tag_scheme: str = "auto"
+    max_seq_length: int = 128
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    label_all_subwords: bool = False
+
+    def __post_init__(self):
+        _check(bool(self.train_files), "--train_file is empty: give at least one labelled file")
+        _check(bool(self.dev_files), "--dev_file is empty: give a labelled dev file (model choice)")
+        _check(bool(self.test_files), "--test_file is empty: give a labelled test file")
+        _check(
+            self.tag_scheme in TAG_SCHEMES,
+            f"--tag_scheme={self.tag_scheme} is unknown; use one of {', '.join(TAG_SCHEMES)}",
+        )
+        _check(
+            8 <= self.max_seq_length <= 4096,
+            f"--max_seq_length={self.max_seq_length} must be between 8 and 4096",
+        )
+        _check(self.batch_size >= 1, "--batch_size must be at least 1")
+        _check(self.eval_batch_size >= 1, "--eval_batch_size must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """The teacher and how it is fine-tuned.
+
+    Attributes:
+        model: hub id or local folder of a Hugging Face TF-loadable encoder, or of a ready
+            token-classification checkpoint (used as is, labels mapped to the data's).
+        head: classification head; only "softmax" for now.
+        learning_rate, epochs, warmup_ratio, weight_decay: AdamW with linear warm-up and decay.
+        patience: epochs without dev F1 improvement before early stopping.
+        reduce_lr_on_plateau: halve the learning rate when dev F1 does not improve for an epoch.
+        freeze_encoder: train the head only.
+        dropout: dropout before the classifier.
+        fine_tune: "auto" fine-tunes unless the checkpoint is a ready token classifier;
+            "yes" / "no" force it.
+    """
+
+    model: str
+    head: str = "softmax"
+    learning_rate: float = 5e-5
+    epochs: int = 4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    patience: int = 2
+    reduce_lr_on_plateau: bool = False
+    freeze_encoder: bool = False
+    dropout: float = 0.1
+    fine_tune: str = "auto"
+
+    def __post_init__(self):
+        _check(bool(self.model), "--teacher is empty: give a hub id or a local model folder")
+        _check(self.head in HEADS, f"--head={self.head} is unknown; use one of {', '.join(HEADS)}")
+        _check(self.learning_rate > 0, "--teacher_learning_rate must be positive")
+        _check(self.epochs >= 0, "--teacher_epochs must be >= 0")
+        _check(0 <= self.warmup_ratio < 1, "--warmup_ratio must be in [0, 1)")
+        _check(self.patience >= 1, "--patience must be >= 1")
+        _check(0 <= self.dropout < 1, "--dropout must be in [0, 1)")
+        _check(self.fine_tune in ("auto", "yes", "no"), "--teacher_fine_tune must be auto|yes|no")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """The student and how its embeddings start.
+
+    Attributes:
+        model: hub id or folder; short name (`xtremedistil-l6-h256`); preset (`l4-h256`, random
+            init); or `teacher:0,2,4` (those teacher layers, 0-based, copied).
+        own_tokenizer: keep the student checkpoint's tokenizer instead of the teacher's; teacher
+            and student are then compared on word-level vectors only.
+        freeze_embeddings: keep the (compressed teacher) word embeddings fixed.
+        dropout: dropout before the classifier.
+    """
+
+    model: str
+    own_tokenizer: bool = False
+    freeze_embeddings: bool = False
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        _check(bool(self.model), "--student is empty: give a student name, preset or teacher:i,j")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistilConfig:
+    """The XtremeDistil stages.
+
+    Attributes:
+        stages: which of representations, logits, labels run, in that order.
+        teacher_layer: teacher layer the student's representation learns: "middle", "last",
+            "uniform" (every student layer mapped to a teacher layer), or an integer index
+            (1 = first transformer block, as in Hugging Face `hidden_states`).
+        logit_loss: "mse" on logits or "kl" with `temperature` (scaled by T^2).
+        gradual_unfreezing: logits and labels stages unfreeze one block at a time from the top.
+        learning_rate, epochs, patience: per stage (or unfreezing step).
+    """
+
+    stages: tuple[str, ...] = STAGE_NAMES
+    teacher_layer: str = "middle"
+    logit_loss: str = "mse"
+    temperature: float = 2.0
+    gradual_unfreezing: bool = True
+    learning_rate: float = 1e-4
+    epochs: int = 3
+    patience: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+
+    def __post_init__(self):
+        for s in self.stages:
+            _check(s in STAGE_NAMES, f"--stages: unknown stage {s!r}; use {','.join(STAGE_NAMES)}")
+        _check(
+            list(self.stages) == [s for s in STAGE_NAMES if s in self.stages],
+            f"--stages must keep the order {','.join(STAGE_NAMES)}",
+        )
+        _check(
+            self.teacher_layer in REP_LAYERS or self.teacher_layer.lstrip("-").isdigit(),
+            f"--teacher_layer={self.teacher_layer} must be {'|'.join(REP_LAYERS)} or an integer",
+        )
+        _check(self.logit_loss in LOGIT_LOSSES, f"--logit_loss must be one of {LOGIT_LOSSES}")
+        _check(self.temperature > 0, "--temperature must be positive")
+        _check(self.learning_rate > 0, "--learning_rate must be positive")
+        _check(self.epochs >= 1, "--epochs must be >= 1")
+        _check(self.patience >= 1, "--patience must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything one `run_distil.py` call does."""
+
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    distil: DistilConfig
+    output_dir: str
+    seed: int = 42
+    strategy: str = "xtremedistil"
+    export_dir: str = "saved_models"
+    export_name: str = ""
+    export_teacher: bool = False
+    speed_batch_size: int = 32
+    speed_seq_length: int = 128
+    xla: bool = False
+
+    def __post_init__(self):
+        _check(bool(self.output_dir), "--output_dir is empty")
+        _check(
+            self.strategy in STRATEGIES,
+            f"--strategy={self.strategy} is not available; use one of {', '.join(STRATEGIES)}",
+        )
+        _check(self.speed_batch_size >= 1, "--speed_batch_size must be >= 1")
+        _check(
+            2 <= self.speed_seq_length <= self.data.max_seq_length,
+            "--speed_seq_length must be between 2 and --max_seq_length",
+        )
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    """Splits a comma-separated flag value into stripped, non-empty parts."""
+    return _split(value)

@@ -1,0 +1,160 @@
+"""Every command-line flag of run_distil.py, and their conversion into config objects.
+
+The central place to define flags: library code never reads FLAGS; entry points call
+`configs_from_flags()` and hand the frozen configs on. Flagfiles in `flags/` layer on top of the
+defaults here (`--flagfile=flags/smoke.cfg --train_file=X`: the later value wins).
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from xtremedistil_tf import config as config_lib
+
+FLAGS = flags.FLAGS
+
+# Data.
+flags.DEFINE_string("train_file", "", "Labelled training file(s), comma-separated. Empty: the "
+                    "embedded default (WNUT-2016 from PyPI).")
+flags.DEFINE_string("dev_file", "", "Labelled dev file(s) for every model choice.")
+flags.DEFINE_string("test_file", "", "Labelled test file(s), read only for the final report.")
+flags.DEFINE_string("transfer_file", "", "Unlabelled text for distillation (one sentence per "
+                    "line or CoNLL without tags), added to the training sentences.")
+flags.DEFINE_enum("tag_scheme", "auto", list(config_lib.TAG_SCHEMES),
+                  "Tag scheme of the labelled files; converted to IOB2.")
+flags.DEFINE_integer("max_seq_length", 128, "Sub-words per window (special tokens included); "
+                     "longer sentences are split into windows and merged back.")
+flags.DEFINE_integer("batch_size", 32, "Training batch size (windows).")
+flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch size (windows).")
+flags.DEFINE_bool("label_all_subwords", False, "Train on all sub-words, not only the first.")
+flags.DEFINE_string("cache_dir", "", "Where the embedded default is built (default "
+                    "$XTREMEDISTIL_CACHE or ~/.cache/xtremedistil_tf).")
+
+# Teacher.
+flags.DEFINE_string("teacher", "", "Teacher: hub id or folder (tf_model.h5 or model.safetensors). "
+                    "Empty: the embedded default all-MiniLM-L6-v2.")
+flags.DEFINE_enum("head", "softmax", list(config_lib.HEADS), "Classification head.")
+flags.DEFINE_float("teacher_learning_rate", 5e-5, "Teacher fine-tuning peak learning rate.")
+flags.DEFINE_integer("teacher_epochs", 4, "Teacher fine-tuning epochs at most.")
+flags.DEFINE_integer("teacher_patience", 2, "Teacher early stopping patience (epochs).")
+flags.DEFINE_bool("reduce_lr_on_plateau", False, "Halve the teacher's learning rate after an "
+                  "epoch without dev improvement.")
+flags.DEFINE_bool("freeze_encoder", False, "Fine-tune the teacher's head only.")
+flags.DEFINE_enum("teacher_fine_tune", "auto", ["auto", "yes", "no"],
+                  "auto: fine-tune unless the teacher is a ready token classifier.")
+flags.DEFINE_float("dropout", 0.1, "Dropout before the classifiers.")
+flags.DEFINE_float("warmup_ratio", 0.1, "Share of each stage's steps used for warm-up.")
+flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not on LayerNorm and biases).")
+
+# Student and distillation.
+flags.DEFINE_string("student", "teacher:0,2,4", "Student: hub id or folder, short name "
+                    "(xtremedistil-l6-h256, -l6-h384, -l12-h384), preset (l4-h256) or "
+                    "teacher:i,j,... (teacher layers, 0-based).")
+flags.DEFINE_bool("student_own_tokenizer", False, "Keep the student's own tokenizer; losses are "
+                  "then computed on word-level vectors.")
+flags.DEFINE_bool("freeze_embeddings", False, "Do not train the student's word embeddings.")
+flags.DEFINE_enum("strategy", "xtremedistil", list(config_lib.STRATEGIES),
+                  "Distillation strategy.")
+flags.DEFINE_list("stages", list(config_lib.STAGE_NAMES), "Student stages, in order.")
+flags.DEFINE_string("teacher_layer", "middle", "Teacher layer for the representation stage: "
+                    "middle, last, uniform or an index into hidden_states.")
+flags.DEFINE_enum("logit_loss", "mse", list(config_lib.LOGIT_LOSSES), "Logit loss.")
+flags.DEFINE_float("temperature", 2.0, "Temperature of the kl logit loss.")
+flags.DEFINE_bool("gradual_unfreezing", True, "Unfreeze one block at a time from the top in "
+                  "the logits and labels stages.")
+flags.DEFINE_float("learning_rate", 1e-4, "Student peak learning rate per stage.")
+flags.DEFINE_integer("epochs", 3, "Student epochs per stage (or unfreezing step) at most.")
+flags.DEFINE_integer("patience", 1, "Student early stopping patience (epochs).")
+
+# Run.
+flags.DEFINE_string("output_dir", "runs/default", "Where the run writes everything; rerunning "
+                    "the same command resumes there.")
+flags.DEFINE_integer("seed", 42, "Random seed (data order, initialisation, dropout).")
+flags.DEFINE_string("export_dir", "saved_models", "Base folder of SavedModel exports.")
+flags.DEFINE_string("export_name", "", "Export name (default: the output_dir's name).")
+flags.DEFINE_bool("export_teacher", False, "Also export the teacher.")
+flags.DEFINE_integer("speed_batch_size", 32, "Batch size of the speed measurement.")
+flags.DEFINE_integer("speed_seq_length", 128, "Sequence length of the speed measurement.")
+flags.DEFINE_bool("xla", False, "Compile with XLA (helps on GPUs; slower on CPUs).")
+
+
+def _files(value: str) -> tuple[str, ...]:
+    return config_lib.split_list(value)
+
+
+def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
+    """Builds the run's configs from FLAGS.
+
+    Args:
+        default_assets: `default_data.DefaultAssets` filling in files and teacher left empty.
+    """
+    f = FLAGS
+    d = default_assets
+    data = config_lib.DataConfig(
+        train_files=_files(f.train_file or (d.train_file if d else "")),
+        dev_files=_files(f.dev_file or (d.dev_file if d else "")),
+        test_files=_files(f.test_file or (d.test_file if d else "")),
+        transfer_files=_files(f.transfer_file),
+        tag_scheme=f.tag_scheme,
+        max_seq_length=f.max_seq_length,
+        batch_size=f.batch_size,
+        eval_batch_size=f.eval_batch_size,
+        label_all_subwords=f.label_all_subwords,
+    )
+    teacher = config_lib.TeacherConfig(
+        model=f.teacher or (d.teacher_dir if d else ""),
+        head=f.head,
+        learning_rate=f.teacher_learning_rate,
+        epochs=f.teacher_epochs,
+        warmup_ratio=f.warmup_ratio,
+        weight_decay=f.weight_decay,
+        patience=f.teacher_patience,
+        reduce_lr_on_plateau=f.reduce_lr_on_plateau,
+        freeze_encoder=f.freeze_encoder,
+        dropout=f.dropout,
+        fine_tune=f.teacher_fine_tune,
+    )
+    student = config_lib.StudentConfig(
+        model=f.student,
+        own_tokenizer=f.student_own_tokenizer,
+        freeze_embeddings=f.freeze_embeddings,
+        dropout=f.dropout,
+    )
+    distil = config_lib.DistilConfig(
+        stages=tuple(f.stages),
+        teacher_layer=f.teacher_layer,
+        logit_loss=f.logit_loss,
+        temperature=f.temperature,
+        gradual_unfreezing=f.gradual_unfreezing,
+        learning_rate=f.learning_rate,
+        epochs=f.epochs,
+        patience=f.patience,
+        warmup_ratio=f.warmup_ratio,
+        weight_decay=f.weight_decay,
+    )
+    return config_lib.RunConfig(
+        data=data,
+        teacher=teacher,
+        student=student,
+        distil=distil,
+        output_dir=f.output_dir,
+        seed=f.seed,
+        strategy=f.strategy,
+        export_dir=f.export_dir,
+        export_name=f.export_name,
+        export_teacher=f.export_teacher,
+        speed_batch_size=f.speed_batch_size,
+        speed_seq_length=f.speed_seq_length,
+        xla=f.xla,
+    )
+
+
+def needs_default_assets() -> bool:
+    """True when the embedded default must fill in data files or the teacher."""
+    f = FLAGS
+    return not (f.train_file and f.dev_file and f.test_file and f.teacher)
+
+
+def resolved_flags() -> str:
+    """The flags of this module with their values, as a flagfile."""
+    return FLAGS.flags_into_string()

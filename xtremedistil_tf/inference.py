@@ -1,0 +1,68 @@
+"""Running a model over batches and reading its outputs back per word and per sentence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from xtremedistil_tf import features, losses
+
+
+def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False):
+    """A compiled forward pass returning word-level `logits` (and selected `hidden`).
+
+    Args:
+        model: a `TokenClassifier`.
+        hidden_layers: indices into `hidden_states` (0 = embeddings) to return, stacked as
+            `[B, W, len(hidden_layers), H]` under `hidden`.
+        xla: compile with XLA (faster on GPUs; slower on this kind of CPU).
+    """
+    layers = tuple(hidden_layers)
+
+    ids = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[ids, ids, ids], jit_compile=xla)
+    def forward(input_ids, attention_mask, word_index):
+        out = model({"input_ids": input_ids, "attention_mask": attention_mask},
+                    training=False, output_hidden_states=bool(layers))
+        result = {"logits": losses.gather_words(out["logits"], word_index)}
+        if layers:
+            hs = [losses.gather_words(out["hidden_states"][i], word_index) for i in layers]
+            result["hidden"] = tf.stack(hs, axis=2)
+        return result
+
+    return forward
+
+
+def word_outputs(forward, batches: Sequence[dict], n_windows: int) -> dict[str, list[np.ndarray]]:
+    """Runs `forward` over batches; returns per-window word arrays (`[W, ...]`) per output key."""
+    per_key: dict[str, list] = {}
+    for batch in batches:
+        out = forward(batch["input_ids"], batch["attention_mask"], batch["word_index"])
+        counts = batch["word_mask"].sum(axis=1).astype(int)
+        for key, value in out.items():
+            slots = per_key.setdefault(key, [None] * n_windows)
+            value = value.numpy()
+            for row, w in enumerate(batch["window"]):
+                slots[int(w)] = value[row, : counts[row]]
+    return per_key
+
+
+def sentence_outputs(
+    forward, windows: Sequence[features.Window], batches: Sequence[dict], lengths: Sequence[int]
+) -> dict[str, list[np.ndarray]]:
+    """Like `word_outputs`, merged back to one `[n_words, ...]` array per sentence."""
+    per_window = word_outputs(forward, batches, len(windows))
+    return {
+        key: features.merge_windows(windows, arrays, len(lengths), lengths)
+        for key, arrays in per_window.items()
+    }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis (numpy)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)

@@ -1,0 +1,348 @@
+"""Encoders, the token classifier that wraps them, and the ways a student is made.
+
+Every model here is a `TokenClassifier`: a Hugging Face TF *main layer* (`TFBertMainLayer`,
+`TFXLMRobertaMainLayer`, ...) plus dropout and a dense head, returning a dict with `logits` and,
+when asked, `hidden_states`. Variables are grouped (`embeddings`, `block:i`, `head`,
+`projection`) so distillation stages can say which of them train.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+import transformers
+
+from xtremedistil_tf import embeddings as embeddings_lib
+
+keras = tf.keras
+
+STUDENT_SHORT_NAMES = {
+    "xtremedistil-l6-h256": "microsoft/xtremedistil-l6-h256-uncased",
+    "xtremedistil-l6-h384": "microsoft/xtremedistil-l6-h384-uncased",
+    "xtremedistil-l12-h384": "microsoft/xtremedistil-l12-h384-uncased",
+}
+_PRESET = re.compile(r"^l(\d+)-h(\d+)$")
+_CUT = re.compile(r"^teacher:(\d+(,\d+)*)$")
+
+
+class TokenClassifier(keras.Model):
+    """An encoder main layer + dropout + linear classifier over sub-word positions.
+
+    Args:
+        encoder: a Hugging Face TF main layer (has `embeddings` and `encoder.layer`).
+        num_labels: classes of the head.
+        dropout: dropout rate before the head.
+        projection_dim: if set, a dense projection of hidden states to this width (used to
+            compare student representations with a wider teacher's).
+        classifier: an existing dense head to reuse (ready token-classification checkpoints).
+    """
+
+    def __init__(self, encoder, num_labels, dropout=0.1, projection_dim=None, classifier=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.num_labels = num_labels
+        self.dropout_rate = dropout
+        self.projection_dim = projection_dim
+        self.dropout = keras.layers.Dropout(dropout)
+        self.classifier = classifier or keras.layers.Dense(
+            num_labels,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            name="classifier",
+        )
+        self.projection = (
+            keras.layers.Dense(projection_dim, name="projection") if projection_dim else None
+        )
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.encoder.encoder.layer)
+
+    def call(self, inputs, training=False, output_hidden_states=False):
+        """Runs the model.
+
+        Args:
+            inputs: dict with `input_ids` and `attention_mask`, int32 `[B, T]`.
+            training: dropout on/off.
+            output_hidden_states: also return `hidden_states`, a tuple of L+1 `[B, T, H]`
+                (embedding output first).
+
+        Returns:
+            dict with `logits` `[B, T, K]` (and `hidden_states`).
+        """
+        out = self.encoder(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            output_hidden_states=output_hidden_states,
+            training=training,
+        )
+        logits = self.classifier(self.dropout(out.last_hidden_state, training=training))
+        result = {"logits": logits}
+        if output_hidden_states:
+            result["hidden_states"] = out.hidden_states
+        return result
+
+    def project(self, hidden):
+        """Maps `[..., H_student]` to the teacher width (identity without a projection)."""
+        return self.projection(hidden) if self.projection is not None else hidden
+
+    def build_with_dummy(self):
+        """Creates all variables by running one tiny batch."""
+        ids = tf.ones((1, 4), tf.int32)
+        out = self({"input_ids": ids, "attention_mask": ids}, output_hidden_states=True)
+        if self.projection is not None:
+            self.project(out["hidden_states"][-1])
+        return self
+
+    def variable_groups(self) -> dict[str, list[tf.Variable]]:
+        """Trainable variables by group: `embeddings`, `block:0..L-1`, `head`, `projection`.
+
+        The pooler (unused for tagging) is in no group and never trains.
+        """
+        groups = {"embeddings": list(self.encoder.embeddings.trainable_variables)}
+        for i, block in enumerate(self.encoder.encoder.layer):
+            groups[f"block:{i}"] = list(block.trainable_variables)
+        groups["head"] = list(self.classifier.trainable_variables)
+        groups["projection"] = (
+            list(self.projection.trainable_variables) if self.projection is not None else []
+        )
+        return groups
+
+    def get_config(self):
+        return {
+            "num_labels": self.num_labels,
+            "dropout": self.dropout_rate,
+            "projection_dim": self.projection_dim,
+        }
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_student_name(name: str) -> str:
+    """Maps a short student name to its hub id; other names pass through."""
+    return STUDENT_SHORT_NAMES.get(name, name)
+
+
+def _main_layer(hf_model):
+    main = getattr(hf_model, hf_model.base_model_prefix, None)
+    if main is None or not hasattr(main, "embeddings") or not hasattr(main, "encoder"):
+        raise ValueError(
+            f"{type(hf_model).__name__} is not a BERT-like encoder (embeddings + encoder.layer); "
+            "use a BERT, RoBERTa or XLM-R checkpoint"
+        )
+    return main
+
+
+def read_hf_config(name_or_path: str) -> transformers.PretrainedConfig:
+    """Loads a model's config from a folder or the hub, with a one-line error if it is missing."""
+    try:
+        return transformers.AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"cannot load model {name_or_path!r}: no config.json there or on the hub "
+            f"({str(e).splitlines()[0]}); check the folder or hub id"
+        ) from None
+
+
+def is_token_classifier(config: transformers.PretrainedConfig) -> bool:
+    """True for a checkpoint that already is a token-classification model with its own labels."""
+    archs = getattr(config, "architectures", None) or []
+    default = {i: f"LABEL_{i}" for i in range(len(config.id2label or {}))}
+    return any(a.endswith("ForTokenClassification") for a in archs) and config.id2label != default
+
+
+def _from_pretrained(cls, name_or_path, **kwargs):
+    # Prefer safetensors where a folder has both (no pickle); transformers picks it by default.
+    try:
+        return cls.from_pretrained(name_or_path, **kwargs)
+    except TypeError:
+        kwargs.pop("add_pooling_layer", None)
+        return cls.from_pretrained(name_or_path, **kwargs)
+    except OSError as e:
+        raise ValueError(
+            f"cannot load weights of {name_or_path!r} ({str(e).splitlines()[0]}); the folder "
+            "needs tf_model.h5 or model.safetensors"
+        ) from None
+
+
+def load_encoder(name_or_path: str):
+    """Loads a Hugging Face TF encoder's main layer (from `tf_model.h5` or `model.safetensors`)."""
+    hf = _from_pretrained(transformers.TFAutoModel, name_or_path, add_pooling_layer=False)
+    return _main_layer(hf)
+
+
+def load_tokenizer(name_or_path: str):
+    """Loads the fast tokenizer of a folder or hub id (word alignment needs `word_ids()`)."""
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"cannot load a tokenizer from {name_or_path!r} ({str(e).splitlines()[0]})"
+        ) from None
+    if not tok.is_fast:
+        raise ValueError(f"{name_or_path!r} has no fast tokenizer (tokenizer.json); add one")
+    return tok
+
+
+def build_teacher(name_or_path: str, labels: list[str], dropout: float):
+    """Builds the teacher.
+
+    Returns:
+        (model, teacher_labels, ready): `ready` is True when the checkpoint already was a token
+        classifier, in which case its own head and label names are kept.
+    """
+    config = read_hf_config(name_or_path)
+    if is_token_classifier(config):
+        hf = _from_pretrained(transformers.TFAutoModelForTokenClassification, name_or_path)
+        teacher_labels = [config.id2label[i] for i in range(len(config.id2label))]
+        model = TokenClassifier(_main_layer(hf), len(teacher_labels), dropout,
+                                classifier=hf.classifier, name="teacher")
+        return model.build_with_dummy(), teacher_labels, True
+    model = TokenClassifier(load_encoder(name_or_path), len(labels), dropout, name="teacher")
+    return model.build_with_dummy(), list(labels), False
+
+
+def build_student(
+    spec: str,
+    teacher: TokenClassifier,
+    num_labels: int,
+    vocab_size: int,
+    pad_token_id: int,
+    max_seq_length: int,
+    dropout: float,
+    own_tokenizer: bool,
+) -> TokenClassifier:
+    """Makes the student described by `spec` (see `StudentConfig.model`).
+
+    Unless `own_tokenizer`, the student reads the teacher's tokenizer: its word embeddings become
+    the teacher's, compressed to the student width by truncated SVD when the widths differ.
+    """
+    t_cfg = teacher.encoder.config
+    cut = _CUT.match(spec)
+    preset = _PRESET.match(spec)
+    if cut:
+        layers = [int(i) for i in cut.group(1).split(",")]
+        bad = [i for i in layers if i >= teacher.num_blocks]
+        if bad:
+            raise ValueError(
+                f"--student={spec}: the teacher has layers 0..{teacher.num_blocks - 1}, not {bad}"
+            )
+        encoder = _cut_teacher(teacher, layers)
+    elif preset:
+        n_layers, hidden = int(preset.group(1)), int(preset.group(2))
+        heads = max(1, hidden // 64)
+        if hidden % heads:
+            raise ValueError(f"--student={spec}: width {hidden} is not divisible by {heads} heads")
+        cfg = transformers.BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+            max_position_embeddings=max(512, max_seq_length),
+            pad_token_id=pad_token_id,
+        )
+        encoder = _main_layer(transformers.TFBertModel(cfg, add_pooling_layer=False))
+    else:
+        if own_tokenizer is False and not os.path.isdir(spec) and "/" not in resolve_student_name(spec):
+            raise ValueError(
+                f"--student={spec} is not a folder, hub id, short name "
+                f"({', '.join(STUDENT_SHORT_NAMES)}), preset like l4-h256 or teacher:0,2,4"
+            )
+        encoder = load_encoder(resolve_student_name(spec))
+        if not own_tokenizer and encoder.config.vocab_size != vocab_size:
+            encoder = _with_vocab(encoder, vocab_size)
+    width = encoder.config.hidden_size
+    student = TokenClassifier(
+        encoder,
+        num_labels,
+        dropout,
+        projection_dim=t_cfg.hidden_size,
+        name="student",
+    ).build_with_dummy()
+    if not cut and not own_tokenizer:
+        teacher_emb = teacher.encoder.embeddings.weight.numpy()
+        encoder.embeddings.weight.assign(
+            embeddings_lib.compress(teacher_emb, width).astype(np.float32)
+        )
+    return student
+
+
+def _cut_teacher(teacher: TokenClassifier, layers: list[int]):
+    cfg = teacher.encoder.config.__class__.from_dict(teacher.encoder.config.to_dict())
+    cfg.num_hidden_layers = len(layers)
+    hf = transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False)
+    encoder = _main_layer(hf)
+    ids = tf.ones((1, 4), tf.int32)
+    encoder(input_ids=ids, attention_mask=ids)
+    encoder.embeddings.set_weights(teacher.encoder.embeddings.get_weights())
+    for j, i in enumerate(layers):
+        encoder.encoder.layer[j].set_weights(teacher.encoder.encoder.layer[i].get_weights())
+    return encoder
+
+
+def _with_vocab(encoder, vocab_size: int):
+    """Returns a copy of `encoder` whose word-embedding matrix has `vocab_size` rows.
+
+    All other weights are copied; the word embeddings are left for the caller to set.
+    """
+    cfg = encoder.config.__class__.from_dict(encoder.config.to_dict())
+    cfg.vocab_size = vocab_size
+    new = _main_layer(transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False))
+    ids = tf.ones((1, 4), tf.int32)
+    new(input_ids=ids, attention_mask=ids)
+
+    def key(v):  # drop the model-instance prefix ("tf_bert_model_3/")
+        return v.name.split("/", 1)[-1]
+
+    old = {key(v): v for v in encoder.variables}
+    for v in new.variables:
+        src = old.get(key(v))
+        if src is not None and src.shape == v.shape:
+            v.assign(src)
+    return new
+
+
+def count_params(model: keras.Model) -> int:
+    """Parameters used for tagging (the unused pooler and the distillation projection excluded)."""
+    groups = model.variable_groups()
+    return int(
+        sum(int(np.prod(v.shape)) for k, vs in groups.items() if k != "projection" for v in vs)
+    )
+
+
+def save_weights(model: TokenClassifier, folder: str) -> float:
+    """Writes the model's weights under `folder` atomically and returns their size in MB."""
+    tmp = folder + ".tmp"
+    tf.io.gfile.makedirs(tmp)
+    model.save_weights(os.path.join(tmp, "weights"))
+    with open(os.path.join(tmp, "model.json"), "w") as f:
+        json.dump(model.get_config(), f)
+    if tf.io.gfile.exists(folder):
+        tf.io.gfile.rmtree(folder)
+    os.replace(tmp, folder)
+    return weights_size_mb(folder)
+
+
+def weights_size_mb(folder: str) -> float:
+    """Size on disk of the weight files in `folder`, in MB (10^6 bytes)."""
+    total = sum(
+        os.path.getsize(os.path.join(folder, f))
+        for f in os.listdir(folder)
+        if f.startswith("weights")
+    )
+    return total / 1e6
+
+
+def load_weights(model: TokenClassifier, folder: str) -> None:
+    """Restores weights written by `save_weights` into an identically built model."""
+    model.load_weights(os.path.join(folder, "weights")).expect_partial()

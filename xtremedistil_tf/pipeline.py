@@ -1,0 +1,329 @@
+"""The whole job: data → teacher → staged student → evaluation → SavedModel.
+
+`run(config)` is what `run_distil.py` calls. Each finished step (teacher fine-tuning, every student
+stage, the export) is recorded in `<output_dir>/state.json` next to its checkpoint, so rerunning
+the same command after an interruption continues after the last finished step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from xtremedistil_tf import (
+    config as config_lib,
+    data as data_lib,
+    evaluate,
+    export as export_lib,
+    features,
+    inference,
+    labels as labels_lib,
+    models,
+    report,
+    speed,
+    stages as stages_lib,
+    train,
+)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class Split:
+    """Sentences of one split tokenized for one model."""
+
+    sentences: list[data_lib.Sentence]
+    windows: list[features.Window]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(s.words) for s in self.sentences]
+
+
+class RunState:
+    """Which steps of a run are finished (`state.json`), for resuming."""
+
+    def __init__(self, output_dir: str, settings: dict):
+        self.path = os.path.join(output_dir, "state.json")
+        self.state = {"settings": settings, "done": {}}
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                previous = json.load(f)
+            if previous.get("settings") != settings:
+                raise ValueError(
+                    f"{output_dir} holds a run with other settings (see its flags.txt); use a "
+                    "new --output_dir, or delete that folder to start again"
+                )
+            self.state = previous
+
+    def done(self, step: str):
+        return self.state["done"].get(step)
+
+    def mark(self, step: str, info) -> None:
+        self.state["done"][step] = info
+        report.write_json(self.path, self.state)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(cfg: config_lib.DataConfig):
+    """Reads, validates and converts the labelled splits; returns (splits, labels, transfer)."""
+    splits = {}
+    for name, files in (("train", cfg.train_files), ("dev", cfg.dev_files),
+                        ("test", cfg.test_files)):
+        sentences = data_lib.read_labelled_files(files)
+        sentences, info = labels_lib.convert_sentences(sentences, cfg.tag_scheme, ",".join(files))
+        if info["repaired"]:
+            log(f"warning: {name}: {info['repaired']} tags repaired while converting "
+                f"{info['scheme']} to IOB2")
+        splits[name] = sentences
+    labels = labels_lib.label_list(splits["train"])
+    for name in ("dev", "test"):
+        labels_lib.check_labels_known(splits[name], labels, name)
+    transfer = [dataclasses.replace(s, tags=None) for s in splits["train"]]
+    if cfg.transfer_files:
+        transfer += data_lib.read_unlabelled_files(cfg.transfer_files)
+    return splits, labels, transfer
+
+
+def tokenize(sentences, tokenizer, label_ids, cfg: config_lib.DataConfig) -> Split:
+    return Split(sentences, features.make_windows(
+        sentences, tokenizer, label_ids, cfg.max_seq_length, cfg.label_all_subwords))
+
+
+# --------------------------------------------------------------------------- models at work
+
+
+class Tagger:
+    """A model with its tokenizer and a compiled word-level forward pass."""
+
+    def __init__(self, model, tokenizer, cfg: config_lib.DataConfig, labels, convert=None,
+                 hidden_layers=(), xla=False):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.labels = labels
+        self.convert = convert  # teacher label space -> data label space (ready teachers)
+        self.forward = inference.make_forward(model, hidden_layers, xla)
+
+    def batches(self, split: Split, word_targets=None):
+        return features.make_batches(split.windows, self.cfg.eval_batch_size,
+                                     self.cfg.max_seq_length, self.tokenizer.pad_token_id,
+                                     word_targets)
+
+    def outputs(self, split: Split) -> dict[str, list[np.ndarray]]:
+        return inference.sentence_outputs(self.forward, split.windows, self.batches(split),
+                                          split.lengths)
+
+    def probabilities(self, logits: list[np.ndarray]) -> list[np.ndarray]:
+        probs = [inference.softmax(x) for x in logits]
+        return [self.convert(p) for p in probs] if self.convert else probs
+
+    def predict(self, split: Split) -> list[list[str]]:
+        probs = self.probabilities(self.outputs(split)["logits"])
+        return [[self.labels[i] for i in p.argmax(axis=-1)] for p in probs]
+
+    def score(self, split: Split) -> dict:
+        gold = [list(s.tags) for s in split.sentences]
+        langs = [s.lang for s in split.sentences]
+        return evaluate.score_tags(gold, self.predict(split), langs)
+
+
+def teacher_targets(tagger: Tagger, split: Split) -> dict[str, list[np.ndarray]]:
+    """Per-sentence word-level teacher outputs: `logits` [n, K] and `hidden` [n, layers, H]."""
+    out = tagger.outputs(split)
+    logits = out["logits"]
+    if tagger.convert:  # a ready teacher speaks its own labels: learn its mapped distribution
+        logits = [np.log(np.maximum(p, 1e-8)) for p in tagger.probabilities(logits)]
+    return {"teacher_logits": [x.astype(np.float32) for x in logits],
+            "teacher_hidden": [h.astype(np.float16) for h in out["hidden"]]}
+
+
+def window_targets(targets: dict, windows: list[features.Window]) -> dict:
+    """Slices per-sentence word targets into the student's windows."""
+    return {k: [v[w.sentence][w.word_start:w.word_end] for w in windows]
+            for k, v in targets.items()}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(cfg: config_lib.RunConfig) -> dict:
+    """Runs the job described by `cfg` and returns the metrics document (also on disk)."""
+    t_start = time.time()
+    out = cfg.output_dir
+    os.makedirs(out, exist_ok=True)
+    tf.keras.utils.set_random_seed(cfg.seed)
+    state = RunState(out, json.loads(json.dumps(dataclasses.asdict(cfg))))
+    dcfg = cfg.data
+
+    splits, labels, transfer_sentences = load_data(dcfg)
+    label_ids = {label: i for i, label in enumerate(labels)}
+    log(f"data: {', '.join(f'{k} {len(v)} sentences' for k, v in splits.items())}, "
+        f"transfer {len(transfer_sentences)}; {len(labels)} labels")
+
+    # Teacher.
+    t_tok = models.load_tokenizer(cfg.teacher.model)
+    teacher, teacher_labels, ready = models.build_teacher(cfg.teacher.model, labels,
+                                                          cfg.teacher.dropout)
+    convert = None
+    if teacher_labels != labels:
+        labels_lib.map_teacher_labels(teacher_labels, labels)  # fails early if unmappable
+        def convert(p):
+            return labels_lib.teacher_probs_to_data(p, teacher_labels, labels)
+    t_splits = {k: tokenize(v, t_tok, label_ids, dcfg) for k, v in splits.items()}
+    fine_tune = cfg.teacher.fine_tune == "yes" or (cfg.teacher.fine_tune == "auto" and not ready)
+    if fine_tune and ready:
+        raise ValueError("--teacher_fine_tune=yes needs a teacher without its own labels")
+    t_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, xla=cfg.xla)
+    history = []
+    teacher_dir = os.path.join(out, "teacher")
+    if fine_tune and state.done("teacher"):
+        models.load_weights(teacher, teacher_dir)
+        history += state.done("teacher")["history"]
+        log("teacher: fine-tuned in an earlier run, weights loaded")
+    elif fine_tune and cfg.teacher.epochs > 0:
+        stage = stages_lib.teacher_stage(cfg.teacher, teacher.num_blocks)
+        log(f"teacher: fine-tuning {cfg.teacher.model} ({teacher.num_blocks} blocks)")
+        result = _run_stage(teacher, stage, t_splits, t_tagger, cfg, train.LossSettings(),
+                            reduce_lr=cfg.teacher.reduce_lr_on_plateau,
+                            weight_decay=cfg.teacher.weight_decay,
+                            warmup_ratio=cfg.teacher.warmup_ratio)
+        models.save_weights(teacher, teacher_dir)
+        state.mark("teacher", {"history": result.history, "seconds": result.seconds})
+        history += result.history
+    if not os.path.exists(teacher_dir):
+        models.save_weights(teacher, teacher_dir)
+
+    # Student.
+    s_tok = (models.load_tokenizer(models.resolve_student_name(cfg.student.model))
+             if cfg.student.own_tokenizer else t_tok)
+    student = models.build_student(
+        cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
+        dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer)
+    t_layers, s_layers = stages_lib.representation_pairs(
+        cfg.distil.teacher_layer, teacher.num_blocks, student.num_blocks)
+    settings = train.LossSettings(s_layers, cfg.distil.logit_loss, cfg.distil.temperature)
+    s_splits = (t_splits if s_tok is t_tok
+                else {k: tokenize(v, s_tok, label_ids, dcfg) for k, v in splits.items()})
+    s_tagger = Tagger(student, s_tok, dcfg, labels, xla=cfg.xla)
+    schedule = stages_lib.build_schedule(cfg.distil, student.num_blocks,
+                                         cfg.student.freeze_embeddings)
+    log(f"student: {cfg.student.model} ({student.num_blocks} blocks, width "
+        f"{student.hidden_size}); stages: {', '.join(s.name for s in schedule)}")
+
+    student_dir = os.path.join(out, "student")
+    todo = [s for s in schedule if not state.done(s.name)]
+    if len(todo) < len(schedule):
+        models.load_weights(student, student_dir)
+        for s in schedule:
+            if state.done(s.name):
+                history += state.done(s.name)["history"]
+        log(f"student: {len(schedule) - len(todo)} stages finished in an earlier run, resuming")
+    if any(s.data == "transfer" for s in todo):
+        log(f"caching teacher outputs (layers {list(t_layers)}) on transfer and dev data")
+        cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, hidden_layers=t_layers)
+        transfer_t = tokenize(transfer_sentences, t_tok, None, dcfg)
+        transfer_s = transfer_t if s_tok is t_tok else tokenize(transfer_sentences, s_tok, None, dcfg)
+        targets = {"transfer": window_targets(teacher_targets(cache_tagger, transfer_t),
+                                              transfer_s.windows),
+                   "dev": window_targets(teacher_targets(cache_tagger, t_splits["dev"]),
+                                         s_splits["dev"].windows)}
+        s_splits["transfer"] = transfer_s
+    else:
+        targets = {}
+    best_f1 = max([state.done(s.name)["best"] for s in schedule
+                   if s.monitor == "dev_f1" and state.done(s.name)], default=-math.inf)
+    for stage in todo:
+        # F1 stages must beat the best dev F1 so far: the final student is the best one seen.
+        baseline = best_f1 if stage.monitor == "dev_f1" else -math.inf
+        result = _run_stage(student, stage, s_splits, s_tagger, cfg, settings,
+                            targets=targets, log_name=f"student_{stage.name.replace('/', '_')}",
+                            baseline=baseline)
+        if stage.monitor == "dev_f1":
+            best_f1 = max(best_f1, result.best)
+        models.save_weights(student, student_dir)
+        state.mark(stage.name, {"history": result.history, "seconds": result.seconds,
+                                "best": result.best})
+        history += result.history
+
+    # Evaluation on test: the only place test labels are read.
+    log("evaluating teacher and student on test")
+    doc = _evaluate(cfg, t_tagger, s_tagger, t_splits["test"], s_splits["test"],
+                    teacher_dir, student_dir)
+    if history:
+        report.write_json(os.path.join(out, "history.json"), history)
+        report.plot_history(history, os.path.join(out, "curves.png"))
+    doc["export"] = _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok)
+    doc["wall_seconds"] = time.time() - t_start
+    report.write_json(os.path.join(out, "metrics.json"), doc)
+    return doc
+
+
+def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None,
+               log_name="teacher", reduce_lr=False, weight_decay=None, warmup_ratio=None,
+               baseline=-math.inf):
+    dcfg = cfg.data
+    source = splits["train"] if stage.data == "train" else splits["transfer"]
+    keys = train.batch_keys(stage.objective)
+    word_targets = {k: v for k, v in (targets or {}).get("transfer", {}).items() if k in keys}
+
+    def make(epoch):
+        return features.make_batches(source.windows, dcfg.batch_size, dcfg.max_seq_length,
+                                     tagger.tokenizer.pad_token_id, word_targets or None,
+                                     shuffle=True, seed=cfg.seed * 1000 + epoch)
+
+    if stage.monitor == "dev_f1":
+        def monitor():
+            return tagger.score(splits["dev"])["f1"]
+    else:
+        dev_targets = {k: v for k, v in targets["dev"].items() if k in keys}
+        dev_batches = tagger.batches(splits["dev"], dev_targets)
+
+        def monitor():
+            return -train.mean_loss(model, stage.objective, settings, dev_batches)
+
+    return train.run_stage(
+        model, stage, train.epoch_batches(make), monitor, settings,
+        weight_decay=cfg.distil.weight_decay if weight_decay is None else weight_decay,
+        warmup_ratio=cfg.distil.warmup_ratio if warmup_ratio is None else warmup_ratio,
+        reduce_lr_on_plateau=reduce_lr,
+        log_dir=os.path.join(cfg.output_dir, "tensorboard", log_name), xla=cfg.xla,
+        baseline=baseline)
+
+
+def _evaluate(cfg, t_tagger, s_tagger, t_test, s_test, teacher_dir, student_dir) -> dict:
+    entries = {}
+    for name, tagger, split, folder in (("teacher", t_tagger, t_test, teacher_dir),
+                                        ("student", s_tagger, s_test, student_dir)):
+        scores = tagger.score(split)
+        timing = speed.time_forward(tagger.model, len(tagger.tokenizer), cfg.speed_batch_size,
+                                    cfg.speed_seq_length)
+        entries[name] = report.model_entry(scores, models.count_params(tagger.model),
+                                           models.weights_size_mb(folder), timing["ms_per_batch"])
+        entries[name]["timing"] = timing
+    return report.metrics_document(entries["teacher"], entries["student"])
+
+
+def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok) -> dict:
+    if state.done("export"):
+        return state.done("export")
+    name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
+    paths = {"student": export_lib.export(student, labels, s_tok, cfg.export_dir, name)}
+    if cfg.export_teacher:
+        paths["teacher"] = export_lib.export(teacher, teacher_labels, t_tok, cfg.export_dir,
+                                             name + "-teacher")
+    state.mark("export", paths)
+    for k, p in paths.items():
+        log(f"exported {k} to {p}")
+    return paths

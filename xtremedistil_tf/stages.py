@@ -1,0 +1,141 @@
+"""Distillation stages as data: what each stage learns, from which data, with which variables.
+
+One loop (`train.run_stage`) runs any `Stage`. The XtremeDistil schedule is
+  1. representations: student layer(s), projected, learn teacher hidden states (transfer data);
+  2. logits: student logits learn teacher logits (transfer data), unfreezing from the top;
+  3. labels: cross-entropy on the labelled training set, unfreezing from the top.
+With gradual unfreezing, stages 2 and 3 become L+1 steps for an L-block student: the head alone,
+then the head and the top block, ..., then everything (embeddings last, unless frozen).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from xtremedistil_tf import config as config_lib
+
+OBJECTIVES = ("representations", "logits", "labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage.
+
+    Attributes:
+        name: unique, readable name (used for checkpoints, logs and resume).
+        objective: "representations", "logits" or "labels".
+        data: "transfer" (unlabelled, teacher targets) or "train" (gold labels).
+        trainable: variable groups of `TokenClassifier.variable_groups()` that train.
+        learning_rate: peak learning rate (linear warm-up and decay over the stage).
+        max_epochs: epochs at most.
+        patience: epochs without improvement of `monitor` before stopping.
+        monitor: "dev_f1" (higher is better) or "dev_loss" (lower is better).
+    """
+
+    name: str
+    objective: str
+    data: str
+    trainable: tuple[str, ...]
+    learning_rate: float
+    max_epochs: int
+    patience: int
+    monitor: str
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"stage {self.name}: unknown objective {self.objective!r}")
+        if self.data not in ("transfer", "train"):
+            raise ValueError(f"stage {self.name}: data must be transfer or train")
+        if self.monitor not in ("dev_f1", "dev_loss"):
+            raise ValueError(f"stage {self.name}: monitor must be dev_f1 or dev_loss")
+        if not self.trainable:
+            raise ValueError(f"stage {self.name}: no variables to train")
+
+
+def top_groups(num_blocks: int, k: int, freeze_embeddings: bool) -> tuple[str, ...]:
+    """The head plus the top `k` blocks; with all blocks, the embeddings too (unless frozen)."""
+    groups = ["head"] + [f"block:{i}" for i in range(num_blocks - 1, num_blocks - 1 - k, -1)]
+    if k >= num_blocks and not freeze_embeddings:
+        groups.append("embeddings")
+    return tuple(groups)
+
+
+def teacher_stage(cfg: config_lib.TeacherConfig, num_blocks: int) -> Stage:
+    """Fine-tuning the teacher on gold labels (the head only with a frozen encoder)."""
+    k = 0 if cfg.freeze_encoder else num_blocks
+    return Stage(
+        name="teacher",
+        objective="labels",
+        data="train",
+        trainable=top_groups(num_blocks, k, freeze_embeddings=cfg.freeze_encoder),
+        learning_rate=cfg.learning_rate,
+        max_epochs=cfg.epochs,
+        patience=cfg.patience,
+        monitor="dev_f1",
+    )
+
+
+def build_schedule(
+    cfg: config_lib.DistilConfig, num_blocks: int, freeze_embeddings: bool
+) -> list[Stage]:
+    """The student's stages, in order.
+
+    Args:
+        cfg: which stages run, and their optimisation settings.
+        num_blocks: transformer blocks of the student.
+        freeze_embeddings: never train the word embeddings (e.g. compressed teacher embeddings).
+    """
+    common = dict(learning_rate=cfg.learning_rate, max_epochs=cfg.epochs, patience=cfg.patience)
+    schedule = []
+    if "representations" in cfg.stages:
+        body = tuple(f"block:{i}" for i in range(num_blocks)) + ("projection",)
+        if not freeze_embeddings:
+            body = ("embeddings",) + body
+        schedule.append(
+            Stage("representations", "representations", "transfer", body, monitor="dev_loss",
+                  **common)
+        )
+    for objective, data in (("logits", "transfer"), ("labels", "train")):
+        if objective not in cfg.stages:
+            continue
+        steps = range(num_blocks + 1) if cfg.gradual_unfreezing else [num_blocks]
+        for k in steps:
+            name = f"{objective}/top{k}" if cfg.gradual_unfreezing else objective
+            schedule.append(
+                Stage(name, objective, data, top_groups(num_blocks, k, freeze_embeddings),
+                      monitor="dev_f1", **common)
+            )
+    return schedule
+
+
+def representation_pairs(
+    teacher_layer: str, teacher_blocks: int, student_blocks: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Which teacher hidden states the student's hidden states learn in the first stage.
+
+    Indices are into Hugging Face `hidden_states` (0 = embedding output, i = output of block i).
+
+    Args:
+        teacher_layer: "middle" (block L/2, the default: XtremeDistil found middle layers
+            transfer best), "last", "uniform" (student block i learns teacher block
+            round(i * L_t / L_s)), or an integer index.
+        teacher_blocks, student_blocks: number of transformer blocks of each.
+
+    Returns:
+        (teacher indices, student indices), equally long.
+    """
+    if teacher_layer == "uniform":
+        student = tuple(range(1, student_blocks + 1))
+        teacher = tuple(round(i * teacher_blocks / student_blocks) for i in student)
+        return teacher, student
+    if teacher_layer == "middle":
+        index = max(1, teacher_blocks // 2)
+    elif teacher_layer == "last":
+        index = teacher_blocks
+    else:
+        index = int(teacher_layer)
+        if not 0 <= index <= teacher_blocks:
+            raise ValueError(
+                f"--teacher_layer={teacher_layer}: the teacher has hidden states 0..{teacher_blocks}"
+            )
+    return (index,), (student_blocks,)
