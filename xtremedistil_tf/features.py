@@ -16,7 +16,9 @@ import numpy as np
 from xtremedistil_tf import data as data_lib
 
 IGNORE = -1  # label id of positions that carry no label (padding, non-first sub-words, unlabelled)
-BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+# Padded lengths: steps of 16 up to 128 (where most sentences are, so little padding is
+# computed), then coarser.
+BUCKETS = (16, 32, 48, 64, 80, 96, 112, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +142,7 @@ def _window(s_idx, start, end, per_word, tags, label_ids, tokenizer, label_all_s
 
 
 def bucket_lengths(max_seq_length: int) -> tuple[int, ...]:
-    """Padded lengths used for batches: powers of two up to, and including, max_seq_length."""
+    """Padded lengths used for batches: `BUCKETS` below max_seq_length, then max_seq_length."""
     return tuple(b for b in BUCKETS if b < max_seq_length) + (max_seq_length,)
 
 
@@ -257,11 +259,8 @@ def merge_windows(
     return merged
 
 
-def iterate_word_outputs(
-    batches: Sequence[dict[str, np.ndarray]], outputs: Sequence[np.ndarray]
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields (window index, `[W, ...]` word array) from batched `[B, T, ...]` word outputs."""
-    for batch, out in zip(batches, outputs):
-        counts = batch["word_mask"].sum(axis=1).astype(int)
-        for row, w in enumerate(batch["window"]):
-            yield int(w), out[row, : counts[row]]
+def batch_rows(batch: dict[str, np.ndarray], values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields (window index, `[W, ...]` word values) for each row of a batch's `[B, T, ...]`."""
+    counts = batch["word_mask"].sum(axis=1).astype(int)
+    for row, w in enumerate(batch["window"]):
+        yield int(w), values[row, : counts[row]]

@@ -24,7 +24,7 @@ flags.DEFINE_enum("tag_scheme", "auto", list(config_lib.TAG_SCHEMES),
                   "Tag scheme of the labelled files; converted to IOB2.")
 flags.DEFINE_integer("max_seq_length", 128, "Sub-words per window (special tokens included); "
                      "longer sentences are split into windows and merged back.")
-flags.DEFINE_integer("batch_size", 32, "Training batch size (windows).")
+flags.DEFINE_integer("batch_size", 16, "Training batch size (windows).")
 flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch size (windows).")
 flags.DEFINE_bool("label_all_subwords", False, "Train on all sub-words, not only the first.")
 flags.DEFINE_string("cache_dir", "", "Where the embedded default is built (default "
@@ -34,7 +34,8 @@ flags.DEFINE_string("cache_dir", "", "Where the embedded default is built (defau
 flags.DEFINE_string("teacher", "", "Teacher: hub id or folder (tf_model.h5 or model.safetensors). "
                     "Empty: the embedded default all-MiniLM-L6-v2.")
 flags.DEFINE_enum("head", "softmax", list(config_lib.HEADS), "Classification head.")
-flags.DEFINE_float("teacher_learning_rate", 5e-5, "Teacher fine-tuning peak learning rate.")
+flags.DEFINE_float("teacher_learning_rate", 2e-4, "Teacher fine-tuning peak learning rate "
+                   "(2e-4 suits the 6x384 default; use 3e-5..5e-5 for base-size teachers).")
 flags.DEFINE_integer("teacher_epochs", 4, "Teacher fine-tuning epochs at most.")
 flags.DEFINE_integer("teacher_patience", 2, "Teacher early stopping patience (epochs).")
 flags.DEFINE_bool("reduce_lr_on_plateau", False, "Halve the teacher's learning rate after an "
@@ -62,8 +63,8 @@ flags.DEFINE_enum("logit_loss", "mse", list(config_lib.LOGIT_LOSSES), "Logit los
 flags.DEFINE_float("temperature", 2.0, "Temperature of the kl logit loss.")
 flags.DEFINE_bool("gradual_unfreezing", True, "Unfreeze one block at a time from the top in "
                   "the logits and labels stages.")
-flags.DEFINE_float("learning_rate", 1e-4, "Student peak learning rate per stage.")
-flags.DEFINE_integer("epochs", 3, "Student epochs per stage (or unfreezing step) at most.")
+flags.DEFINE_float("learning_rate", 2e-4, "Student peak learning rate per stage.")
+flags.DEFINE_integer("epochs", 2, "Student epochs per stage (or unfreezing step) at most.")
 flags.DEFINE_integer("patience", 1, "Student early stopping patience (epochs).")
 
 # Run.

@@ -41,12 +41,10 @@ def word_outputs(forward, batches: Sequence[dict], n_windows: int) -> dict[str, 
     per_key: dict[str, list] = {}
     for batch in batches:
         out = forward(batch["input_ids"], batch["attention_mask"], batch["word_index"])
-        counts = batch["word_mask"].sum(axis=1).astype(int)
         for key, value in out.items():
             slots = per_key.setdefault(key, [None] * n_windows)
-            value = value.numpy()
-            for row, w in enumerate(batch["window"]):
-                slots[int(w)] = value[row, : counts[row]]
+            for w, arr in features.batch_rows(batch, value.numpy()):
+                slots[w] = arr
     return per_key
 
 

@@ -301,14 +301,12 @@ def _with_vocab(encoder, vocab_size: int):
     ids = tf.ones((1, 4), tf.int32)
     new(input_ids=ids, attention_mask=ids)
 
-    def key(v):  # drop the model-instance prefix ("tf_bert_model_3/")
-        return v.name.split("/", 1)[-1]
-
-    old = {key(v): v for v in encoder.variables}
-    for v in new.variables:
-        src = old.get(key(v))
-        if src is not None and src.shape == v.shape:
-            v.assign(src)
+    # Same architecture but the vocabulary: variables correspond one to one, in order.
+    for src, dst in zip(encoder.weights, new.weights, strict=True):
+        if src.name.split("/")[-2:] != dst.name.split("/")[-2:]:
+            raise ValueError(f"cannot copy {src.name} into {dst.name}")
+        if src.shape == dst.shape:
+            dst.assign(src)
     return new
 
 

@@ -1,0 +1,24 @@
+# Two commands (see README): `make demo` runs the embedded default end to end, `make test` the
+# tests. Both create .venv from requirements.txt first (once; again when requirements change).
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-requirements
+
+.PHONY: demo test smoke clean
+
+$(STAMP): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	cp requirements.txt $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/python run_distil.py --output_dir runs/default
+
+smoke: $(STAMP)
+	$(VENV)/bin/python run_distil.py --flagfile=flags/smoke.cfg
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf runs/smoke .pytest_cache

@@ -1,0 +1,112 @@
+"""Loading teachers (both checkpoint formats, ready token classifiers) and making students."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from xtremedistil_tf import embeddings, models
+from conftest import MODELS
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+IDS = {"input_ids": tf.constant([[2, 10, 60, 70, 3]]), "attention_mask": tf.ones((1, 5), tf.int32)}
+
+
+def hidden(model):
+    return model(IDS, output_hidden_states=True)["hidden_states"][-1].numpy()
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    model, labels, ready = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1)
+    assert labels == LABELS and not ready
+    return model
+
+
+def test_h5_and_pytorch_safetensors_load_the_same_weights(teacher):
+    pt, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert_pt"), LABELS, 0.1)
+    assert os.listdir(os.path.join(MODELS, "tiny_bert_pt")).count("tf_model.h5") == 0
+    np.testing.assert_allclose(hidden(pt), hidden(teacher), atol=1e-5)
+
+
+def test_ready_token_classifier_keeps_its_labels_and_head():
+    model, labels, ready = models.build_teacher(os.path.join(MODELS, "tiny_bert_ner"), LABELS, 0.1)
+    assert ready and labels == ["LOC", "ORG", "PER", "O"]
+    assert model(IDS)["logits"].shape == (1, 5, 4)
+
+
+def test_outputs_and_variable_groups(teacher):
+    out = teacher(IDS, output_hidden_states=True)
+    assert out["logits"].shape == (1, 5, len(LABELS))
+    assert len(out["hidden_states"]) == 3
+    groups = teacher.variable_groups()
+    assert set(groups) == {"embeddings", "block:0", "block:1", "head", "projection"}
+    grouped = {id(v) for vs in groups.values() for v in vs}
+    # Every trainable variable is in a group (the pooler was not even built).
+    assert all(id(v) in grouped for v in teacher.trainable_variables)
+
+
+def test_save_and_reload_gives_identical_outputs(teacher, tmp_path):
+    folder = str(tmp_path / "teacher")
+    size = models.save_weights(teacher, folder)
+    assert size > 0
+    again, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1)
+    models.load_weights(again, folder)
+    np.testing.assert_allclose(again(IDS)["logits"].numpy(), teacher(IDS)["logits"].numpy(),
+                               atol=1e-6)
+
+
+def test_student_cut_from_teacher_copies_layers(teacher):
+    student = models.build_student("teacher:1", teacher, len(LABELS), 185, 0, 32, 0.1, False)
+    assert student.num_blocks == 1
+    for a, b in zip(student.encoder.encoder.layer[0].weights, teacher.encoder.encoder.layer[1].weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(student.encoder.embeddings.weight.numpy(),
+                                  teacher.encoder.embeddings.weight.numpy())
+
+
+def test_preset_student_gets_compressed_teacher_embeddings(teacher):
+    student = models.build_student("l1-h16", teacher, len(LABELS), 185, 0, 32, 0.1, False)
+    assert student.hidden_size == 16 and student.num_blocks == 1
+    expected = embeddings.compress(teacher.encoder.embeddings.weight.numpy(), 16)
+    np.testing.assert_allclose(student.encoder.embeddings.weight.numpy(), expected, atol=1e-6)
+    assert student.project(tf.zeros((1, 2, 16))).shape == (1, 2, 32)
+
+
+def test_pretrained_student_with_other_vocabulary_reads_teacher_tokens(teacher, tmp_path):
+    import transformers
+
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=1, intermediate_size=32)
+    hf = transformers.TFBertModel(cfg)
+    hf(tf.constant([[1, 2]]))
+    hf.save_pretrained(str(tmp_path / "student"), safe_serialization=False)
+    student = models.build_student(str(tmp_path / "student"), teacher, len(LABELS), 185, 0, 32,
+                                   0.1, False)
+    assert student.encoder.embeddings.weight.shape == (185, 16)
+    # Its own transformer block weights were kept.
+    np.testing.assert_array_equal(student.encoder.encoder.layer[0].weights[0].numpy(),
+                                  hf.bert.encoder.layer[0].weights[0].numpy())
+
+
+def test_short_names_and_bad_specs(teacher):
+    assert models.resolve_student_name("xtremedistil-l6-h256") == \
+        "microsoft/xtremedistil-l6-h256-uncased"
+    with pytest.raises(ValueError, match="layers 0..1"):
+        models.build_student("teacher:0,5", teacher, 5, 185, 0, 32, 0.1, False)
+    with pytest.raises(ValueError, match="not a folder, hub id"):
+        models.build_student("tiny", teacher, 5, 185, 0, 32, 0.1, False)
+
+
+def test_missing_model_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(ValueError, match="cannot load model") as e:
+        models.build_teacher(str(tmp_path / "nope"), LABELS, 0.1)
+    assert "\n" not in str(e.value)
+
+
+def test_param_count_excludes_projection(teacher):
+    student = models.build_student("l1-h16", teacher, len(LABELS), 185, 0, 32, 0.1, False)
+    total = sum(int(np.prod(v.shape)) for v in student.trainable_variables)
+    projection = sum(int(np.prod(v.shape)) for v in student.projection.weights)
+    assert models.count_params(student) == total - projection

@@ -1,0 +1,96 @@
+"""End to end: run_distil.py with flags/smoke.cfg, resume, flag layering and clean errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, fixture_path
+
+
+def run_distil(*args, timeout=600):
+    return subprocess.run([sys.executable, "run_distil.py", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={out}/run",
+                      f"--export_dir={out}/exports")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_metrics_json_follows_the_contract(smoke_run):
+    out, proc = smoke_run
+    with open(out / "run" / "metrics.json") as f:
+        doc = json.load(f)
+    assert doc["split"] == "test"
+    for model in ("teacher", "student"):
+        entry = doc[model]
+        for key in ("f1", "precision", "recall", "accuracy", "accuracy_non_o", "params",
+                    "size_mb", "ms_per_batch"):
+            assert isinstance(entry[key], (int, float)), key
+        assert isinstance(entry["per_type"], dict) and isinstance(entry["per_language"], dict)
+        assert 0 <= entry["f1"] <= 1 and entry["params"] > 0 and entry["ms_per_batch"] > 0
+    assert set(doc["teacher"]["per_type"]) <= {"PER", "LOC", "ORG"}
+    assert doc["speedup"] == pytest.approx(
+        doc["teacher"]["ms_per_batch"] / doc["student"]["ms_per_batch"])
+    assert doc["student"]["params"] < doc["teacher"]["params"]
+    assert "| teacher |" in proc.stdout and "| student |" in proc.stdout
+
+
+def test_run_folder_holds_everything(smoke_run):
+    out, _ = smoke_run
+    run = out / "run"
+    for name in ("flags.txt", "metrics.json", "state.json", "history.json", "curves.png"):
+        assert (run / name).is_file(), name
+    assert (run / "teacher").is_dir() and (run / "student").is_dir()
+    assert any((run / "tensorboard").iterdir())
+    flags_txt = (run / "flags.txt").read_text()
+    assert f"--output_dir={run}" in flags_txt and "--student=l1-h16" in flags_txt
+    assert (out / "exports" / "run" / "1" / "saved_model.pb").is_file()
+
+
+def test_rerun_resumes_without_training_again(smoke_run):
+    out, _ = smoke_run
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={out}/run",
+                      f"--export_dir={out}/exports")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "epoch" not in proc.stderr  # nothing trained
+    assert "stages finished in an earlier run" in proc.stderr
+    assert not (out / "exports" / "run" / "2").exists()  # exported once
+
+
+def test_later_flags_override_the_flagfile(tmp_path):
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}",
+                      "--train_file=does/not/exist.conll")
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "does/not/exist.conll" in last
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--student=teacher:7"], "the teacher has layers 0..1"),
+    (["--max_seq_length=4"], "--max_seq_length=4 must be between"),
+    (["--teacher_layer=top"], "--teacher_layer=top"),
+    (["--teacher=/nowhere/model"], "cannot load"),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, args, needle):
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}", *args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr.strip().splitlines()[-1]
+
+
+def test_bad_data_line_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("John\tB-PER\nSmith\n", encoding="utf-8")
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+                      f"--train_file={bad}")
+    assert proc.returncode == 2
+    assert f"{bad}:2" in proc.stderr.strip().splitlines()[-1]

@@ -1,0 +1,122 @@
+"""The stage schedule, and which variables actually train in each stage."""
+
+import os
+
+import numpy as np
+import pytest
+
+from xtremedistil_tf import config, features, models, stages, train
+from conftest import MODELS
+
+
+def test_schedule_with_gradual_unfreezing():
+    cfg = config.DistilConfig()
+    schedule = stages.build_schedule(cfg, num_blocks=2, freeze_embeddings=False)
+    assert [s.name for s in schedule] == [
+        "representations", "logits/top0", "logits/top1", "logits/top2",
+        "labels/top0", "labels/top1", "labels/top2"]
+    rep = schedule[0]
+    assert rep.data == "transfer" and rep.monitor == "dev_loss"
+    assert set(rep.trainable) == {"embeddings", "block:0", "block:1", "projection"}
+    assert schedule[1].trainable == ("head",)
+    assert schedule[2].trainable == ("head", "block:1")
+    assert schedule[3].trainable == ("head", "block:1", "block:0", "embeddings")
+    assert all(s.data == "transfer" for s in schedule[1:4])
+    assert all(s.data == "train" and s.objective == "labels" for s in schedule[4:])
+
+
+def test_schedule_without_unfreezing_or_stages_and_frozen_embeddings():
+    cfg = config.DistilConfig(stages=("logits", "labels"), gradual_unfreezing=False)
+    schedule = stages.build_schedule(cfg, num_blocks=3, freeze_embeddings=True)
+    assert [s.name for s in schedule] == ["logits", "labels"]
+    assert "embeddings" not in schedule[0].trainable
+    assert set(schedule[0].trainable) == {"head", "block:0", "block:1", "block:2"}
+
+
+def test_stage_order_is_validated():
+    with pytest.raises(ValueError, match="order"):
+        config.DistilConfig(stages=("labels", "logits"))
+
+
+@pytest.mark.parametrize("layer,expected", [
+    ("middle", ((6,), (3,))), ("last", ((12,), (3,))), ("uniform", ((4, 8, 12), (1, 2, 3))),
+    ("5", ((5,), (3,)))])
+def test_representation_pairs(layer, expected):
+    assert stages.representation_pairs(layer, 12, 3) == expected
+
+
+def test_representation_layer_out_of_range():
+    with pytest.raises(ValueError, match="0..12"):
+        stages.representation_pairs("13", 12, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tiny_tokenizer):
+    teacher, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), ["O", "B-X", "I-X"],
+                                         0.0)
+    student = models.build_student("l2-h16", teacher, 3, len(tiny_tokenizer),
+                                   tiny_tokenizer.pad_token_id, 32, 0.0, False)
+    return student
+
+
+def _batches(tiny_tokenizer, n_hidden=1):
+    from xtremedistil_tf import data
+
+    sents = [data.Sentence(("John", "visited", "London"), ("B-X", "O", "B-X"))] * 4
+    windows = features.make_windows(sents, tiny_tokenizer, {"O": 0, "B-X": 1, "I-X": 2}, 32)
+    rng = np.random.default_rng(0)
+    targets = {
+        "teacher_hidden": [rng.normal(size=(3, n_hidden, 32)).astype(np.float16) for _ in windows],
+        "teacher_logits": [rng.normal(size=(3, 3)).astype(np.float32) for _ in windows],
+    }
+    return features.make_batches(windows, 2, 32, 0, targets)
+
+
+@pytest.mark.parametrize("stage_index", [0, 1, 2, 5, 6])
+def test_only_the_stage_variables_change(tiny_student, tiny_tokenizer, stage_index):
+    schedule = stages.build_schedule(config.DistilConfig(epochs=1), 2, False)
+    stage = schedule[stage_index]
+    groups = tiny_student.variable_groups()
+    before = {g: [v.numpy().copy() for v in vs] for g, vs in groups.items()}
+    batches = _batches(tiny_tokenizer)
+    train.run_stage(tiny_student, stage, lambda epoch: batches, lambda: 1.0,
+                    train.LossSettings(student_layers=(2,)), verbose=False)
+    for group, values in before.items():
+        changed = any(not np.array_equal(a, v.numpy()) for a, v in zip(values, groups[group]))
+        assert changed == (group in stage.trainable), (stage.name, group)
+
+
+def test_best_dev_weights_are_restored(tiny_student, tiny_tokenizer):
+    stage = stages.Stage("labels", "labels", "train", ("head",), 1e-2, 3, 5, "dev_f1")
+    scores = iter([0.5, 0.9, 0.1])
+    snapshots = []
+
+    def monitor():
+        snapshots.append([v.numpy().copy() for v in tiny_student.classifier.weights])
+        return next(scores)
+
+    batches = _batches(tiny_tokenizer)
+    result = train.run_stage(tiny_student, stage, lambda e: batches, monitor, verbose=False)
+    assert result.best_epoch == 2 and result.best == 0.9
+    for kept, best in zip(tiny_student.classifier.weights, snapshots[1]):
+        np.testing.assert_array_equal(kept.numpy(), best)
+
+
+def test_stage_that_does_not_beat_the_baseline_keeps_entering_weights(tiny_student, tiny_tokenizer):
+    stage = stages.Stage("labels", "labels", "train", ("head",), 1e-2, 2, 1, "dev_f1")
+    entering = [v.numpy().copy() for v in tiny_student.weights]
+    batches = _batches(tiny_tokenizer)
+    result = train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.3,
+                             baseline=0.5, verbose=False)
+    assert result.best == 0.5 and result.best_epoch == 0
+    for kept, before in zip(tiny_student.weights, entering):
+        np.testing.assert_array_equal(kept.numpy(), before)
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny_student, tiny_tokenizer):
+    stage = stages.Stage("logits", "logits", "transfer", ("head",), 1e-2, 1, 1, "dev_f1")
+    batches = _batches(tiny_tokenizer)
+    for b in batches:
+        b["teacher_logits"][:] = np.nan
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.0, verbose=False)
