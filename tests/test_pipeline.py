@@ -94,3 +94,29 @@ def test_bad_data_line_names_file_and_line(tmp_path):
                       f"--train_file={bad}")
     assert proc.returncode == 2
     assert f"{bad}:2" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_ready_token_classifier_teacher_is_used_as_is(tmp_path):
+    # tiny_bert_ner has its own IO labels LOC ORG PER O, like jplu/tf-xlm-r-ner-40-lang.
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+                      f"--export_dir={tmp_path}/exports",
+                      "--teacher=tests/fixtures/models/tiny_bert_ner", "--export_teacher")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[teacher]" not in proc.stderr  # not fine-tuned
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(doc["teacher"]["per_type"]) <= {"PER", "LOC", "ORG"}
+    labels = (tmp_path / "exports" / "run-teacher" / "1" / "assets" / "labels.txt").read_text()
+    assert labels.split() == ["LOC", "ORG", "PER", "O"]
+    student_labels = (tmp_path / "exports" / "run" / "1" / "assets" / "labels.txt").read_text()
+    assert student_labels.split()[0] == "O" and "B-PER" in student_labels.split()
+
+
+def test_student_with_its_own_tokenizer(tmp_path):
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+                      f"--export_dir={tmp_path}/exports",
+                      "--student=tests/fixtures/models/tiny_bert_pt", "--student_own_tokenizer",
+                      "--nogradual_unfreezing", "--teacher_epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stages: representations, logits, labels" in proc.stderr
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert doc["student"]["params"] == doc["teacher"]["params"]

@@ -180,8 +180,8 @@ def format_comparison(rows: dict[str, dict]) -> str:
     """Renders a markdown table comparing models, e.g. a teacher and its students.
 
     Args:
-        rows: ``{name: {"f1", "precision", "recall", "accuracy_non_o", "params", "size_mb",
-            "ms_per_batch"}}`` in display order; a missing value is shown as ``-``. The speed-up
+        rows: ``{name: {"f1", "precision", "recall", "accuracy_non_o", "dev_f1", "params",
+            "size_mb", "ms_per_batch"}}`` in display order; a missing value is shown as ``-``. The speed-up
             column is relative to the row named ``"teacher"`` (teacher ms / row ms) and is ``-``
             when there is no such row.
 
@@ -190,8 +190,8 @@ def format_comparison(rows: dict[str, dict]) -> str:
     """
     teacher_ms = rows.get(TEACHER_ROW, {}).get("ms_per_batch")
     lines = [
-        "| model | F1 | P | R | acc (non-O) | params | size (MB) | ms/batch | speed-up |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | F1 | P | R | acc (non-O) | dev F1 | params | size (MB) | ms/batch | speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         params = row.get("params")
@@ -201,6 +201,7 @@ def format_comparison(rows: dict[str, dict]) -> str:
             _cell(row, "precision", ".3f"),
             _cell(row, "recall", ".3f"),
             _cell(row, "accuracy_non_o", ".3f"),
+            _cell(row, "dev_f1", ".3f"),
             "-" if params is None else _format_params(params),
             _cell(row, "size_mb", ".1f"),
             _cell(row, "ms_per_batch", ".1f"),

@@ -259,8 +259,7 @@ def run(cfg: config_lib.RunConfig) -> dict:
 
     # Evaluation on test: the only place test labels are read.
     log("evaluating teacher and student on test")
-    doc = _evaluate(cfg, t_tagger, s_tagger, t_splits["test"], s_splits["test"],
-                    teacher_dir, student_dir)
+    doc = _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_dir)
     if history:
         report.write_json(os.path.join(out, "history.json"), history)
         report.plot_history(history, os.path.join(out, "curves.png"))
@@ -302,15 +301,16 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
         baseline=baseline)
 
 
-def _evaluate(cfg, t_tagger, s_tagger, t_test, s_test, teacher_dir, student_dir) -> dict:
+def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_dir) -> dict:
     entries = {}
-    for name, tagger, split, folder in (("teacher", t_tagger, t_test, teacher_dir),
-                                        ("student", s_tagger, s_test, student_dir)):
-        scores = tagger.score(split)
+    for name, tagger, splits, folder in (("teacher", t_tagger, t_splits, teacher_dir),
+                                         ("student", s_tagger, s_splits, student_dir)):
+        scores = tagger.score(splits["test"])
         timing = speed.time_forward(tagger.model, len(tagger.tokenizer), cfg.speed_batch_size,
                                     cfg.speed_seq_length)
         entries[name] = report.model_entry(scores, models.count_params(tagger.model),
                                            models.weights_size_mb(folder), timing["ms_per_batch"])
+        entries[name]["dev_f1"] = tagger.score(splits["dev"])["f1"]  # what model choice saw
         entries[name]["timing"] = timing
     return report.metrics_document(entries["teacher"], entries["student"])
 
