@@ -145,8 +145,10 @@ def teacher_targets(tagger: Tagger, split: Split) -> dict[str, list[np.ndarray]]
     logits = out["logits"]
     if tagger.convert:  # a ready teacher speaks its own labels: learn its mapped distribution
         logits = [np.log(np.maximum(p, 1e-8)) for p in tagger.probabilities(logits)]
-    return {"teacher_logits": [x.astype(np.float32) for x in logits],
-            "teacher_hidden": [h.astype(np.float16) for h in out["hidden"]]}
+    targets = {"teacher_logits": [x.astype(np.float32) for x in logits]}
+    if "hidden" in out:  # float16 halves the cache; losses compute in float32
+        targets["teacher_hidden"] = [h.astype(np.float16) for h in out["hidden"]]
+    return targets
 
 
 def window_targets(targets: dict, windows: list[features.Window]) -> dict:
@@ -231,8 +233,10 @@ def run(cfg: config_lib.RunConfig) -> dict:
                 history += state.done(s.name)["history"]
         log(f"student: {len(schedule) - len(todo)} stages finished in an earlier run, resuming")
     if any(s.data == "transfer" for s in todo):
-        log(f"caching teacher outputs (layers {list(t_layers)}) on transfer and dev data")
-        cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, hidden_layers=t_layers)
+        cached_layers = t_layers if any(s.objective == "representations" for s in todo) else ()
+        log(f"caching teacher outputs (logits, hidden states {list(cached_layers)}) on transfer "
+            "and dev data")
+        cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, hidden_layers=cached_layers)
         transfer_t = tokenize(transfer_sentences, t_tok, None, dcfg)
         transfer_s = transfer_t if s_tok is t_tok else tokenize(transfer_sentences, s_tok, None, dcfg)
         targets = {"transfer": window_targets(teacher_targets(cache_tagger, transfer_t),
