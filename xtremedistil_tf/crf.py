@@ -1,0 +1,429 @@
+"""Linear-chain CRF: log-likelihood, Viterbi decoding and posterior marginals, plus a Keras layer.
+
+The functions are plain TensorFlow (no Keras needed) and share one convention:
+
+* `emissions` `[B, T, K]` are per-position tag scores, `transitions[i, j]` `[K, K]` scores tag
+  `i` followed by tag `j`, optional `start` / `end` `[K]` score the first / last tag.
+* `mask` `[B, T]` (bool, int or float; non-zero = counts) selects the positions the chain runs
+  over. Masked positions may sit anywhere, also between counted ones (non-first sub-words): the
+  chain connects consecutive *unmasked* positions, and masked ones contribute nothing. A row with
+  no unmasked position has log-likelihood 0 and decodes to all zeros.
+
+Every recursion is a `tf.scan` over time, so `T` may be dynamic (`[None, None, K]` signatures)
+and everything compiles with `tf.function(jit_compile=True)`. Masked steps carry the recursion
+state through unchanged instead of compacting the sequence, which keeps shapes static per batch.
+Half-precision emissions (float16 / bfloat16) are computed in float32 and return float32: sums
+of `T` scores and log-sum-exp over tags lose too much in 8 or 11 mantissa bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+# Score given to forbidden transitions at decode time. Finite (not -inf) so that sums and
+# differences never produce NaN; large enough to dominate any real path score difference
+# (|emission| ~ 1e4 over thousands of steps is ~1e7), small enough that even T * NEG stays far
+# from float32 overflow (3.4e38) when no allowed path exists at all.
+_NEG = -1e30
+
+
+def _compute_dtype(emissions: tf.Tensor) -> tf.DType:
+    # float64 stays float64 (gradient checks); half types are promoted, see module docstring.
+    if emissions.dtype in (tf.float16, tf.bfloat16):
+        return tf.float32
+    return emissions.dtype
+
+
+def _prepare(emissions, mask, transitions, start, end):
+    """Casts inputs to one compute dtype and puts time first for `tf.scan`.
+
+    Returns:
+        `(emissions [T, B, K], mask [T, B] bool, transitions [K, K], start [K], end [K])`.
+    """
+    emissions = tf.convert_to_tensor(emissions)
+    dtype = _compute_dtype(emissions)
+    emissions = tf.cast(emissions, dtype)
+    num_tags = tf.shape(emissions)[-1]
+    if mask is None:
+        mask = tf.ones(tf.shape(emissions)[:2], tf.bool)
+    mask = tf.cast(mask, tf.bool)  # x != 0 for numeric masks
+    transitions = tf.cast(transitions, dtype)
+    start = tf.zeros([num_tags], dtype) if start is None else tf.cast(start, dtype)
+    end = tf.zeros([num_tags], dtype) if end is None else tf.cast(end, dtype)
+    return (
+        tf.transpose(emissions, [1, 0, 2]),
+        tf.transpose(mask, [1, 0]),
+        transitions,
+        start,
+        end,
+    )
+
+
+def _zeros_state(emissions_tbk: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    # Built from the shape, not from emissions[0], so that T = 0 also works.
+    shape = tf.shape(emissions_tbk)
+    return tf.zeros(shape[1:], emissions_tbk.dtype), tf.zeros(shape[1:2], tf.bool)
+
+
+def _last(stacked: tf.Tensor, initial: tf.Tensor) -> tf.Tensor:
+    """`stacked[-1]`, or `initial` when the scan ran over zero steps."""
+    return tf.cond(tf.shape(stacked)[0] > 0, lambda: stacked[-1], lambda: initial)
+
+
+def _forward(emissions, mask, transitions, start):
+    """Forward algorithm in log space, time-major.
+
+    Args:
+        emissions: `[T, B, K]`.
+        mask: `[T, B]` bool.
+        transitions: `[K, K]`.
+        start: `[K]`.
+
+    Returns:
+        `(alphas [T, B, K], started [T, B])`: `alphas[t, b, j]` is the log-sum of the scores of
+        all partial paths over the unmasked positions `<= t` that end in tag `j` (carried
+        unchanged across masked steps); `started[t, b]` says whether any position `<= t` counted.
+    """
+
+    def step(carry, inputs):
+        alpha, started = carry
+        e_t, m_t = inputs
+        # alpha starts at zeros, never -inf: `nxt` stays finite on rows that have not started,
+        # so the tf.where below never multiplies a zero gradient by inf (NaN).
+        nxt = tf.reduce_logsumexp(alpha[:, :, None] + transitions[None], axis=1) + e_t
+        new = tf.where(started[:, None], nxt, start[None] + e_t)
+        return tf.where(m_t[:, None], new, alpha), tf.logical_or(started, m_t)
+
+    return tf.scan(step, (emissions, mask), initializer=_zeros_state(emissions))
+
+
+def _gold_score(emissions, tags, mask, transitions, start, end):
+    """Unnormalised score of the given tag path over the unmasked positions.
+
+    Args:
+        emissions: `[T, B, K]`.
+        tags: `[T, B]` int32, already 0 at masked positions.
+        mask: `[T, B]` bool.
+        transitions, start, end: `[K, K]`, `[K]`, `[K]`.
+
+    Returns:
+        `[B]`, 0 for rows without unmasked positions.
+    """
+    dtype = emissions.dtype
+    emitted = tf.gather(emissions, tags, batch_dims=2)  # [T, B]
+    total = tf.reduce_sum(tf.where(mask, emitted, tf.zeros_like(emitted)), axis=0)
+    num_tags = tf.shape(transitions)[0]
+    flat_transitions = tf.reshape(transitions, [-1])
+
+    # The transition into tag_t comes from the last *unmasked* tag, which a scan remembers.
+    def step(carry, inputs):
+        prev, started, score = carry
+        tag, m_t = inputs
+        link = tf.gather(flat_transitions, prev * num_tags + tag)
+        add = tf.where(started, link, tf.gather(start, tag))
+        score = score + tf.where(m_t, add, tf.zeros_like(add))
+        return tf.where(m_t, tag, prev), tf.logical_or(started, m_t), score
+
+    batch = tf.shape(tags)[1:2]
+    init = (tf.zeros(batch, tf.int32), tf.zeros(batch, tf.bool), tf.zeros(batch, dtype))
+    last, started, score = (
+        _last(stacked, initial)
+        for stacked, initial in zip(tf.scan(step, (tags, mask), initializer=init), init)
+    )
+    end_score = tf.where(started, tf.gather(end, last), tf.zeros_like(total))
+    return total + score + end_score
+
+
+def _log_partition(emissions, mask, transitions, start, end):
+    """`(log Z [B], alphas [T, B, K])` for time-major inputs; log Z is 0 for empty rows."""
+    alphas, started = _forward(emissions, mask, transitions, start)
+    init_alpha, init_started = _zeros_state(emissions)
+    alpha = _last(alphas, init_alpha)
+    started = _last(started, init_started)
+    log_z = tf.reduce_logsumexp(alpha + end[None], axis=-1)
+    return tf.where(started, log_z, tf.zeros_like(log_z)), alphas
+
+
+def crf_log_likelihood(
+    emissions: tf.Tensor,
+    tags: tf.Tensor,
+    mask: tf.Tensor | None,
+    transitions: tf.Tensor,
+    start: tf.Tensor | None = None,
+    end: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Log-probability of `tags` under the chain over the unmasked positions.
+
+    Args:
+        emissions: `[B, T, K]` float tag scores.
+        tags: `[B, T]` int gold tags; values at masked positions are ignored (may be -100).
+        mask: `[B, T]` bool / int / float, non-zero = position counts; None = all count.
+        transitions: `[K, K]`, `transitions[i, j]` scores tag i followed by tag j.
+        start: optional `[K]` score of the first unmasked tag.
+        end: optional `[K]` score of the last unmasked tag.
+
+    Returns:
+        `[B]` log p(tags | emissions), float32 for half-precision emissions, else the
+        emissions' dtype; 0 for rows with no unmasked position. Negate and average for a loss.
+    """
+    emissions, mask, transitions, start, end = _prepare(emissions, mask, transitions, start, end)
+    tags = tf.transpose(tf.cast(tags, tf.int32), [1, 0])
+    tags = tf.where(mask, tags, tf.zeros_like(tags))  # ignore-index labels must not be gathered
+    log_z, _ = _log_partition(emissions, mask, transitions, start, end)
+    return _gold_score(emissions, tags, mask, transitions, start, end) - log_z
+
+
+def _restrict(transitions, start, allowed, allowed_start):
+    """Replaces the scores of forbidden transitions / first tags by a large negative."""
+    if allowed is not None:
+        allowed = tf.cast(allowed, tf.bool)
+        transitions = tf.where(allowed, transitions, tf.cast(_NEG, transitions.dtype))
+    if allowed_start is not None:
+        allowed_start = tf.cast(allowed_start, tf.bool)
+        start = tf.where(allowed_start, start, tf.cast(_NEG, start.dtype))
+    return transitions, start
+
+
+def crf_decode(
+    emissions: tf.Tensor,
+    mask: tf.Tensor | None,
+    transitions: tf.Tensor,
+    start: tf.Tensor | None = None,
+    end: tf.Tensor | None = None,
+    allowed: tf.Tensor | np.ndarray | None = None,
+    allowed_start: tf.Tensor | np.ndarray | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Viterbi: the highest-scoring tag path over the unmasked positions.
+
+    Args:
+        emissions: `[B, T, K]`.
+        mask: `[B, T]`, non-zero = position counts; None = all count.
+        transitions: `[K, K]`.
+        start, end: optional `[K]`.
+        allowed: optional `[K, K]` bool, `allowed[i, j]` = tag j may follow tag i (see
+            `iob2_allowed`). Forbidden transitions get a large negative score.
+        allowed_start: optional `[K]` bool, tags a sequence may start with.
+
+    Returns:
+        `(tags [B, T] int32, score [B])`: the best path, 0 at masked positions, and its
+        unnormalised score (start + emissions + transitions + end; 0 for empty rows).
+    """
+    emissions, mask, transitions, start, end = _prepare(emissions, mask, transitions, start, end)
+    transitions, start = _restrict(transitions, start, allowed, allowed_start)
+    num_tags = tf.shape(emissions)[-1]
+
+    def step(carry, inputs):
+        delta, started, _ = carry
+        e_t, m_t = inputs
+        candidates = delta[:, :, None] + transitions[None]  # [B, K_prev, K_next]
+        nxt = tf.reduce_max(candidates, axis=1) + e_t
+        new = tf.where(started[:, None], nxt, start[None] + e_t)
+        # Masked (and first) steps point every tag at itself, so backtracking passes through.
+        identity = tf.broadcast_to(tf.range(num_tags)[None], tf.shape(delta))
+        pointer = tf.where(
+            tf.logical_and(m_t, started)[:, None],
+            tf.argmax(candidates, axis=1, output_type=tf.int32),
+            identity,
+        )
+        return tf.where(m_t[:, None], new, delta), tf.logical_or(started, m_t), pointer
+
+    init_delta, init_started = _zeros_state(emissions)
+    init = (init_delta, init_started, tf.zeros(tf.shape(init_delta), tf.int32))
+    deltas, started, pointers = tf.scan(step, (emissions, mask), initializer=init)
+    final = _last(deltas, init_delta) + end[None]
+    started = _last(started, init_started)
+    best_last = tf.argmax(final, axis=-1, output_type=tf.int32)
+    score = tf.reduce_max(final, axis=-1)
+    score = tf.where(started, score, tf.zeros_like(score))
+
+    def back(carry, inputs):
+        current, _ = carry
+        pointer, m_t = inputs
+        out = tf.where(m_t, current, tf.zeros_like(current))
+        return tf.gather(pointer, current, batch_dims=1), out
+
+    _, path = tf.scan(back, (pointers, mask), initializer=(best_last, best_last), reverse=True)
+    return tf.transpose(path, [1, 0]), score
+
+
+def crf_marginals(
+    emissions: tf.Tensor,
+    mask: tf.Tensor | None,
+    transitions: tf.Tensor,
+    start: tf.Tensor | None = None,
+    end: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Posterior tag marginals p(y_t = k | emissions) by forward-backward.
+
+    Args:
+        emissions: `[B, T, K]`.
+        mask: `[B, T]`, non-zero = position counts; None = all count.
+        transitions: `[K, K]`.
+        start, end: optional `[K]`.
+
+    Returns:
+        `[B, T, K]` marginals summing to 1 over K at unmasked positions, zeros at masked ones.
+    """
+    emissions, mask, transitions, start, end = _prepare(emissions, mask, transitions, start, end)
+    log_z, alphas = _log_partition(emissions, mask, transitions, start, end)
+
+    # beta_t[i]: log-sum of the scores after unmasked position t given tag i there. The carry
+    # `ahead` = e_s + beta_s of the nearest unmasked s > t, so masked steps pass it through.
+    def step(carry, inputs):
+        ahead, seen, _ = carry
+        e_t, m_t = inputs
+        through = tf.reduce_logsumexp(transitions[None] + ahead[:, None, :], axis=2)
+        beta = tf.where(seen[:, None], through, tf.broadcast_to(end[None], tf.shape(through)))
+        ahead = tf.where(m_t[:, None], e_t + beta, ahead)
+        return ahead, tf.logical_or(seen, m_t), beta
+
+    init_ahead, init_seen = _zeros_state(emissions)
+    _, _, betas = tf.scan(
+        step, (emissions, mask), initializer=(init_ahead, init_seen, init_ahead), reverse=True
+    )
+    log_marginals = alphas + betas - log_z[None, :, None]
+    marginals = tf.where(mask[:, :, None], tf.exp(log_marginals), tf.zeros_like(log_marginals))
+    return tf.transpose(marginals, [1, 0, 2])
+
+
+def iob2_allowed(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Transition constraints of IOB2: `I-X` may only follow `B-X` or `I-X`.
+
+    Forbids `O -> I-X`, `B-X -> I-Y` and `I-X -> I-Y` (Y != X), and starting with `I-X`. Labels
+    that do not start with `I-` are unconstrained as targets; as sources, only `B-X` / `I-X`
+    open an `I-X`.
+
+    Args:
+        labels: tag names in id order, e.g. `["O", "B-PER", "I-PER"]`.
+
+    Returns:
+        `(allowed [K, K] bool, allowed_start [K] bool)`, `allowed[i, j]` = j may follow i.
+    """
+
+    def split(label: str) -> tuple[str, str | None]:
+        if label[:2] in ("B-", "I-"):
+            return label[0], label[2:]
+        return label, None
+
+    parsed = [split(label) for label in labels]
+    allowed = np.ones((len(labels), len(labels)), bool)
+    allowed_start = np.ones(len(labels), bool)
+    for j, (prefix_j, type_j) in enumerate(parsed):
+        if prefix_j != "I":
+            continue
+        allowed_start[j] = False
+        for i, (_, type_i) in enumerate(parsed):
+            allowed[i, j] = type_i == type_j
+    return allowed, allowed_start
+
+
+def _as_bool_lists(value) -> list | None:
+    return None if value is None else np.asarray(value, bool).tolist()
+
+
+class CRF(tf.keras.layers.Layer):
+    """Holds CRF parameters; the chain itself lives in the methods, not in `call`.
+
+    `call` is the identity on the emissions so that the model decides what to do with them in
+    each mode (loss via `log_likelihood` while training, `decode` or `marginals` at inference).
+
+    Args:
+        num_tags: K.
+        use_boundary: learn `start` and `end` `[K]` scores as well as `transitions` `[K, K]`.
+        allowed_transitions: optional `[K, K]` nested list of bools applied at decode time
+            (e.g. `iob2_allowed(labels)[0]`); training still sees the unrestricted chain.
+        allowed_start: optional `[K]` list of bools, tags a sequence may start with at decode.
+        **kwargs: `tf.keras.layers.Layer` arguments; `autocast` defaults to False so that a
+            mixed-precision policy does not round the emissions passing through `call`.
+    """
+
+    def __init__(
+        self,
+        num_tags: int,
+        use_boundary: bool = True,
+        allowed_transitions: Sequence[Sequence[bool]] | np.ndarray | None = None,
+        allowed_start: Sequence[bool] | np.ndarray | None = None,
+        **kwargs,
+    ):
+        # Under a mixed-precision policy Keras would round float32 classifier outputs to
+        # bfloat16 on the way into `call`; the CRF is meant to see (and pass on) them as they are.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.num_tags = int(num_tags)
+        self.use_boundary = bool(use_boundary)
+        self.allowed_transitions = _as_bool_lists(allowed_transitions)
+        self.allowed_start = _as_bool_lists(allowed_start)
+        if self.allowed_transitions is not None and np.shape(self.allowed_transitions) != (
+            self.num_tags,
+            self.num_tags,
+        ):
+            raise ValueError(
+                f"allowed_transitions must be [{self.num_tags}, {self.num_tags}], "
+                f"got shape {np.shape(self.allowed_transitions)}"
+            )
+        if self.allowed_start is not None and np.shape(self.allowed_start) != (self.num_tags,):
+            raise ValueError(
+                f"allowed_start must be [{self.num_tags}], got {np.shape(self.allowed_start)}"
+            )
+        self.supports_masking = True
+        self.start = None
+        self.end = None
+
+    def build(self, input_shape=None):
+        if input_shape is not None and input_shape[-1] not in (None, self.num_tags):
+            raise ValueError(
+                f"CRF(num_tags={self.num_tags}) got emissions with last dimension "
+                f"{input_shape[-1]}; make the classifier output num_tags scores"
+            )
+        self.transitions = self.add_weight(
+            name="transitions", shape=(self.num_tags, self.num_tags), initializer="zeros"
+        )
+        if self.use_boundary:
+            self.start = self.add_weight(name="start", shape=(self.num_tags,), initializer="zeros")
+            self.end = self.add_weight(name="end", shape=(self.num_tags,), initializer="zeros")
+        super().build(input_shape)
+
+    def _ensure_built(self, emissions) -> None:
+        # The methods may run before the layer was ever called (e.g. straight after loading).
+        if not self.built:
+            self.build(tf.TensorShape(emissions.shape))
+
+    def call(self, emissions, mask=None, training=False):
+        """Returns `emissions` `[B, T, K]` unchanged; the Keras mask propagates."""
+        return emissions
+
+    def log_likelihood(self, emissions, tags, mask=None) -> tf.Tensor:
+        """`[B]` log p(tags | emissions); see `crf_log_likelihood`."""
+        self._ensure_built(emissions)
+        return crf_log_likelihood(emissions, tags, mask, self.transitions, self.start, self.end)
+
+    def decode(self, emissions, mask=None) -> tuple[tf.Tensor, tf.Tensor]:
+        """`(tags [B, T] int32, score [B])` under the allowed transitions; see `crf_decode`."""
+        self._ensure_built(emissions)
+        return crf_decode(
+            emissions,
+            mask,
+            self.transitions,
+            self.start,
+            self.end,
+            allowed=self.allowed_transitions,
+            allowed_start=self.allowed_start,
+        )
+
+    def marginals(self, emissions, mask=None) -> tf.Tensor:
+        """`[B, T, K]` posterior marginals; see `crf_marginals`."""
+        self._ensure_built(emissions)
+        return crf_marginals(emissions, mask, self.transitions, self.start, self.end)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            num_tags=self.num_tags,
+            use_boundary=self.use_boundary,
+            allowed_transitions=self.allowed_transitions,
+            allowed_start=self.allowed_start,
+        )
+        return config
