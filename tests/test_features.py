@@ -29,17 +29,19 @@ def test_first_subword_alignment(tiny_tokenizer):
     assert w.word_index.tolist() == expected_index
     assert len(pieces(tiny_tokenizer, "Qxzw")) > 1  # the test needs a multi-piece word
     assert w.word_labels.tolist() == [1, 0, 3, 0]
-    # Only first sub-words carry labels; specials and continuation pieces are ignored.
-    labelled = np.flatnonzero(w.token_labels != features.IGNORE).tolist()
-    assert labelled == expected_index
     assert w.token_labels[expected_index].tolist() == [1, 0, 3, 0]
+    # Special tokens carry no label.
+    assert w.token_labels[0] == w.token_labels[-1] == features.IGNORE
 
 
-def test_label_all_subwords_continues_with_inside_tag(tiny_tokenizer):
-    s = sent(["Qxzw"], ["B-LOC"])
-    (w,) = features.make_windows([s], tiny_tokenizer, LABELS, 64, label_all_subwords=True)
+def test_continuation_subwords_get_the_inside_tag(tiny_tokenizer):
+    s = sent(["Qxzw", "Qxzw"], ["B-LOC", "O"])
+    (w,) = features.make_windows([s], tiny_tokenizer, LABELS, 64)
     n = len(pieces(tiny_tokenizer, "Qxzw"))
-    assert w.token_labels.tolist() == [features.IGNORE, 3] + [4] * (n - 1) + [features.IGNORE]
+    assert w.token_labels.tolist() == ([features.IGNORE, 3] + [4] * (n - 1) + [0] * n
+                                       + [features.IGNORE])
+    (batch,) = features.make_batches([w], 1, 64, 0)
+    assert np.flatnonzero(batch["token_first"][0]).tolist() == w.word_index.tolist()
 
 
 def test_long_sentence_split_into_windows_and_merged_back(tiny_tokenizer):
@@ -90,7 +92,8 @@ def test_batches_pad_to_bucket_and_carry_word_targets(tiny_tokenizer):
     for b in batches:
         t = b["input_ids"].shape[1]
         assert t in features.bucket_lengths(64)
-        for key in ("attention_mask", "word_index", "word_mask", "token_labels", "word_labels"):
+        for key in ("attention_mask", "word_index", "word_mask", "token_first", "token_labels",
+                    "word_labels"):
             assert b[key].shape == b["input_ids"].shape
         assert b["t"].shape == (len(b["window"]), t, 2)
         for row, w in enumerate(b["window"]):

@@ -120,3 +120,13 @@ def test_student_with_its_own_tokenizer(tmp_path):
     assert "stages: representations, logits, labels" in proc.stderr
     doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert doc["student"]["params"] == doc["teacher"]["params"]
+
+
+def test_attention_crf_teacher_and_crf_student(tmp_path):
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+                      f"--export_dir={tmp_path}/exports", "--head=attention_crf",
+                      "--student_head=crf", "--teacher_epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert doc["teacher"]["params"] > doc["student"]["params"]
+    assert (tmp_path / "exports" / "run" / "1" / "saved_model.pb").is_file()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 TAG_SCHEMES = ("auto", "iob1", "iob2", "io", "bioes")
-HEADS = ("softmax",)
+HEADS = ("softmax", "crf", "attention_softmax", "attention_crf")
 STRATEGIES = ("xtremedistil",)
 LOGIT_LOSSES = ("mse", "kl")
 REP_LAYERS = ("middle", "last", "uniform")
@@ -74,7 +74,7 @@ class TeacherConfig:
     Attributes:
         model: hub id or local folder of a Hugging Face TF-loadable encoder, or of a ready
             token-classification checkpoint (used as is, labels mapped to the data's).
-        head: classification head; only "softmax" for now.
+        head: tagging head: softmax, crf, attention_softmax or attention_crf.
         learning_rate, epochs, warmup_ratio, weight_decay: AdamW with linear warm-up and decay.
         patience: epochs without dev F1 improvement before early stopping.
         reduce_lr_on_plateau: halve the learning rate when dev F1 does not improve for an epoch.
@@ -118,15 +118,21 @@ class StudentConfig:
             and student are then compared on word-level vectors only.
         freeze_embeddings: keep the (compressed teacher) word embeddings fixed.
         dropout: dropout before the classifier.
+        head: the student's tagging head (see `TeacherConfig.head`).
+        copy_transitions: with CRF heads on both, start from the teacher's transition scores.
     """
 
     model: str
     own_tokenizer: bool = False
     freeze_embeddings: bool = False
     dropout: float = 0.1
+    head: str = "softmax"
+    copy_transitions: bool = True
 
     def __post_init__(self):
         _check(bool(self.model), "--student is empty: give a student name, preset or teacher:i,j")
+        _check(self.head in HEADS,
+               f"--student_head={self.head} is unknown; use one of {', '.join(HEADS)}")
 
 
 @dataclasses.dataclass(frozen=True)

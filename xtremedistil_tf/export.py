@@ -1,8 +1,9 @@
 """Exporting a tagger as a TF Serving SavedModel (`saved_models/<name>/<version>/`).
 
 The `serving_default` signature takes `input_ids` and `attention_mask` (int32 `[batch, tokens]`)
-and returns `label_ids` (int32 `[batch, tokens]`) and `probabilities` (float32
-`[batch, tokens, labels]`). `assets/labels.txt` lists label names in id order and the tokenizer
+and returns `label_ids` (int32 `[batch, tokens]`; Viterbi-decoded for CRF heads) and
+`probabilities` (float32 `[batch, tokens, labels]`; softmax of the logits, or for CRF heads the
+chain's posterior marginals at real sub-words). `assets/labels.txt` lists label names in id order and the tokenizer
 files sit beside it, so a client that never imports this package can tokenize and read tags.
 """
 
@@ -35,10 +36,9 @@ class _Tagger(tf.Module):
         logits = self.model(
             {"input_ids": input_ids, "attention_mask": attention_mask}, training=False
         )["logits"]
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         return {
-            "label_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int32),
-            "probabilities": probabilities,
+            "label_ids": self.model.decode(logits, input_ids, attention_mask),
+            "probabilities": self.model.probabilities(logits, input_ids, attention_mask),
         }
 
 

@@ -30,7 +30,9 @@ class Window:
         word_start, word_end: the words `[word_start, word_end)` of that sentence.
         input_ids: [T] sub-word ids with special tokens.
         word_index: [W] position in `input_ids` of each word's first sub-word.
-        token_labels: [T] label id per sub-word (IGNORE where not trained on).
+        token_labels: [T] label id per sub-word: the word's tag on its first sub-word, the
+            matching `I-` tag on the others (IGNORE on special tokens and when unlabelled);
+            losses choose which positions count.
         word_labels: [W] label id per word (IGNORE when unlabelled).
     """
 
@@ -70,7 +72,6 @@ def make_windows(
     tokenizer,
     label_ids: dict[str, int] | None,
     max_seq_length: int,
-    label_all_subwords: bool = False,
 ) -> list[Window]:
     """Tokenizes sentences and splits them into windows that fit `max_seq_length`.
 
@@ -79,7 +80,6 @@ def make_windows(
         tokenizer: a Hugging Face fast tokenizer with `cls_token_id` and `sep_token_id`.
         label_ids: tag -> id, or None to ignore tags.
         max_seq_length: sub-words per window including the two special tokens.
-        label_all_subwords: also label non-first sub-words with their word's tag (B-X → I-X).
 
     Returns:
         Windows in sentence order; every word of every sentence is in exactly one window.
@@ -105,15 +105,14 @@ def make_windows(
             while end < len(per_word) and used + len(per_word[end]) <= budget:
                 used += len(per_word[end])
                 end += 1
-            windows.append(_window(s_idx, start, end, per_word, tags, label_ids, tokenizer,
-                                   label_all_subwords))
+            windows.append(_window(s_idx, start, end, per_word, tags, label_ids, tokenizer))
             if end == start:  # empty sentence
                 break
             start = end
     return windows
 
 
-def _window(s_idx, start, end, per_word, tags, label_ids, tokenizer, label_all_subwords):
+def _window(s_idx, start, end, per_word, tags, label_ids, tokenizer):
     ids = [tokenizer.cls_token_id]
     word_index, token_labels, word_labels = [], [IGNORE], []
     for w in range(start, end):
@@ -127,7 +126,7 @@ def _window(s_idx, start, end, per_word, tags, label_ids, tokenizer, label_all_s
         word_labels.append(label_ids[tag])
         token_labels.append(label_ids[tag])
         rest = label_ids.get("I-" + tag[2:], label_ids[tag]) if tag.startswith("B-") else label_ids[tag]
-        token_labels.extend([rest if label_all_subwords else IGNORE] * (len(per_word[w]) - 1))
+        token_labels.extend([rest] * (len(per_word[w]) - 1))
     ids.append(tokenizer.sep_token_id)
     token_labels.append(IGNORE)
     return Window(
@@ -172,7 +171,8 @@ def make_batches(
 
     Returns:
         Batches with `input_ids`, `attention_mask` [B,T] int32, `word_index` [B,T] int32,
-        `word_mask` [B,T] float32, `token_labels` and `word_labels` [B,T] int32 (IGNORE padded),
+        `word_mask` [B,T] float32, `token_first` [B,T] float32 (1 at first sub-words),
+        `token_labels` and `word_labels` [B,T] int32 (IGNORE padded),
         `window` [B] int32 (index into `windows`) and the `word_targets` keys.
     """
     rng = np.random.default_rng(seed)
@@ -197,6 +197,7 @@ def _pad_batch(windows, idx, t, pad_id, word_targets):
         "attention_mask": np.zeros((n, t), np.int32),
         "word_index": np.zeros((n, t), np.int32),
         "word_mask": np.zeros((n, t), np.float32),
+        "token_first": np.zeros((n, t), np.float32),
         "token_labels": np.full((n, t), IGNORE, np.int32),
         "word_labels": np.full((n, t), IGNORE, np.int32),
         "window": np.asarray(idx, np.int32),
@@ -212,6 +213,7 @@ def _pad_batch(windows, idx, t, pad_id, word_targets):
         batch["token_labels"][row, :ln] = w.token_labels
         batch["word_index"][row, :nw] = w.word_index
         batch["word_mask"][row, :nw] = 1.0
+        batch["token_first"][row, w.word_index] = 1.0
         batch["word_labels"][row, :nw] = w.word_labels
         for key, arrays in (word_targets or {}).items():
             batch[key][row, :nw] = arrays[i]

@@ -33,7 +33,11 @@ flags.DEFINE_string("cache_dir", "", "Where the embedded default is built (defau
 # Teacher.
 flags.DEFINE_string("teacher", "", "Teacher: hub id or folder (tf_model.h5 or model.safetensors). "
                     "Empty: the embedded default all-MiniLM-L6-v2.")
-flags.DEFINE_enum("head", "softmax", list(config_lib.HEADS), "Classification head.")
+flags.DEFINE_enum("head", "softmax", list(config_lib.HEADS), "Teacher tagging head: softmax, "
+                  "crf, or self-attention + either.")
+flags.DEFINE_enum("student_head", "softmax", list(config_lib.HEADS), "Student tagging head.")
+flags.DEFINE_bool("copy_transitions", True, "CRF teacher and student: the student starts from "
+                  "the teacher's transition scores.")
 flags.DEFINE_float("teacher_learning_rate", 2e-4, "Teacher fine-tuning peak learning rate "
                    "(2e-4 suits the 6x384 default; use 3e-5..5e-5 for base-size teachers).")
 flags.DEFINE_integer("teacher_epochs", 4, "Teacher fine-tuning epochs at most.")
@@ -120,6 +124,8 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         own_tokenizer=f.student_own_tokenizer,
         freeze_embeddings=f.freeze_embeddings,
         dropout=f.dropout,
+        head=f.student_head,
+        copy_transitions=f.copy_transitions,
     )
     distil = config_lib.DistilConfig(
         stages=tuple(f.stages),

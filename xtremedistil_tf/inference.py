@@ -11,7 +11,7 @@ from xtremedistil_tf import features, losses
 
 
 def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False):
-    """A compiled forward pass returning word-level `logits` (and selected `hidden`).
+    """A compiled forward pass returning word-level `logits`, `label_ids` (and `hidden`).
 
     Args:
         model: a `TokenClassifier`.
@@ -27,7 +27,9 @@ def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False):
     def forward(input_ids, attention_mask, word_index):
         out = model({"input_ids": input_ids, "attention_mask": attention_mask},
                     training=False, output_hidden_states=bool(layers))
-        result = {"logits": losses.gather_words(out["logits"], word_index)}
+        ids = model.decode(out["logits"], input_ids, attention_mask)  # Viterbi for CRF heads
+        result = {"logits": losses.gather_words(out["logits"], word_index),
+                  "label_ids": losses.gather_words(ids, word_index)}
         if layers:
             hs = [losses.gather_words(out["hidden_states"][i], word_index) for i in layers]
             result["hidden"] = tf.stack(hs, axis=2)

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import transformers
 
-from xtremedistil_tf import embeddings as embeddings_lib
+from xtremedistil_tf import embeddings as embeddings_lib, heads as heads_lib
 
 keras = tf.keras
 
@@ -30,33 +30,39 @@ _CUT = re.compile(r"^teacher:(\d+(,\d+)*)$")
 
 
 class TokenClassifier(keras.Model):
-    """An encoder main layer + dropout + linear classifier over sub-word positions.
+    """An encoder main layer + a tagging head (see `heads.TaggingHead`) over sub-word positions.
 
     Args:
         encoder: a Hugging Face TF main layer (has `embeddings` and `encoder.layer`).
         num_labels: classes of the head.
-        dropout: dropout rate before the head.
+        dropout: dropout rate in the head.
         projection_dim: if set, a dense projection of hidden states to this width (used to
             compare student representations with a wider teacher's).
-        classifier: an existing dense head to reuse (ready token-classification checkpoints).
+        classifier: an existing dense classifier to reuse (ready token-classification checkpoints).
+        head: head kind, one of `heads.HEADS`.
+        labels: label names (CRF heads forbid impossible IOB2 transitions when decoding).
+        special_ids: token ids of special tokens ([CLS], [SEP], <s>, ...): CRF chains skip them.
     """
 
     def __init__(self, encoder, num_labels, dropout=0.1, projection_dim=None, classifier=None,
-                 **kwargs):
+                 head="softmax", labels=None, special_ids=(), **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.num_labels = num_labels
         self.dropout_rate = dropout
         self.projection_dim = projection_dim
-        self.dropout = keras.layers.Dropout(dropout)
-        self.classifier = classifier or keras.layers.Dense(
-            num_labels,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            name="classifier",
-        )
+        self.head_kind = head
+        self.special_ids = tuple(int(i) for i in special_ids)
+        self.head = heads_lib.TaggingHead(
+            head, num_labels, encoder.config.hidden_size, dropout, labels=labels,
+            classifier=classifier, name="head")
         self.projection = (
             keras.layers.Dense(projection_dim, name="projection") if projection_dim else None
         )
+
+    @property
+    def classifier(self):
+        return self.head.classifier
 
     @property
     def hidden_size(self) -> int:
@@ -84,11 +90,28 @@ class TokenClassifier(keras.Model):
             output_hidden_states=output_hidden_states,
             training=training,
         )
-        logits = self.classifier(self.dropout(out.last_hidden_state, training=training))
+        logits = self.head(out.last_hidden_state, inputs["attention_mask"], training=training)
         result = {"logits": logits}
         if output_hidden_states:
             result["hidden_states"] = out.hidden_states
         return result
+
+    def token_mask(self, input_ids, attention_mask):
+        """`[B, T]` bool: real sub-words (not padding, not special tokens)."""
+        mask = tf.cast(attention_mask, tf.bool)
+        if self.special_ids:
+            special = tf.reduce_any(
+                tf.equal(input_ids[..., None], tf.constant(self.special_ids, input_ids.dtype)), -1)
+            mask &= ~special
+        return mask
+
+    def decode(self, logits, input_ids, attention_mask):
+        """Label ids `[B, T]` int32 (Viterbi for CRF heads, argmax otherwise)."""
+        return self.head.decode(logits, self.token_mask(input_ids, attention_mask))
+
+    def probabilities(self, logits, input_ids, attention_mask):
+        """`[B, T, K]` float32 label probabilities (CRF heads: posterior marginals)."""
+        return self.head.probabilities(logits, self.token_mask(input_ids, attention_mask))
 
     def project(self, hidden):
         """Maps `[..., H_student]` to the teacher width (identity without a projection)."""
@@ -110,7 +133,7 @@ class TokenClassifier(keras.Model):
         groups = {"embeddings": list(self.encoder.embeddings.trainable_variables)}
         for i, block in enumerate(self.encoder.encoder.layer):
             groups[f"block:{i}"] = list(block.trainable_variables)
-        groups["head"] = list(self.classifier.trainable_variables)
+        groups["head"] = list(self.head.trainable_variables)
         groups["projection"] = (
             list(self.projection.trainable_variables) if self.projection is not None else []
         )
@@ -121,6 +144,8 @@ class TokenClassifier(keras.Model):
             "num_labels": self.num_labels,
             "dropout": self.dropout_rate,
             "projection_dim": self.projection_dim,
+            "head": self.head_kind,
+            "special_ids": list(self.special_ids),
         }
 
 
@@ -193,8 +218,16 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
-def build_teacher(name_or_path: str, labels: list[str], dropout: float):
+def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: str = "softmax",
+                  special_ids=()):
     """Builds the teacher.
+
+    Args:
+        name_or_path: hub id or folder.
+        labels: the data's labels (the head's classes unless the checkpoint brings its own).
+        dropout: head dropout.
+        head: head kind for a fresh head (a ready token classifier keeps its softmax head).
+        special_ids: the tokenizer's special token ids.
 
     Returns:
         (model, teacher_labels, ready): `ready` is True when the checkpoint already was a token
@@ -204,10 +237,15 @@ def build_teacher(name_or_path: str, labels: list[str], dropout: float):
     if is_token_classifier(config):
         hf = _from_pretrained(transformers.TFAutoModelForTokenClassification, name_or_path)
         teacher_labels = [config.id2label[i] for i in range(len(config.id2label))]
+        if head != "softmax":
+            raise ValueError(f"--head={head}: {name_or_path} is a ready token classifier with a "
+                             "softmax head, used as is; drop --head or use an encoder checkpoint")
         model = TokenClassifier(_main_layer(hf), len(teacher_labels), dropout,
-                                classifier=hf.classifier, name="teacher")
+                                classifier=hf.classifier, labels=teacher_labels,
+                                special_ids=special_ids, name="teacher")
         return model.build_with_dummy(), teacher_labels, True
-    model = TokenClassifier(load_encoder(name_or_path), len(labels), dropout, name="teacher")
+    model = TokenClassifier(load_encoder(name_or_path), len(labels), dropout, head=head,
+                            labels=labels, special_ids=special_ids, name="teacher")
     return model.build_with_dummy(), list(labels), False
 
 
@@ -220,6 +258,9 @@ def build_student(
     max_seq_length: int,
     dropout: float,
     own_tokenizer: bool,
+    head: str = "softmax",
+    labels=None,
+    special_ids=(),
 ) -> TokenClassifier:
     """Makes the student described by `spec` (see `StudentConfig.model`).
 
@@ -267,6 +308,9 @@ def build_student(
         num_labels,
         dropout,
         projection_dim=t_cfg.hidden_size,
+        head=head,
+        labels=labels,
+        special_ids=special_ids,
         name="student",
     ).build_with_dummy()
     if not cut and not own_tokenizer:

@@ -98,7 +98,7 @@ def load_data(cfg: config_lib.DataConfig):
 
 def tokenize(sentences, tokenizer, label_ids, cfg: config_lib.DataConfig) -> Split:
     return Split(sentences, features.make_windows(
-        sentences, tokenizer, label_ids, cfg.max_seq_length, cfg.label_all_subwords))
+        sentences, tokenizer, label_ids, cfg.max_seq_length))
 
 
 # --------------------------------------------------------------------------- models at work
@@ -130,8 +130,12 @@ class Tagger:
         return [self.convert(p) for p in probs] if self.convert else probs
 
     def predict(self, split: Split) -> list[list[str]]:
-        probs = self.probabilities(self.outputs(split)["logits"])
-        return [[self.labels[i] for i in p.argmax(axis=-1)] for p in probs]
+        out = self.outputs(split)
+        if self.convert:  # a ready teacher's own labels, mapped to the data's
+            ids = [p.argmax(axis=-1) for p in self.probabilities(out["logits"])]
+        else:
+            ids = out["label_ids"]
+        return [[self.labels[i] for i in row] for row in ids]
 
     def score(self, split: Split) -> dict:
         gold = [list(s.tags) for s in split.sentences]
@@ -176,8 +180,8 @@ def run(cfg: config_lib.RunConfig) -> dict:
 
     # Teacher.
     t_tok = models.load_tokenizer(cfg.teacher.model)
-    teacher, teacher_labels, ready = models.build_teacher(cfg.teacher.model, labels,
-                                                          cfg.teacher.dropout)
+    teacher, teacher_labels, ready = models.build_teacher(
+        cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids)
     convert = None
     if teacher_labels != labels:
         labels_lib.map_teacher_labels(teacher_labels, labels)  # fails early if unmappable
@@ -197,7 +201,8 @@ def run(cfg: config_lib.RunConfig) -> dict:
     elif fine_tune and cfg.teacher.epochs > 0:
         stage = stages_lib.teacher_stage(cfg.teacher, teacher.num_blocks)
         log(f"teacher: fine-tuning {cfg.teacher.model} ({teacher.num_blocks} blocks)")
-        result = _run_stage(teacher, stage, t_splits, t_tagger, cfg, train.LossSettings(),
+        result = _run_stage(teacher, stage, t_splits, t_tagger, cfg,
+                            train.LossSettings(label_all_subwords=dcfg.label_all_subwords),
                             reduce_lr=cfg.teacher.reduce_lr_on_plateau,
                             weight_decay=cfg.teacher.weight_decay,
                             warmup_ratio=cfg.teacher.warmup_ratio)
@@ -212,10 +217,15 @@ def run(cfg: config_lib.RunConfig) -> dict:
              if cfg.student.own_tokenizer else t_tok)
     student = models.build_student(
         cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
-        dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer)
+        dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
+        cfg.student.head, labels, s_tok.all_special_ids)
+    if cfg.student.copy_transitions and student.head.crf and teacher.head.crf and not ready:
+        for mine, theirs in zip(student.head.crf.weights, teacher.head.crf.weights, strict=True):
+            mine.assign(theirs)
     t_layers, s_layers = stages_lib.representation_pairs(
         cfg.distil.teacher_layer, teacher.num_blocks, student.num_blocks)
-    settings = train.LossSettings(s_layers, cfg.distil.logit_loss, cfg.distil.temperature)
+    settings = train.LossSettings(s_layers, cfg.distil.logit_loss, cfg.distil.temperature,
+                                  dcfg.label_all_subwords)
     s_splits = (t_splits if s_tok is t_tok
                 else {k: tokenize(v, s_tok, label_ids, dcfg) for k, v in splits.items()})
     s_tagger = Tagger(student, s_tok, dcfg, labels, xla=cfg.xla)

@@ -54,18 +54,20 @@ class LossSettings:
             cached `teacher_hidden` (same order) in the representations objective.
         logit_loss: registered loss name for the logits objective (`mse` or `kl`).
         temperature: for `kl`.
+        label_all_subwords: softmax heads learn labels on every sub-word, not only the first.
     """
 
     student_layers: tuple[int, ...] = (-1,)
     logit_loss: str = "mse"
     temperature: float = 1.0
+    label_all_subwords: bool = False
 
 
 def batch_keys(objective: str) -> tuple[str, ...]:
     """The batch entries an objective reads (others are not fed, to avoid retracing)."""
     base = ("input_ids", "attention_mask", "word_index", "word_mask")
     extra = {"representations": ("teacher_hidden",), "logits": ("teacher_logits",),
-             "labels": ("token_labels",)}[objective]
+             "labels": ("token_labels", "token_first")}[objective]
     return base + extra
 
 
@@ -75,8 +77,9 @@ def objective_loss(model, objective: str, settings: LossSettings, batch: dict, t
     want_hidden = objective == "representations"
     out = model(inputs, training=training, output_hidden_states=want_hidden)
     if objective == "labels":
-        labels = batch["token_labels"]
-        return losses.cross_entropy(out["logits"], labels, labels >= 0)
+        token_mask = model.token_mask(batch["input_ids"], batch["attention_mask"])
+        return model.head.loss(out["logits"], batch["token_labels"], token_mask,
+                               batch["token_first"], settings.label_all_subwords)
     mask = batch["word_mask"]
     if objective == "logits":
         student = losses.gather_words(out["logits"], batch["word_index"])
