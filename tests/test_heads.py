@@ -116,3 +116,40 @@ def test_crf_export_decodes_like_the_model(tmp_path, tiny_tokenizer):
     assert got["label_ids"] == m.decode(logits, IDS, MASK).numpy().tolist()
     np.testing.assert_allclose(got["probabilities"], m.probabilities(logits, IDS, MASK).numpy(),
                                atol=1e-5)
+
+
+def test_per_layer_classifiers_loss_and_groups():
+    from xtremedistil_tf import features, inference, losses, train, data
+
+    m, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.0,
+                                   special_ids=(0, 1, 2, 3, 4), aux_from_layer=1)
+    assert m.aux_layers == (1,)
+    m.aux_weights.assign([0.3])
+    assert "aux_weights" in " ".join(v.name for v in m.variable_groups()["aux"])
+    out = m({"input_ids": IDS, "attention_mask": MASK})
+    assert len(out["aux_logits"]) == 1 and out["aux_logits"][0].shape == (2, 6, 5)
+    labels = tf.constant([[-1, 1, 2, 0, -1, -1], [-1, 3, -1, -1, -1, -1]])
+    first = tf.constant([[0, 1, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]], tf.float32)
+    batch = {"input_ids": IDS, "attention_mask": MASK, "token_labels": labels,
+             "token_first": first}
+    got = float(train.objective_loss(m, "labels", train.LossSettings(aux_weight=0.5), batch,
+                                     training=False))
+    counted = (labels >= 0) & (first > 0)
+    main = float(losses.cross_entropy(out["logits"], labels, counted))
+    aux = float(losses.cross_entropy(out["aux_logits"][0], labels, counted))  # softmax([w]) = 1
+    assert got == pytest.approx(main + 0.5 * aux, rel=1e-5)
+    sents = [data.Sentence(("John", "visited"), None)]
+    windows = features.make_windows(sents, m_tokenizer(), None, 16)
+    batches = features.make_batches(windows, 4, 16, 0)
+    forward = inference.make_forward(m, with_aux=True)
+    word = inference.word_outputs(forward, batches, len(windows))
+    assert word["aux_logits"][0].shape == (2, 1, 5)
+
+
+def test_aux_from_layer_beyond_the_teacher_is_a_clear_error():
+    with pytest.raises(ValueError, match="--aux_from_layer=4: the teacher has 2 blocks"):
+        models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.0, aux_from_layer=4)
+
+
+def m_tokenizer():
+    return models.load_tokenizer(os.path.join(MODELS, "tiny_bert"))

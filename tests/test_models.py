@@ -41,7 +41,8 @@ def test_outputs_and_variable_groups(teacher):
     assert out["logits"].shape == (1, 5, len(LABELS))
     assert len(out["hidden_states"]) == 3
     groups = teacher.variable_groups()
-    assert set(groups) == {"embeddings", "block:0", "block:1", "head", "projection"}
+    assert set(groups) == {"embeddings", "block:0", "block:1", "head", "projection", "aux"}
+    assert groups["aux"] == []  # no per-layer classifiers unless asked
     grouped = {id(v) for vs in groups.values() for v in vs}
     # Every trainable variable is in a group (the pooler was not even built).
     assert all(id(v) in grouped for v in teacher.trainable_variables)

@@ -130,3 +130,11 @@ def test_attention_crf_teacher_and_crf_student(tmp_path):
     doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert doc["teacher"]["params"] > doc["student"]["params"]
     assert (tmp_path / "exports" / "run" / "1" / "saved_model.pb").is_file()
+
+
+def test_teacher_with_per_layer_classifiers(tmp_path):
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+                      f"--export_dir={tmp_path}/exports", "--aux_heads", "--aux_from_layer=1",
+                      "--stages=logits,labels", "--nogradual_unfreezing")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[teacher] epoch 2/2" in proc.stderr

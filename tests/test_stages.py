@@ -120,3 +120,11 @@ def test_nan_loss_stops_with_a_clear_message(tiny_student, tiny_tokenizer):
         b["teacher_logits"][:] = np.nan
     with pytest.raises(FloatingPointError, match="loss became nan"):
         train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.0, verbose=False)
+
+
+def test_teacher_stage_trains_per_layer_classifiers_when_present():
+    cfg = config.TeacherConfig(model="x")
+    assert "aux" in stages.teacher_stage(cfg, 2, aux=True).trainable
+    assert "aux" not in stages.teacher_stage(cfg, 2).trainable
+    frozen = config.TeacherConfig(model="x", freeze_encoder=True)
+    assert stages.teacher_stage(frozen, 2).trainable == ("head",)

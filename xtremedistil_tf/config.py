@@ -82,6 +82,9 @@ class TeacherConfig:
         dropout: dropout before the classifier.
         fine_tune: "auto" fine-tunes unless the checkpoint is a ready token classifier;
             "yes" / "no" force it.
+        aux_from_layer: 0 = no per-layer classifiers; n > 0 = a linear classifier on every
+            encoder layer from n to the last-but-one, trained with the main loss.
+        aux_weight: weight of the per-layer classifiers' loss.
     """
 
     model: str
@@ -95,6 +98,8 @@ class TeacherConfig:
     freeze_encoder: bool = False
     dropout: float = 0.1
     fine_tune: str = "auto"
+    aux_from_layer: int = 0
+    aux_weight: float = 0.1
 
     def __post_init__(self):
         _check(bool(self.model), "--teacher is empty: give a hub id or a local model folder")
@@ -105,6 +110,8 @@ class TeacherConfig:
         _check(self.patience >= 1, "--patience must be >= 1")
         _check(0 <= self.dropout < 1, "--dropout must be in [0, 1)")
         _check(self.fine_tune in ("auto", "yes", "no"), "--teacher_fine_tune must be auto|yes|no")
+        _check(self.aux_from_layer >= 0, "--aux_from_layer must be >= 0 (0: none)")
+        _check(self.aux_weight >= 0, "--aux_weight must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,12 @@ flags.DEFINE_bool("reduce_lr_on_plateau", False, "Halve the teacher's learning r
 flags.DEFINE_bool("freeze_encoder", False, "Fine-tune the teacher's head only.")
 flags.DEFINE_enum("teacher_fine_tune", "auto", ["auto", "yes", "no"],
                   "auto: fine-tune unless the teacher is a ready token classifier.")
+flags.DEFINE_bool("aux_heads", False, "Per-layer classifiers on the teacher's layers from "
+                  "--aux_from_layer to the last-but-one, trained with the main loss.")
+flags.DEFINE_integer("aux_from_layer", 4, "First teacher layer (1-based block output) with a "
+                     "per-layer classifier.")
+flags.DEFINE_float("aux_weight", 0.1, "Weight of the per-layer classifiers' loss "
+                   "(x sum of softmax(w)_i CE_i with learnable w).")
 flags.DEFINE_float("dropout", 0.1, "Dropout before the classifiers.")
 flags.DEFINE_float("warmup_ratio", 0.1, "Share of each stage's steps used for warm-up.")
 flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not on LayerNorm and biases).")
@@ -118,6 +124,8 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         freeze_encoder=f.freeze_encoder,
         dropout=f.dropout,
         fine_tune=f.teacher_fine_tune,
+        aux_from_layer=f.aux_from_layer if f.aux_heads else 0,
+        aux_weight=f.aux_weight,
     )
     student = config_lib.StudentConfig(
         model=f.student,

@@ -10,7 +10,8 @@ import tensorflow as tf
 from xtremedistil_tf import features, losses
 
 
-def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False):
+def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False,
+                 with_aux: bool = False):
     """A compiled forward pass returning word-level `logits`, `label_ids` (and `hidden`).
 
     Args:
@@ -18,6 +19,8 @@ def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False):
         hidden_layers: indices into `hidden_states` (0 = embeddings) to return, stacked as
             `[B, W, len(hidden_layers), H]` under `hidden`.
         xla: compile with XLA (faster on GPUs; slower on this kind of CPU).
+        with_aux: also return the per-layer classifiers' word logits as `aux_logits`
+            `[B, W, n_aux, K]` (for distillers that learn every layer's distribution).
     """
     layers = tuple(hidden_layers)
 
@@ -33,6 +36,9 @@ def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False):
         if layers:
             hs = [losses.gather_words(out["hidden_states"][i], word_index) for i in layers]
             result["hidden"] = tf.stack(hs, axis=2)
+        if with_aux and "aux_logits" in out:
+            aux = [losses.gather_words(x, word_index) for x in out["aux_logits"]]
+            result["aux_logits"] = tf.stack(aux, axis=2)
         return result
 
     return forward

@@ -42,10 +42,13 @@ class TokenClassifier(keras.Model):
         head: head kind, one of `heads.HEADS`.
         labels: label names (CRF heads forbid impossible IOB2 transitions when decoding).
         special_ids: token ids of special tokens ([CLS], [SEP], <s>, ...): CRF chains skip them.
+        aux_layers: indices into `hidden_states` that get their own linear classifier
+            (per-layer heads; their logits are returned as `aux_logits`, and learnable mixing
+            weights `aux_weights` say how much each counts in the training loss).
     """
 
     def __init__(self, encoder, num_labels, dropout=0.1, projection_dim=None, classifier=None,
-                 head="softmax", labels=None, special_ids=(), **kwargs):
+                 head="softmax", labels=None, special_ids=(), aux_layers=(), **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.num_labels = num_labels
@@ -58,6 +61,15 @@ class TokenClassifier(keras.Model):
             classifier=classifier, name="head")
         self.projection = (
             keras.layers.Dense(projection_dim, name="projection") if projection_dim else None
+        )
+        self.aux_layers = tuple(int(i) for i in aux_layers)
+        self.aux_dropout = keras.layers.Dropout(dropout)
+        self.aux_classifiers = [
+            keras.layers.Dense(num_labels, name=f"aux_classifier_{i}") for i in self.aux_layers
+        ]
+        self.aux_weights = (
+            self.add_weight(name="aux_weights", shape=(len(self.aux_layers),),
+                            initializer="zeros") if self.aux_layers else None
         )
 
     @property
@@ -82,18 +94,24 @@ class TokenClassifier(keras.Model):
                 (embedding output first).
 
         Returns:
-            dict with `logits` `[B, T, K]` (and `hidden_states`).
+            dict with `logits` `[B, T, K]` (and `hidden_states`; with per-layer heads also
+            `aux_logits`, a list of `[B, T, K]` in `aux_layers` order).
         """
         out = self.encoder(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
-            output_hidden_states=output_hidden_states,
+            output_hidden_states=output_hidden_states or bool(self.aux_layers),
             training=training,
         )
         logits = self.head(out.last_hidden_state, inputs["attention_mask"], training=training)
         result = {"logits": logits}
         if output_hidden_states:
             result["hidden_states"] = out.hidden_states
+        if self.aux_layers:
+            result["aux_logits"] = [
+                clf(self.aux_dropout(out.hidden_states[i], training=training))
+                for i, clf in zip(self.aux_layers, self.aux_classifiers)
+            ]
         return result
 
     def token_mask(self, input_ids, attention_mask):
@@ -137,6 +155,9 @@ class TokenClassifier(keras.Model):
         groups["projection"] = (
             list(self.projection.trainable_variables) if self.projection is not None else []
         )
+        groups["aux"] = [v for clf in self.aux_classifiers for v in clf.trainable_variables]
+        if self.aux_weights is not None:
+            groups["aux"].append(self.aux_weights)
         return groups
 
     def get_config(self):
@@ -146,6 +167,7 @@ class TokenClassifier(keras.Model):
             "projection_dim": self.projection_dim,
             "head": self.head_kind,
             "special_ids": list(self.special_ids),
+            "aux_layers": list(self.aux_layers),
         }
 
 
@@ -219,7 +241,7 @@ def load_tokenizer(name_or_path: str):
 
 
 def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: str = "softmax",
-                  special_ids=()):
+                  special_ids=(), aux_from_layer: int = 0):
     """Builds the teacher.
 
     Args:
@@ -228,6 +250,8 @@ def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: st
         dropout: head dropout.
         head: head kind for a fresh head (a ready token classifier keeps its softmax head).
         special_ids: the tokenizer's special token ids.
+        aux_from_layer: if > 0, per-layer classifiers on `hidden_states` aux_from_layer .. L-1
+            (block outputs up to the last-but-one; the last block feeds the main head).
 
     Returns:
         (model, teacher_labels, ready): `ready` is True when the checkpoint already was a token
@@ -244,8 +268,17 @@ def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: st
                                 classifier=hf.classifier, labels=teacher_labels,
                                 special_ids=special_ids, name="teacher")
         return model.build_with_dummy(), teacher_labels, True
-    model = TokenClassifier(load_encoder(name_or_path), len(labels), dropout, head=head,
-                            labels=labels, special_ids=special_ids, name="teacher")
+    encoder = load_encoder(name_or_path)
+    aux_layers = ()
+    if aux_from_layer:
+        blocks = len(encoder.encoder.layer)
+        aux_layers = tuple(range(aux_from_layer, blocks))
+        if not aux_layers:
+            raise ValueError(f"--aux_from_layer={aux_from_layer}: the teacher has {blocks} blocks, "
+                             f"so no layer from {aux_from_layer} to {blocks - 1} gets a classifier; "
+                             "lower --aux_from_layer")
+    model = TokenClassifier(encoder, len(labels), dropout, head=head, labels=labels,
+                            special_ids=special_ids, aux_layers=aux_layers, name="teacher")
     return model.build_with_dummy(), list(labels), False
 
 

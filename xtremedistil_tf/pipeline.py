@@ -181,7 +181,8 @@ def run(cfg: config_lib.RunConfig) -> dict:
     # Teacher.
     t_tok = models.load_tokenizer(cfg.teacher.model)
     teacher, teacher_labels, ready = models.build_teacher(
-        cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids)
+        cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
+        cfg.teacher.aux_from_layer)
     convert = None
     if teacher_labels != labels:
         labels_lib.map_teacher_labels(teacher_labels, labels)  # fails early if unmappable
@@ -199,10 +200,12 @@ def run(cfg: config_lib.RunConfig) -> dict:
         history += state.done("teacher")["history"]
         log("teacher: fine-tuned in an earlier run, weights loaded")
     elif fine_tune and cfg.teacher.epochs > 0:
-        stage = stages_lib.teacher_stage(cfg.teacher, teacher.num_blocks)
+        stage = stages_lib.teacher_stage(cfg.teacher, teacher.num_blocks,
+                                         aux=bool(teacher.aux_layers))
         log(f"teacher: fine-tuning {cfg.teacher.model} ({teacher.num_blocks} blocks)")
         result = _run_stage(teacher, stage, t_splits, t_tagger, cfg,
-                            train.LossSettings(label_all_subwords=dcfg.label_all_subwords),
+                            train.LossSettings(label_all_subwords=dcfg.label_all_subwords,
+                                               aux_weight=cfg.teacher.aux_weight),
                             reduce_lr=cfg.teacher.reduce_lr_on_plateau,
                             weight_decay=cfg.teacher.weight_decay,
                             warmup_ratio=cfg.teacher.warmup_ratio)

@@ -60,14 +60,18 @@ def top_groups(num_blocks: int, k: int, freeze_embeddings: bool) -> tuple[str, .
     return tuple(groups)
 
 
-def teacher_stage(cfg: config_lib.TeacherConfig, num_blocks: int) -> Stage:
-    """Fine-tuning the teacher on gold labels (the head only with a frozen encoder)."""
+def teacher_stage(cfg: config_lib.TeacherConfig, num_blocks: int, aux: bool = False) -> Stage:
+    """Fine-tuning the teacher on gold labels (the head only with a frozen encoder).
+
+    With `aux`, the per-layer classifiers and their mixing weights train too.
+    """
     k = 0 if cfg.freeze_encoder else num_blocks
     return Stage(
         name="teacher",
         objective="labels",
         data="train",
-        trainable=top_groups(num_blocks, k, freeze_embeddings=cfg.freeze_encoder),
+        trainable=top_groups(num_blocks, k, freeze_embeddings=cfg.freeze_encoder)
+        + (("aux",) if aux else ()),
         learning_rate=cfg.learning_rate,
         max_epochs=cfg.epochs,
         patience=cfg.patience,

@@ -55,12 +55,14 @@ class LossSettings:
         logit_loss: registered loss name for the logits objective (`mse` or `kl`).
         temperature: for `kl`.
         label_all_subwords: softmax heads learn labels on every sub-word, not only the first.
+        aux_weight: weight of the per-layer classifiers' loss, `aux_weight · Σ softmax(ω)ᵢ CEᵢ`.
     """
 
     student_layers: tuple[int, ...] = (-1,)
     logit_loss: str = "mse"
     temperature: float = 1.0
     label_all_subwords: bool = False
+    aux_weight: float = 0.1
 
 
 def batch_keys(objective: str) -> tuple[str, ...]:
@@ -77,9 +79,19 @@ def objective_loss(model, objective: str, settings: LossSettings, batch: dict, t
     want_hidden = objective == "representations"
     out = model(inputs, training=training, output_hidden_states=want_hidden)
     if objective == "labels":
+        labels = batch["token_labels"]
         token_mask = model.token_mask(batch["input_ids"], batch["attention_mask"])
-        return model.head.loss(out["logits"], batch["token_labels"], token_mask,
-                               batch["token_first"], settings.label_all_subwords)
+        loss = model.head.loss(out["logits"], labels, token_mask, batch["token_first"],
+                               settings.label_all_subwords)
+        if "aux_logits" in out and settings.aux_weight:
+            counted = labels >= 0
+            if not settings.label_all_subwords:
+                counted &= batch["token_first"] > 0
+            weights = tf.nn.softmax(model.aux_weights)
+            aux = tf.add_n([weights[i] * losses.cross_entropy(logits, labels, counted)
+                            for i, logits in enumerate(out["aux_logits"])])
+            loss += settings.aux_weight * aux
+        return loss
     mask = batch["word_mask"]
     if objective == "logits":
         student = losses.gather_words(out["logits"], batch["word_index"])
