@@ -138,3 +138,29 @@ def test_teacher_with_per_layer_classifiers(tmp_path):
                       "--stages=logits,labels", "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[teacher] epoch 2/2" in proc.stderr
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    import signal
+    import time
+
+    args = [sys.executable, "run_distil.py", "--flagfile=flags/smoke.cfg",
+            f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
+            "--checkpoint_every=1", "--epochs=2"]
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    seen = []
+    for line in proc.stderr:  # kill -9 as soon as the first student stage has finished
+        seen.append(line)
+        if "[logits/top0] epoch 1/2" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:])
+    time.sleep(0.1)
+    again = run_distil(*args[2:])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[teacher]" not in again.stderr and "[representations]" not in again.stderr
+    assert "[logits/top0] resuming at epoch" in again.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert not (tmp_path / "run" / "checkpoints" / "student_logits_top0").exists()

@@ -128,3 +128,72 @@ def test_teacher_stage_trains_per_layer_classifiers_when_present():
     assert "aux" not in stages.teacher_stage(cfg, 2).trainable
     frozen = config.TeacherConfig(model="x", freeze_encoder=True)
     assert stages.teacher_stage(frozen, 2).trainable == ("head",)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _fresh_student(tiny_tokenizer):
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(7)
+    teacher, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), ["O", "B-X", "I-X"],
+                                         0.0)
+    student = models.build_student("l2-h16", teacher, 3, len(tiny_tokenizer),
+                                   tiny_tokenizer.pad_token_id, 32, 0.0, False)
+    # Dropout masks come from TF's random state, which a new process does not continue: with
+    # dropout on, a resumed run sees the same data in the same order but other masks.
+    for layer in student.submodules:
+        if isinstance(layer, tf.keras.layers.Dropout):
+            layer.rate = 0.0
+    return student
+
+
+@pytest.mark.parametrize("crash_at", [(0, 3), (1, 0), (2, 1)])
+def test_interrupted_stage_resumes_to_the_same_result(tiny_tokenizer, tmp_path, crash_at):
+    """A stage killed mid-epoch (or between epochs) and run again ends with the same weights,
+    history and best epoch as an uninterrupted run (dropout off, deterministic data order)."""
+    stage = stages.Stage("labels", "labels", "train", ("head", "block:1"), 1e-2, 3, 3, "dev_f1")
+    base = _batches(tiny_tokenizer) * 3  # 6 batches per epoch
+
+    def batches(epoch):
+        rng = np.random.default_rng(epoch)
+        return [base[i] for i in rng.permutation(len(base))]
+
+    def monitor_for(model):
+        # A deterministic function of the weights: the dev score of a real run.
+        return lambda: -float(np.abs(model.classifier.kernel.numpy()).sum())
+
+    reference = _fresh_student(tiny_tokenizer)
+    expected = train.run_stage(reference, stage, batches, monitor_for(reference), verbose=False)
+
+    model = _fresh_student(tiny_tokenizer)
+    ckpt = str(tmp_path / "ckpt")
+
+    calls = {"n": 0}
+
+    def crashing(epoch):
+        full = batches(epoch)
+        calls["n"] += 1
+        if epoch != crash_at[0] or calls["n"] <= 2:  # the first two calls size the stage
+            return full
+        return full[: crash_at[1]] + [None]  # a batch that crashes the loop after crash_at[1]
+
+    with pytest.raises(Exception):
+        train.run_stage(model, stage, crashing, monitor_for(model), verbose=False,
+                        checkpoint_dir=ckpt, checkpoint_every=1)
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(ckpt)  # the crash left a checkpoint at the crash point
+    done = [reader.get_tensor(f"progress/{k}/.ATTRIBUTES/VARIABLE_VALUE") for k in ("epoch", "step")]
+    assert done == list(crash_at)
+    again = _fresh_student(tiny_tokenizer)  # a new process: fresh weights, then the checkpoint
+    result = train.run_stage(again, stage, batches, monitor_for(again), verbose=False,
+                             checkpoint_dir=ckpt, checkpoint_every=1)
+    assert result.best_epoch == expected.best_epoch
+    assert [r["epoch"] for r in result.history] == [r["epoch"] for r in expected.history]
+    for r, e in zip(result.history, expected.history):
+        assert r["train_loss"] == pytest.approx(e["train_loss"], rel=1e-5)
+    for a, b in zip(again.weights, reference.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

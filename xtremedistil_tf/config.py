@@ -202,6 +202,7 @@ class RunConfig:
     speed_batch_size: int = 32
     speed_seq_length: int = 128
     xla: bool = False
+    checkpoint_every: int = 200
 
     def __post_init__(self):
         _check(bool(self.output_dir), "--output_dir is empty")
@@ -210,6 +211,7 @@ class RunConfig:
             f"--strategy={self.strategy} is not available; use one of {', '.join(STRATEGIES)}",
         )
         _check(self.speed_batch_size >= 1, "--speed_batch_size must be >= 1")
+        _check(self.checkpoint_every >= 0, "--checkpoint_every must be >= 0 (0: epoch ends only)")
         _check(
             2 <= self.speed_seq_length <= self.data.max_seq_length,
             "--speed_seq_length must be between 2 and --max_seq_length",

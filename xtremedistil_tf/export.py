@@ -5,26 +5,86 @@ and returns `label_ids` (int32 `[batch, tokens]`; Viterbi-decoded for CRF heads)
 `probabilities` (float32 `[batch, tokens, labels]`; softmax of the logits, or for CRF heads the
 chain's posterior marginals at real sub-words). `assets/labels.txt` lists label names in id order and the tokenizer
 files sit beside it, so a client that never imports this package can tokenize and read tags.
+It uses core TensorFlow ops only.
+
+With `text_signature=True` the same SavedModel also has `tag_text` (see `serving_text`): a batch
+of sentences in (string `[batch]`), `words`, `tags` (string `[batch, max_words]`, "" padded) and
+`scores` out, tokenized in the graph by tensorflow-text. Its ops are then part of the SavedModel,
+so *loading it at all* needs them: `import tensorflow_text` before `tf.saved_model.load`, and a
+TF Serving build that links the same tensorflow-text ops. That is why it is off by default.
+
+Every export rewrites `<export_dir>/models.config`, the TF Serving model config that lists every
+exported model (for `tensorflow_model_server --model_config_file`).
+
+    python -m xtremedistil_tf.export --run_dir runs/default [--name N] [--version V] \
+        [--export_dir saved_models] [--which student|teacher] [--text_signature]
+
+rebuilds a model from a finished run folder and exports it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 
+import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 LABELS_FILE = "labels.txt"
+MODELS_CONFIG = "models.config"
+# Where `scripts/serve.sh` mounts the export folder in the tensorflow/serving container.
+CONTAINER_BASE = "/models"
+_ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
+
+
+def max_positions(model) -> int:
+    """Tokens per sequence the encoder's position embeddings allow."""
+    cfg = model.encoder.config
+    # RoBERTa-style position ids start after the padding index.
+    offset = cfg.pad_token_id + 1 if cfg.model_type in _ROBERTA_LIKE else 0
+    return int(cfg.max_position_embeddings) - offset
 
 
 class _Tagger(tf.Module):
-    """The exported object: the model, its signature and its assets."""
+    """The exported object: the model, its `serving_default` signature and its assets."""
 
     def __init__(self, model, asset_paths):
         super().__init__()
         self.model = model
         self.assets = [tf.saved_model.Asset(p) for p in asset_paths]
+        self._vocab_size = int(model.encoder.config.vocab_size)
+        self._max_positions = max_positions(model)
+
+    def _forward(self, input_ids, attention_mask):
+        # Clear messages for inputs TF Serving clients get wrong; without them the failure is
+        # an opaque gather or matmul error deep in the encoder.
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(input_ids), tf.shape(attention_mask),
+                message="input_ids and attention_mask must have the same shape [batch, tokens]"),
+            tf.debugging.assert_less_equal(
+                tf.shape(input_ids)[1], self._max_positions,
+                message=f"at most {self._max_positions} tokens per sequence; split longer "
+                        "sentences into windows"),
+            tf.debugging.assert_non_negative(input_ids, message="input_ids must be >= 0"),
+            tf.debugging.assert_less(
+                input_ids, self._vocab_size,
+                message=f"input_ids must be < {self._vocab_size} (the vocabulary size); is the "
+                        "client using the tokenizer in assets/?"),
+        ]
+        with tf.control_dependencies(checks):
+            input_ids = tf.identity(input_ids)
+        logits = self.model(
+            {"input_ids": input_ids, "attention_mask": attention_mask}, training=False
+        )["logits"]
+        return {
+            "label_ids": self.model.decode(logits, input_ids, attention_mask),
+            "probabilities": self.model.probabilities(logits, input_ids, attention_mask),
+        }
 
     @tf.function(
         input_signature=[
@@ -33,13 +93,32 @@ class _Tagger(tf.Module):
         ]
     )
     def serve(self, input_ids, attention_mask):
-        logits = self.model(
-            {"input_ids": input_ids, "attention_mask": attention_mask}, training=False
-        )["logits"]
-        return {
-            "label_ids": self.model.decode(logits, input_ids, attention_mask),
-            "probabilities": self.model.probabilities(logits, input_ids, attention_mask),
-        }
+        return self._forward(input_ids, attention_mask)
+
+
+class _TextTagger(_Tagger):
+    """`_Tagger` plus the `tag_text` signature (tensorflow-text ops)."""
+
+    def __init__(self, model, asset_paths, labels, tokenizer, max_seq_length):
+        from xtremedistil_tf import serving_text
+
+        super().__init__(model, asset_paths)
+        self.text_tokenizer = serving_text.make_tokenizer(
+            serving_text.wordpiece_settings(tokenizer))
+        self._ids = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
+                     "pad": tokenizer.pad_token_id, "unk": tokenizer.unk_token_id}
+        self._labels = list(labels)
+        self._max_seq_length = min(max_seq_length, self._max_positions)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
+    def tag_text(self, sentences):
+        from xtremedistil_tf import serving_text
+
+        inputs = serving_text.build_inputs(sentences, self.text_tokenizer, self._ids,
+                                           self._max_seq_length)
+        out = self._forward(inputs["input_ids"], inputs["attention_mask"])
+        return serving_text.word_outputs(inputs, out["label_ids"], out["probabilities"],
+                                         tf.constant(self._labels))
 
 
 def next_version(base: str) -> int:
@@ -50,7 +129,56 @@ def next_version(base: str) -> int:
     return max(versions, default=0) + 1
 
 
-def export(model, labels, tokenizer, export_dir: str, name: str, version: int | None = None) -> str:
+def exported_models(export_dir: str) -> list[str]:
+    """Names of the models under `export_dir`: folders with a version holding saved_model.pb."""
+    if not os.path.isdir(export_dir):
+        return []
+    names = []
+    for name in sorted(os.listdir(export_dir)):
+        base = os.path.join(export_dir, name)
+        if name.startswith(".") or not os.path.isdir(base):
+            continue
+        if any(v.isdigit() and os.path.isfile(os.path.join(base, v, "saved_model.pb"))
+               for v in os.listdir(base)):
+            names.append(name)
+    return names
+
+
+def models_config_text(names: list[str], base: str = CONTAINER_BASE) -> str:
+    """TF Serving's `ModelServerConfig` (text protobuf) serving `names` from `base/<name>`."""
+    entries = "".join(
+        "  config {\n"
+        f"    name: {json.dumps(name)}\n"
+        f"    base_path: {json.dumps(base.rstrip('/') + '/' + name)}\n"
+        '    model_platform: "tensorflow"\n'
+        "  }\n"
+        for name in names)
+    return "model_config_list {\n" + entries + "}\n"
+
+
+def write_models_config(export_dir: str, base: str = CONTAINER_BASE) -> str:
+    """Rewrites `export_dir/models.config` atomically from the folders there; returns its path.
+
+    Base paths are `base/<name>`: `/models/<name>` where `scripts/serve.sh` mounts `export_dir`
+    in the tensorflow/serving container (it rewrites them for a local `tensorflow_model_server`).
+    The file is rebuilt from what is on disk, so concurrent exports cannot lose each other's
+    entries: the last writer saw every finished version.
+    """
+    path = os.path.join(export_dir, MODELS_CONFIG)
+    fd, tmp = tempfile.mkstemp(prefix=f".{MODELS_CONFIG}-", dir=export_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(models_config_text(exported_models(export_dir), base))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def export(model, labels, tokenizer, export_dir: str, name: str, version: int | None = None,
+           text_signature: bool = False, max_seq_length: int = 512) -> str:
     """Writes the SavedModel to `export_dir/name/version` atomically and returns that path.
 
     Args:
@@ -61,15 +189,28 @@ def export(model, labels, tokenizer, export_dir: str, name: str, version: int | 
         name: model name (a folder).
         version: version number; default the next free one. An existing version is never
             overwritten.
+        text_signature: also add `tag_text` (needs tensorflow-text and a WordPiece vocabulary;
+            the SavedModel then needs tensorflow-text ops to load at all, see the module doc).
+        max_seq_length: sub-words per sentence in `tag_text`, special tokens included (capped
+            by the model's position embeddings); later words are not tagged.
 
     Raises:
         FileExistsError: `version` already exists.
+        serving_text.UnsupportedTokenizer: `text_signature` with a tokenizer it cannot mirror.
+        ImportError: `text_signature` without tensorflow-text installed.
     """
     base = os.path.join(export_dir, name)
     version = version or next_version(base)
     final = os.path.join(base, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists; exported versions are never overwritten")
+    if text_signature:
+        from xtremedistil_tf import serving_text
+
+        if not serving_text.available():
+            raise ImportError("text_signature needs tensorflow-text: pip install "
+                              "tensorflow-text==2.21.*")
+        serving_text.wordpiece_settings(tokenizer)  # fails before any work if unsupported
     os.makedirs(base, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base)
     try:
@@ -79,10 +220,180 @@ def export(model, labels, tokenizer, export_dir: str, name: str, version: int | 
             f.write("".join(label + "\n" for label in labels))
         tokenizer.save_pretrained(files_dir)
         paths = sorted(os.path.join(files_dir, p) for p in os.listdir(files_dir))
-        module = _Tagger(model, paths)
+        if text_signature:
+            module = _TextTagger(model, paths, labels, tokenizer, max_seq_length)
+            signatures = {"serving_default": module.serve, "tag_text": module.tag_text}
+        else:
+            module = _Tagger(model, paths)
+            signatures = {"serving_default": module.serve}
         saved = os.path.join(staging, "model")
-        tf.saved_model.save(module, saved, signatures={"serving_default": module.serve})
+        tf.saved_model.save(module, saved, signatures=signatures)
         os.replace(saved, final)  # TF Serving never sees a half-written version
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    write_models_config(export_dir)
     return final
+
+
+# --------------------------------------------------------------------------- from a run folder
+
+
+def _run_config(run_dir: str):
+    """The run's `RunConfig` from its `state.json`, with relative paths made usable from here.
+
+    `state.json` holds the resolved configuration (default teacher and data paths filled in),
+    unlike `flags.txt`. Relative paths were relative to the run's working directory, which is
+    recovered from `run_dir` and the recorded `output_dir`.
+    """
+    from xtremedistil_tf import config as config_lib
+
+    state_path = os.path.join(run_dir, "state.json")
+    if not os.path.isfile(state_path):
+        raise ValueError(f"{run_dir}: no state.json; give the --output_dir of a run_distil.py run")
+    with open(state_path, encoding="utf-8") as f:
+        state = json.load(f)
+    s = state["settings"]
+    recorded = os.path.normpath(s["output_dir"])
+    here = os.path.abspath(run_dir)
+    root = (here[: -len(recorded)] if not os.path.isabs(recorded) and here.endswith(recorded)
+            else os.getcwd())
+
+    def fix(p: str) -> str:
+        if not p or os.path.isabs(p) or os.path.exists(p):
+            return p
+        candidate = os.path.join(root, p)
+        return candidate if os.path.exists(candidate) else p
+
+    def tup(v):
+        return tuple(fix(x) for x in v)
+
+    data = dict(s["data"])
+    for k in ("train_files", "dev_files", "test_files", "transfer_files"):
+        data[k] = tup(data[k])
+    teacher = dict(s["teacher"], model=fix(s["teacher"]["model"]))
+    student = dict(s["student"])
+    if student["model"] and not student["model"].startswith("teacher:"):
+        student["model"] = fix(student["model"])
+    distil = dict(s["distil"], stages=tuple(s["distil"]["stages"]))
+    rest = {k: v for k, v in s.items() if k not in ("data", "teacher", "student", "distil")}
+    rest["export_dir"] = os.path.join(root, rest["export_dir"]) if not os.path.isabs(
+        rest["export_dir"]) else rest["export_dir"]
+    cfg = config_lib.RunConfig(
+        data=config_lib.DataConfig(**data), teacher=config_lib.TeacherConfig(**teacher),
+        student=config_lib.StudentConfig(**student), distil=config_lib.DistilConfig(**distil),
+        **rest)
+    return cfg, state.get("done", {})
+
+
+def _load_checked(model, folder: str) -> None:
+    """Restores `folder`'s weights, failing if any model variable finds no value there.
+
+    (`models.load_weights` tolerates that, which would export a half-random model from a run
+    written by another version of the code.)
+    """
+    status = model.load_weights(os.path.join(folder, "weights"))
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        missing = re.findall(r"<tf.Variable '([^']+)'", str(e))
+        raise ValueError(
+            f"{folder}: the checkpoint has no values for {', '.join(missing[:3]) or 'some'} "
+            f"variables of the model the run's settings rebuild; it was written by another "
+            "version of xtremedistil_tf: rerun the training or export with that version") from None
+    status.expect_partial()  # optimizer slots are not needed
+    _check_config(model, folder)
+
+
+def _check_config(model, folder: str) -> None:
+    with open(os.path.join(folder, "model.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    built = json.loads(json.dumps(model.get_config()))
+    # Older runs wrote fewer keys; every key they wrote must agree.
+    if any(built.get(k) != v for k, v in saved.items()):
+        raise ValueError(f"{folder}/model.json is {saved} but the run's flags rebuild {built}; "
+                         "was the run folder made by another version?")
+
+
+def rebuild(run_dir: str, which: str = "student"):
+    """Rebuilds a run's trained model the way `pipeline.run` built it, with its weights.
+
+    Returns:
+        (config, model, labels, tokenizer): `labels` are the model's own (a ready teacher keeps
+        its checkpoint's label names).
+    """
+    from xtremedistil_tf import models, pipeline
+
+    cfg, done = _run_config(run_dir)
+    folder = os.path.join(run_dir, which)
+    if not os.path.isfile(os.path.join(folder, "model.json")):
+        raise ValueError(f"{folder}: no trained {which} (model.json) in this run; let the run "
+                         "finish first")
+    _, labels, _ = pipeline.load_data(cfg.data)
+    t_tok = models.load_tokenizer(cfg.teacher.model)
+    teacher, teacher_labels, _ = models.build_teacher(
+        cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
+        cfg.teacher.aux_from_layer)
+    if which == "teacher":
+        _load_checked(teacher, folder)
+        return cfg, teacher, teacher_labels, t_tok
+    s_tok = (models.load_tokenizer(models.resolve_student_name(cfg.student.model))
+             if cfg.student.own_tokenizer else t_tok)
+    student = models.build_student(
+        cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
+        cfg.data.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
+        cfg.student.head, labels, s_tok.all_special_ids)
+    _load_checked(student, folder)
+    return cfg, student, labels, s_tok
+
+
+def export_run(run_dir: str, which: str = "student", name: str | None = None,
+               version: int | None = None, export_dir: str | None = None,
+               text_signature: bool = False) -> str:
+    """Exports the student (or teacher) of a finished run; returns the version folder.
+
+    Defaults follow the run: `export_dir` is the run's `--export_dir`, `name` its
+    `--export_name` or the run folder's name (`-teacher` appended for the teacher), and
+    `tag_text` windows are the run's `--max_seq_length`.
+    """
+    if which not in ("student", "teacher"):
+        raise ValueError(f"--which={which}: use student or teacher")
+    cfg, model, labels, tokenizer = rebuild(run_dir, which)
+    name = name or cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
+    if which == "teacher" and not name.endswith("-teacher"):
+        name += "-teacher"
+    return export(model, labels, tokenizer, export_dir or cfg.export_dir, name, version,
+                  text_signature=text_signature, max_seq_length=cfg.data.max_seq_length)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m xtremedistil_tf.export",
+        description="Export the student (or teacher) of a finished run_distil.py run as a "
+                    "TF Serving SavedModel, and rewrite <export_dir>/models.config.")
+    parser.add_argument("--run_dir", required=True, help="the run's --output_dir")
+    parser.add_argument("--name", help="model name (default: the run's export name)")
+    parser.add_argument("--version", type=int, help="version (default: the next free one)")
+    parser.add_argument("--export_dir", help="base folder (default: the run's --export_dir)")
+    parser.add_argument("--which", default="student", choices=("student", "teacher"))
+    parser.add_argument("--text_signature", action="store_true",
+                        help="add the tag_text signature (needs tensorflow-text to load)")
+    args = parser.parse_args(argv)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        path = export_run(args.run_dir, args.which, args.name, args.version, args.export_dir,
+                          args.text_signature)
+    except (ValueError, OSError, ImportError) as e:
+        if os.environ.get("XTREMEDISTIL_DEBUG"):
+            raise
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

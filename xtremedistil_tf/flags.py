@@ -86,6 +86,8 @@ flags.DEFINE_string("export_name", "", "Export name (default: the output_dir's n
 flags.DEFINE_bool("export_teacher", False, "Also export the teacher.")
 flags.DEFINE_integer("speed_batch_size", 32, "Batch size of the speed measurement.")
 flags.DEFINE_integer("speed_seq_length", 128, "Sequence length of the speed measurement.")
+flags.DEFINE_integer("checkpoint_every", 200, "Training steps between resume checkpoints "
+                     "(also written at every epoch end; 0: epoch ends only).")
 flags.DEFINE_bool("xla", False, "Compile with XLA (helps on GPUs; slower on CPUs).")
 
 
@@ -161,6 +163,7 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         speed_batch_size=f.speed_batch_size,
         speed_seq_length=f.speed_seq_length,
         xla=f.xla,
+        checkpoint_every=f.checkpoint_every,
     )
 
 

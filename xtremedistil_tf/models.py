@@ -419,5 +419,16 @@ def weights_size_mb(folder: str) -> float:
 
 
 def load_weights(model: TokenClassifier, folder: str) -> None:
-    """Restores weights written by `save_weights` into an identically built model."""
-    model.load_weights(os.path.join(folder, "weights")).expect_partial()
+    """Restores weights written by `save_weights` into an identically built model.
+
+    Raises:
+        ValueError: a variable of the model has no value there (written by other code or
+            another architecture) — never continue with half-random weights.
+    """
+    status = model.load_weights(os.path.join(folder, "weights"))
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(f"{folder} does not hold this model's weights ({str(e)[:120]}); it was "
+                         "written by another version or settings: use a new --output_dir") from None
+    status.expect_partial()

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -209,8 +210,7 @@ def run(cfg: config_lib.RunConfig) -> dict:
                             reduce_lr=cfg.teacher.reduce_lr_on_plateau,
                             weight_decay=cfg.teacher.weight_decay,
                             warmup_ratio=cfg.teacher.warmup_ratio)
-        models.save_weights(teacher, teacher_dir)
-        state.mark("teacher", {"history": result.history, "seconds": result.seconds})
+        _finish_stage(cfg, state, "teacher", "teacher", teacher, teacher_dir, result)
         history += result.history
     if not os.path.exists(teacher_dir):
         models.save_weights(teacher, teacher_dir)
@@ -264,14 +264,12 @@ def run(cfg: config_lib.RunConfig) -> dict:
     for stage in todo:
         # F1 stages must beat the best dev F1 so far: the final student is the best one seen.
         baseline = best_f1 if stage.monitor == "dev_f1" else -math.inf
+        log_name = f"student_{stage.name.replace('/', '_')}"
         result = _run_stage(student, stage, s_splits, s_tagger, cfg, settings,
-                            targets=targets, log_name=f"student_{stage.name.replace('/', '_')}",
-                            baseline=baseline)
+                            targets=targets, log_name=log_name, baseline=baseline)
         if stage.monitor == "dev_f1":
             best_f1 = max(best_f1, result.best)
-        models.save_weights(student, student_dir)
-        state.mark(stage.name, {"history": result.history, "seconds": result.seconds,
-                                "best": result.best})
+        _finish_stage(cfg, state, stage.name, log_name, student, student_dir, result)
         history += result.history
 
     # Evaluation on test: the only place test labels are read.
@@ -311,11 +309,24 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
 
     return train.run_stage(
         model, stage, train.epoch_batches(make), monitor, settings,
+        checkpoint_dir=_checkpoint_dir(cfg, log_name), checkpoint_every=cfg.checkpoint_every,
         weight_decay=cfg.distil.weight_decay if weight_decay is None else weight_decay,
         warmup_ratio=cfg.distil.warmup_ratio if warmup_ratio is None else warmup_ratio,
         reduce_lr_on_plateau=reduce_lr,
         log_dir=os.path.join(cfg.output_dir, "tensorboard", log_name), xla=cfg.xla,
         baseline=baseline)
+
+
+def _checkpoint_dir(cfg, name: str) -> str:
+    return os.path.join(cfg.output_dir, "checkpoints", name)
+
+
+def _finish_stage(cfg, state, name, log_name, model, folder, result) -> None:
+    """Saves the stage's final weights, marks it done, then drops its resume checkpoints."""
+    models.save_weights(model, folder)
+    info = {"history": result.history, "seconds": result.seconds, "best": result.best}
+    state.mark(name, info)
+    shutil.rmtree(_checkpoint_dir(cfg, log_name), ignore_errors=True)
 
 
 def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_dir) -> dict:

@@ -8,7 +8,9 @@ variables only, epoch-wise evaluation on dev, early stopping, and the best dev w
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -129,6 +131,21 @@ class StageResult:
     seconds: float
 
 
+class _Progress(tf.Module):
+    """Where a stage is, saved in its checkpoint with the model and the optimizer."""
+
+    def __init__(self, baseline: float):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64)  # finished epochs
+        self.step = tf.Variable(0, dtype=tf.int64)  # finished batches of the current epoch
+        self.loss_sum = tf.Variable(0.0, dtype=tf.float64)
+        self.best = tf.Variable(baseline, dtype=tf.float64)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64)
+        self.waited = tf.Variable(0, dtype=tf.int64)
+        self.history = tf.Variable("[]", dtype=tf.string)  # JSON rows of finished epochs
+        self.best_path = tf.Variable("", dtype=tf.string)  # checkpoint of the best weights
+
+
 def run_stage(
     model,
     stage: stages_lib.Stage,
@@ -143,6 +160,8 @@ def run_stage(
     xla: bool = False,
     verbose: bool = True,
     baseline: float = -math.inf,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
 ) -> StageResult:
     """Trains `model` for one stage with early stopping on `monitor`.
 
@@ -159,12 +178,16 @@ def run_stage(
         verbose: print one line per epoch.
         baseline: the monitor value of the model as it enters the stage (e.g. the best dev F1 of
             the stages before); if no epoch beats it, the entering weights are kept.
+        checkpoint_dir: if set, the stage is checkpointed there (model, optimizer, data position,
+            best weights, early-stopping state) after every epoch and every `checkpoint_every`
+            steps, and a later call with the same folder continues from the last checkpoint.
+        checkpoint_every: steps between mid-epoch checkpoints (0: only at epoch ends).
 
     Returns:
         The stage's history; the model holds the best dev weights on return.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite.
+        FloatingPointError: the loss became NaN or infinite (the last checkpoint is kept).
     """
     t0 = time.time()
     variables = stage_variables(model, stage)
@@ -189,51 +212,110 @@ def run_stage(
         )
         return loss
 
+    progress = _Progress(baseline)
+    best = _BestWeights(model, checkpoint_dir, progress)
+    manager = None
+    if checkpoint_dir:
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress,
+                                   lr_scale=schedule.scale)
+        manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=1)
+        if manager.latest_checkpoint:
+            best.load()  # before the current state: it passes through the model's variables
+            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            if verbose:
+                print(f"  [{stage.name}] resuming at epoch {int(progress.epoch) + 1}, batch "
+                      f"{int(progress.step) + 1}", file=sys.stderr, flush=True)
+    if baseline > -math.inf and best.empty:
+        best.save(0)  # the entering weights are the ones to beat
     writer = tf.summary.create_file_writer(log_dir) if log_dir else None
-    best, best_epoch, waited = baseline, 0, 0
-    best_weights = [v.numpy() for v in model.weights] if baseline > -math.inf else None
-    history = []
-    for epoch in range(stage.max_epochs):
+    history = json.loads(progress.history.numpy().decode())
+    while int(progress.epoch) < stage.max_epochs and int(progress.waited) < stage.patience:
+        epoch = int(progress.epoch)
         e0 = time.time()
-        total_loss, n = 0.0, 0
-        for batch in features.to_dataset(train_batches(epoch), keys):
+        done = int(progress.step)
+        batches = train_batches(epoch)[done:]  # empty if the crash came after the last batch
+        for batch in features.to_dataset(batches, keys) if batches else ():
             loss = float(train_step(batch))
             if not math.isfinite(loss):
                 raise FloatingPointError(
                     f"stage {stage.name}: loss became {loss} in epoch {epoch + 1}; lower the "
-                    "learning rate (the last finished stage's checkpoint is kept)"
+                    "learning rate (the last checkpoint is kept)"
                 )
-            total_loss, n = total_loss + loss, n + 1
+            progress.loss_sum.assign_add(loss)
+            progress.step.assign_add(1)
+            if manager and checkpoint_every and int(optimizer.iterations) % checkpoint_every == 0:
+                manager.save()
         value = monitor()
-        row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": total_loss / max(n, 1),
+        row = {"stage": stage.name, "epoch": epoch + 1,
+               "train_loss": float(progress.loss_sum) / max(int(progress.step), 1),
                stage.monitor: -value if stage.monitor == "dev_loss" else value,
                "seconds": time.time() - e0}
         history.append(row)
-        if writer:
-            with writer.as_default(step=epoch + 1):
-                tf.summary.scalar("train_loss", row["train_loss"])
-                tf.summary.scalar(stage.monitor, row[stage.monitor])
-        improved = value > best
+        improved = value > float(progress.best)
         if verbose:
             print(f"  [{stage.name}] epoch {epoch + 1}/{stage.max_epochs} "
                   f"loss {row['train_loss']:.4f} {stage.monitor} {row[stage.monitor]:.4f}"
                   f"{' *' if improved else ''} ({row['seconds']:.1f}s)", file=sys.stderr,
                   flush=True)
+        if writer:
+            with writer.as_default(step=epoch + 1):
+                tf.summary.scalar("train_loss", row["train_loss"])
+                tf.summary.scalar(stage.monitor, row[stage.monitor])
         if improved:
-            best, best_epoch, waited = value, epoch + 1, 0
-            best_weights = [v.numpy() for v in model.weights]
+            progress.best.assign(value)
+            progress.best_epoch.assign(epoch + 1)
+            progress.waited.assign(0)
+            best.save(epoch + 1)
         else:
-            waited += 1
+            progress.waited.assign_add(1)
             if reduce_lr_on_plateau:
                 schedule.scale.assign(schedule.scale * 0.5)
-            if waited >= stage.patience:
-                break
-    if best_weights is not None:
-        for v, w in zip(model.weights, best_weights):
-            v.assign(w)
+        progress.history.assign(json.dumps(history))
+        progress.epoch.assign_add(1)
+        progress.step.assign(0)
+        progress.loss_sum.assign(0.0)
+        if manager:
+            manager.save()
+    best.restore()
     if writer:
         writer.close()
-    return StageResult(stage.name, history, best, best_epoch, time.time() - t0)
+    return StageResult(stage.name, history, float(progress.best), int(progress.best_epoch),
+                       time.time() - t0)
+
+
+class _BestWeights:
+    """The best weights of a stage: in memory, and on disk when the stage is checkpointed."""
+
+    def __init__(self, model, checkpoint_dir: str | None, progress: _Progress):
+        self.model = model
+        self.folder = checkpoint_dir
+        self.progress = progress
+        self.values = None
+
+    @property
+    def empty(self) -> bool:
+        return self.values is None
+
+    def save(self, epoch: int) -> None:
+        self.values = [v.numpy() for v in self.model.weights]
+        if self.folder:
+            # A new prefix each time: a crash while writing leaves the recorded one intact.
+            path = tf.train.Checkpoint(model=self.model).write(
+                os.path.join(self.folder, f"best-{epoch}"))
+            self.progress.best_path.assign(path)
+
+    def load(self) -> None:
+        """Reads the recorded best weights from disk (through the model's variables)."""
+        reader = tf.train.load_checkpoint(self.folder)
+        path = reader.get_tensor("progress/best_path/.ATTRIBUTES/VARIABLE_VALUE").decode()
+        if path:
+            tf.train.Checkpoint(model=self.model).read(path).expect_partial()
+            self.values = [v.numpy() for v in self.model.weights]
+
+    def restore(self) -> None:
+        if self.values is not None:
+            for v, w in zip(self.model.weights, self.values):
+                v.assign(w)
 
 
 def epoch_batches(make: Callable[[int], Sequence[dict]]) -> BatchesFn:
