@@ -136,7 +136,8 @@ def test_convert_errors_name_source(tmp_path):
     for scheme in ("auto", "iob2"):
         with pytest.raises(data.DataError) as info:
             labels.convert_sentences(sentences, scheme)
-        assert str(info.value).startswith(f"{path}:3: tag 'X-LOC' has unknown prefix X-; ")
+        # The line of the bad tag itself, not of its sentence's first token.
+        assert str(info.value).startswith(f"{path}:4: tag 'X-LOC' has unknown prefix X-; ")
     path.write_text("a\tB-LOC\n\nb\tS-LOC\n")
     with pytest.raises(data.DataError, match=r"bad\.conll:3: .*S-LOC.*; use --tag_scheme bioes"):
         labels.convert_sentences(data.read_conll(str(path)), "iob2")

@@ -166,7 +166,8 @@ def convert_sentences(
         try:
             tags, changed = to_iob2(sentence.tags, scheme)
         except ValueError as e:
-            raise data.DataError(sentence.source or path, str(e).split("; ")[0], _fix(e)) from None
+            location = _tag_location(sentence, _first_bad_tag(sentence.tags), path)
+            raise data.DataError(location, str(e).split("; ")[0], _fix(e)) from None
         repaired += changed
         converted.append(dataclasses.replace(sentence, tags=tuple(tags)))
     return converted, {"scheme": scheme, "repaired": repaired}
@@ -175,12 +176,30 @@ def convert_sentences(
 def _detect_or_raise(sentences: Sequence[data.Sentence], path: str) -> str:
     """detect_scheme, turning a bad tag into a DataError that names its sentence."""
     for sentence in sentences:
-        for tag in sentence.tags or ():
+        for i, tag in enumerate(sentence.tags or ()):
             try:
                 split_tag(tag)
             except ValueError as e:
-                raise data.DataError(sentence.source or path, str(e).split("; ")[0], _fix(e))
+                location = _tag_location(sentence, i, path)
+                raise data.DataError(location, str(e).split("; ")[0], _fix(e)) from None
     return detect_scheme(s.tags for s in sentences if s.tags is not None)
+
+
+def _first_bad_tag(tags: Sequence[str]) -> int:
+    """Index of the first tag `split_tag` rejects (0 when the problem is not one tag's)."""
+    for i, tag in enumerate(tags):
+        try:
+            split_tag(tag)
+        except ValueError:
+            return i
+    return 0
+
+
+def _tag_location(sentence: data.Sentence, index: int, path: str) -> str:
+    """"path:line" of the sentence's `index`-th token (one token per line in CoNLL files)."""
+    source = sentence.source or path
+    head, _, line = source.rpartition(":")
+    return f"{head}:{int(line) + index}" if line.isdigit() and head else source
 
 
 def _fix(error: ValueError) -> str:
@@ -236,10 +255,10 @@ def check_labels_known(
     """Raises DataError at the first sentence with a tag outside `labels` (the training labels)."""
     known = set(labels)
     for sentence in sentences:
-        for tag in sentence.tags or ():
+        for i, tag in enumerate(sentence.tags or ()):
             if tag not in known:
                 raise data.DataError(
-                    sentence.source,
+                    _tag_location(sentence, i, ""),
                     f"tag {tag} in {split_name} is not in the training labels ({' '.join(labels)})",
                     f"fix the tag in {split_name}, or add training data that has it",
                 )
