@@ -22,6 +22,9 @@ CASES = {
     "missing_train_file": (None, ["--train_file={tmp}/nope.conll"], ["nope.conll"]),
     "missing_transfer_file": (None, ["--transfer_file={tmp}/nope.txt"], ["nope.txt"]),
     "missing_teacher": (None, ["--teacher={tmp}/no_model"], ["no_model"]),
+    "teacher_labels_unmappable": (
+        GOOD + "Paris\tB-MISC\n\n", ["--teacher=tests/fixtures/models/tiny_bert_ner"],
+        ["MISC", "teacher"]),
     "window_too_small": (
         GOOD + "Supercalifragilisticexpialidocious\tB-PER\n\n",
         ["--max_seq_length=8", "--speed_seq_length=8"], ["train.conll:10", "--max_seq_length"]),
