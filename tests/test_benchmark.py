@@ -1,0 +1,121 @@
+"""The benchmark's arithmetic and outputs (no timing assertions: timings belong in benchmarks)."""
+
+import csv
+import math
+import os
+
+import pytest
+
+from conftest import MODELS
+from xtremedistil_tf import benchmark
+
+import tensorflow as tf
+
+TINY = os.path.join(MODELS, "tiny_bert")
+REQUIRED = ("model", "mode", "dtype", "batch_size", "seq_length", "tokens_per_s",
+            "ms_per_batch_p50", "ms_per_batch_p95", "gflops_per_token", "mfu", "peak_gflops",
+            "params", "size_mb", "sentences_per_s", "speedup_vs_first_model")
+
+
+def _matmul_flops(m, k, n):
+    return 2 * m * k * n
+
+
+def test_flops_per_token_matches_hand_count():
+    # One sequence of T tokens through L layers, written out matmul by matmul.
+    L, H, I, T, K, heads = 2, 4, 8, 3, 5, 2
+    d = H // heads
+    per_layer = (
+        4 * _matmul_flops(T, H, H)  # Q, K, V, attention output projections
+        + heads * _matmul_flops(T, d, T)  # scores Q Kᵀ per head
+        + heads * _matmul_flops(T, T, d)  # weights × V per head
+        + _matmul_flops(T, H, I) + _matmul_flops(T, I, H)  # feed-forward
+    )
+    total = L * per_layer + _matmul_flops(T, H, K)  # + classifier
+    assert benchmark.flops_per_token(L, H, I, T, K) == pytest.approx(total / T)
+
+
+def test_flops_per_token_of_bert_base_is_about_170_mflops():
+    # 12 × (2·(4·768² + 2·768·3072) + 4·128·768) + 2·768·9 ≈ 174.6 MFLOPs at 128 tokens.
+    assert benchmark.flops_per_token(12, 768, 3072, 128, 9) / 1e6 == pytest.approx(174.6, abs=0.1)
+
+
+def test_mfu_is_achieved_over_peak():
+    # 1000 tokens/s × 0.05 GFLOP/token = 50 GFLOP/s achieved; 50 / 200 = 25 %.
+    assert benchmark.mfu(1000.0, 0.05, 200.0) == pytest.approx(0.25)
+    assert math.isnan(benchmark.mfu(1000.0, 0.05, 0.0))
+
+
+def test_summarise_times_uses_p50_for_throughput():
+    s = benchmark.summarise_times([10.0, 20.0, 30.0, 40.0, 50.0], batch_size=2, seq_length=8)
+    assert s["ms_per_batch_p50"] == 30.0
+    assert s["ms_per_batch_p95"] == pytest.approx(48.0)
+    assert s["sentences_per_s"] == pytest.approx(2 / 0.03)
+    assert s["tokens_per_s"] == pytest.approx(16 / 0.03)
+
+
+@pytest.mark.parametrize("field,value", [("modes", ("jit",)), ("dtypes", ("float16",)),
+                                         ("models", ("no-such-model",)), ("repeats", 0),
+                                         ("batch_sizes", (0,))])
+def test_config_rejects_bad_values(tmp_path, field, value):
+    with pytest.raises(ValueError):
+        benchmark.BenchmarkConfig(output_dir=str(tmp_path), **{field: value})
+
+
+def test_presets_match_hub_shapes():
+    kind, cfg = benchmark.PRESETS["xtremedistil-l6-h256"]
+    assert (kind, cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
+            cfg["intermediate_size"], cfg["vocab_size"]) == ("bert", 6, 256, 8, 1024, 30522)
+    assert benchmark.PRESETS["mbert-base"][1]["vocab_size"] == 119547
+    assert benchmark.PRESETS["xlmr-base"][1]["vocab_size"] == 250002
+
+
+def test_bfloat16_policy_builds_a_bf16_model():
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = benchmark.build_model(TINY)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert model.classifier.compute_dtype == "bfloat16"
+    assert model.classifier.kernel.dtype == tf.float32
+    ids = tf.ones((2, 8), tf.int32)
+    out = benchmark._forward_fn(model)(ids, ids)
+    assert out["probabilities"].dtype == tf.float32
+    assert out["label_ids"].shape == (2, 8)
+
+
+def test_tiny_run_writes_one_row_per_combination(tmp_path):
+    config = benchmark.BenchmarkConfig(
+        output_dir=str(tmp_path), models=(TINY,), batch_sizes=(2,), seq_lengths=(4, 8),
+        modes=("function", "saved_model"), dtypes=("float32",), repeats=2, warmup=1,
+        peak_matmul_size=64, peak_repeats=2)
+    benchmark.run(config, log=lambda *_: None)
+    assert tf.keras.mixed_precision.global_policy().name == "float32"
+
+    with open(tmp_path / "benchmark.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert set(REQUIRED) <= set(rows[0])
+    combos = sorted((r["model"], r["mode"], r["dtype"], r["batch_size"], r["seq_length"])
+                    for r in rows)
+    assert combos == sorted(("tiny_bert", m, "float32", "2", t)
+                            for m in ("function", "saved_model") for t in ("4", "8"))
+    for r in rows:
+        tokens_per_s, gflops, peak = (float(r[k]) for k in
+                                      ("tokens_per_s", "gflops_per_token", "peak_gflops"))
+        assert float(r["mfu"]) == pytest.approx(tokens_per_s * gflops / peak, rel=1e-6)
+        assert float(r["speedup_vs_first_model"]) == pytest.approx(1.0)
+        assert float(r["tokens_per_s"]) == pytest.approx(
+            2 * int(r["seq_length"]) / (float(r["ms_per_batch_p50"]) / 1000), rel=1e-6)
+        assert float(r["gflops_per_token"]) == pytest.approx(
+            benchmark.flops_per_token(2, 32, 64, int(r["seq_length"]), 9) / 1e9)
+        assert int(r["params"]) > 0 and float(r["peak_rss_mb"]) > 0
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "| tiny_bert | saved_model | float32 | 2 | 8 |" in md
+    assert "Teacher (tiny_bert) vs students" in md
+    assert (tmp_path / "benchmark.png").stat().st_size > 0
+    assert "--modes=function,saved_model" in (tmp_path / "flags.txt").read_text()
+
+
+def test_main_rejects_unknown_mode(tmp_path, capsys):
+    assert benchmark.main(["--output_dir", str(tmp_path), "--modes", "jit"]) == 2
+    assert "--modes" in capsys.readouterr().err
