@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from xtremedistil_tf import export, models
-from conftest import MODELS, REPO, fixture_path
+from conftest import MODELS, REPO
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 

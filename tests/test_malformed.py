@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, fixture_path
+from conftest import REPO
 
 GOOD = "John\tB-PER\nSmith\tI-PER\nof\tO\nAcme\tB-ORG\nCorp\tI-ORG\nvisited\tO\nNew\tB-LOC\nYork\tI-LOC\n\n"
 

@@ -1,13 +1,12 @@
 """End to end: run_distil.py with flags/smoke.cfg, resume, flag layering and clean errors."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, fixture_path
+from conftest import REPO
 
 
 def run_distil(*args, timeout=600):

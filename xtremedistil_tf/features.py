@@ -60,7 +60,7 @@ def _word_pieces(tokenizer, sentences: Sequence[data_lib.Sentence]) -> list[list
                     per_word[w].append(ids[pos])
             # A word the tokenizer turns into nothing (control characters, zero-width spaces)
             # becomes the unknown token: it must still get a prediction.
-            for w, p in enumerate(per_word):
+            for p in per_word:
                 if not p:
                     p.append(tokenizer.unk_token_id)
             pieces.append(per_word)
@@ -125,7 +125,9 @@ def _window(s_idx, start, end, per_word, tags, label_ids, tokenizer):
         tag = tags[w]
         word_labels.append(label_ids[tag])
         token_labels.append(label_ids[tag])
-        rest = label_ids.get("I-" + tag[2:], label_ids[tag]) if tag.startswith("B-") else label_ids[tag]
+        rest = label_ids[tag]
+        if tag.startswith("B-"):  # continuation pieces of an entity's first word are inside it
+            rest = label_ids.get("I-" + tag[2:], rest)
         token_labels.extend([rest] * (len(per_word[w]) - 1))
     ids.append(tokenizer.sep_token_id)
     token_labels.append(IGNORE)
@@ -261,7 +263,9 @@ def merge_windows(
     return merged
 
 
-def batch_rows(batch: dict[str, np.ndarray], values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+def batch_rows(
+    batch: dict[str, np.ndarray], values: np.ndarray
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (window index, `[W, ...]` word values) for each row of a batch's `[B, T, ...]`."""
     counts = batch["word_mask"].sum(axis=1).astype(int)
     for row, w in enumerate(batch["window"]):

@@ -274,9 +274,9 @@ def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: st
         blocks = len(encoder.encoder.layer)
         aux_layers = tuple(range(aux_from_layer, blocks))
         if not aux_layers:
-            raise ValueError(f"--aux_from_layer={aux_from_layer}: the teacher has {blocks} blocks, "
-                             f"so no layer from {aux_from_layer} to {blocks - 1} gets a classifier; "
-                             "lower --aux_from_layer")
+            raise ValueError(
+                f"--aux_from_layer={aux_from_layer}: the teacher has {blocks} blocks, so no layer "
+                f"from {aux_from_layer} to {blocks - 1} gets a classifier; lower --aux_from_layer")
     model = TokenClassifier(encoder, len(labels), dropout, head=head, labels=labels,
                             special_ids=special_ids, aux_layers=aux_layers, name="teacher")
     return model.build_with_dummy(), list(labels), False
@@ -327,7 +327,8 @@ def build_student(
         )
         encoder = _main_layer(transformers.TFBertModel(cfg, add_pooling_layer=False))
     else:
-        if own_tokenizer is False and not os.path.isdir(spec) and "/" not in resolve_student_name(spec):
+        hub_or_folder = os.path.isdir(spec) or "/" in resolve_student_name(spec)
+        if not own_tokenizer and not hub_or_folder:
             raise ValueError(
                 f"--student={spec} is not a folder, hub id, short name "
                 f"({', '.join(STUDENT_SHORT_NAMES)}), preset like l4-h256 or teacher:0,2,4"

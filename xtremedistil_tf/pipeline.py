@@ -251,7 +251,8 @@ def run(cfg: config_lib.RunConfig) -> dict:
             "and dev data")
         cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, hidden_layers=cached_layers)
         transfer_t = tokenize(transfer_sentences, t_tok, None, dcfg)
-        transfer_s = transfer_t if s_tok is t_tok else tokenize(transfer_sentences, s_tok, None, dcfg)
+        transfer_s = (transfer_t if s_tok is t_tok
+                      else tokenize(transfer_sentences, s_tok, None, dcfg))
         targets = {"transfer": window_targets(teacher_targets(cache_tagger, transfer_t),
                                               transfer_s.windows),
                    "dev": window_targets(teacher_targets(cache_tagger, t_splits["dev"]),

@@ -140,6 +140,7 @@ def representation_pairs(
         index = int(teacher_layer)
         if not 0 <= index <= teacher_blocks:
             raise ValueError(
-                f"--teacher_layer={teacher_layer}: the teacher has hidden states 0..{teacher_blocks}"
+                f"--teacher_layer={teacher_layer}: the teacher has hidden states "
+                f"0..{teacher_blocks}"
             )
     return (index,), (student_blocks,)

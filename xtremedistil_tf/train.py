@@ -39,7 +39,8 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         warm = step / max(1, self.warmup_steps) if self.warmup_steps else 1.0
-        decay = tf.maximum(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
+        decay_steps = max(1, self.total_steps - self.warmup_steps)
+        decay = tf.maximum(0.0, (self.total_steps - step) / decay_steps)
         return self.peak * self.scale * tf.minimum(warm, decay)
 
     def get_config(self):
