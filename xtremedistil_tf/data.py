@@ -28,7 +28,7 @@ DOCSTART = "-DOCSTART-"
 LAYOUTS = ("auto", "conll", "lines")
 
 # Two or three lowercase letters, optionally a region or variant ("zh-yue"), then the colon.
-_LANG_PREFIX = re.compile(r"[a-z]{2,3}(?:-[a-z]+)?:")
+LANG_PREFIX = re.compile(r"[a-z]{2,3}(?:-[a-z]+)?:")
 # Share of lines that must hold at most 3 columns for `read_unlabelled` to choose CoNLL.
 _CONLL_SHORT_LINE_SHARE = 0.9
 _CONLL_MAX_COLUMNS = 3
@@ -133,7 +133,7 @@ def read_unlabelled(path: str, lang: str | None = None, layout: str = "auto") ->
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
     lines = _read_lines(path)
-    conll = layout == "conll" or (layout == "auto" and _looks_like_conll(lines))
+    conll = layout == "conll" or (layout == "auto" and looks_like_conll(lines))
     blocks = _conll_blocks(path, lines, labelled=False) if conll else _line_blocks(lines)
     return _to_sentences(path, blocks, False, lang, token_per_line=conll)
 
@@ -291,7 +291,7 @@ def _check_columns(
         )
 
 
-def _looks_like_conll(lines: list[str]) -> bool:
+def looks_like_conll(lines: list[str]) -> bool:
     """True when the file has blank-line separated blocks of short (<= 3 column) lines."""
     has_blank = False
     non_blank = short = 0
@@ -321,12 +321,12 @@ def _to_sentences(
     if not blocks:
         kind = "labelled " if labelled else ""
         raise DataError(f"{path}:1", f"no {kind}sentences found", "check the file's layout")
-    xtreme = all(_LANG_PREFIX.match(t) for _, tokens, _ in blocks for t in tokens)
+    xtreme = all(LANG_PREFIX.match(t) for _, tokens, _ in blocks for t in tokens)
     sentences = []
     for start, tokens, tags in blocks:
         sentence_lang = lang
         if xtreme:
-            sentence_lang, tokens = _strip_lang(path, start, tokens, token_per_line)
+            sentence_lang, tokens = strip_lang(path, start, tokens, token_per_line)
         sentences.append(
             Sentence(
                 words=tuple(tokens),
@@ -338,7 +338,7 @@ def _to_sentences(
     return sentences
 
 
-def _strip_lang(
+def strip_lang(
     path: str, start: int, tokens: list[str], token_per_line: bool
 ) -> tuple[str, list[str]]:
     """Splits "lang:token" tokens of one sentence; all must share one language."""

@@ -430,6 +430,9 @@ def load_weights(model: TokenClassifier, folder: str) -> None:
     try:
         status.assert_existing_objects_matched()
     except AssertionError as e:
-        raise ValueError(f"{folder} does not hold this model's weights ({str(e)[:120]}); it was "
-                         "written by another version or settings: use a new --output_dir") from None
+        missing = re.findall(r"<tf.Variable '([^']+)'", str(e))
+        raise ValueError(
+            f"{folder}: the checkpoint has no values for {', '.join(missing[:3]) or 'some'} "
+            "variables of this model; it was written by another version of xtremedistil_tf or "
+            "with other settings: rerun the training, or use a new --output_dir") from None
     status.expect_partial()

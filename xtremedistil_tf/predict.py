@@ -204,15 +204,15 @@ def read_records(path: str, layout: str = "auto", peek_lines: int = 2000,
     """
     lines = _lines(path, on_bytes)
     head = list(itertools.islice(lines, peek_lines))
-    conll = layout == "conll" or (layout == "auto" and data_lib._looks_like_conll(head))
+    conll = layout == "conll" or (layout == "auto" and data_lib.looks_like_conll(head))
     head_blocks = list(_blocks(path, iter(head), conll))
-    xtreme = bool(head_blocks) and all(data_lib._LANG_PREFIX.match(t)
+    xtreme = bool(head_blocks) and all(data_lib.LANG_PREFIX.match(t)
                                        for _, tokens, _ in head_blocks for t in tokens)
     count = 0
     for start, tokens, line in _blocks(path, itertools.chain(head, lines), conll):
         lang = None
         if xtreme:
-            lang, words = data_lib._strip_lang(path, start, tokens, token_per_line=conll)
+            lang, words = data_lib.strip_lang(path, start, tokens, token_per_line=conll)
         else:
             words = tokens
         if line is None:
