@@ -82,6 +82,21 @@ def test_region_language_prefix_and_caller_lang(tmp_path):
     assert {s.lang for s in plain} == {"en"}
 
 
+def test_file_spec_gives_language_to_plain_files(tmp_path):
+    dev = str(FIXTURES / "tiny_dev.conll")
+    assert data.file_language("de=" + dev) == ("de", dev)
+    assert data.file_language(dev) == (None, dev)
+    assert data.file_language("runs/a=b/x.conll") == (None, "runs/a=b/x.conll")
+    mixed = data.read_labelled_files(f"de={dev},{dev}")
+    n = len(data.read_conll(dev))
+    assert [s.lang for s in mixed] == ["de"] * n + [None] * n
+    text = tmp_path / "t.txt"
+    text.write_text("Hallo Welt\n", encoding="utf-8")
+    assert data.read_unlabelled_files(f"de={text}")[0].lang == "de"
+    with pytest.raises(data.DataError, match="missing.conll"):
+        data.read_labelled_files(f"de={tmp_path}/missing.conll")
+
+
 def test_mixed_languages_in_sentence_is_error(tmp_path):
     path = _write(tmp_path, "en:a\tO\nde:b\tO\n")
     message = _error(data.read_conll, path)

@@ -111,3 +111,23 @@ def test_param_count_excludes_projection(teacher):
     total = sum(int(np.prod(v.shape)) for v in student.trainable_variables)
     projection = sum(int(np.prod(v.shape)) for v in student.projection.weights)
     assert models.count_params(student) == total - projection
+
+
+def test_student_embeddings_cover_a_teacher_table_longer_than_the_tokenizer(teacher):
+    # multilingual-e5-small: 250037 embedding rows, 250002 tokenizer entries.
+    rows = teacher.encoder.embeddings.weight.shape[0]
+    student = models.build_student("l1-h16", teacher, len(LABELS), rows - 7, 0, 32, 0.1, False)
+    table = student.encoder.embeddings.weight
+    assert table.shape == (rows, 16)
+    expected = embeddings.compress(teacher.encoder.embeddings.weight.numpy(), 16)
+    np.testing.assert_allclose(table.numpy(), expected, atol=1e-5)
+
+
+def test_student_with_random_embeddings_keeps_its_initialisation(teacher):
+    rows = teacher.encoder.embeddings.weight.shape[0]
+    student = models.build_student("l1-h16", teacher, len(LABELS), rows, 0, 32, 0.1, False,
+                                   embeddings="random")
+    table = student.encoder.embeddings.weight.numpy()
+    compressed = embeddings.compress(teacher.encoder.embeddings.weight.numpy(), 16)
+    assert not np.allclose(table, compressed, atol=1e-3)
+    assert abs(table.std() - 0.02) < 0.005  # BERT's truncated-normal initialiser

@@ -64,6 +64,27 @@ def test_rerun_resumes_without_training_again(smoke_run):
     assert not (out / "exports" / "run" / "2").exists()  # exported once
 
 
+def test_second_student_reuses_the_fine_tuned_teacher(smoke_run, tmp_path):
+    out, _ = smoke_run
+    first = json.loads((out / "run" / "metrics.json").read_text())
+    dev = "tests/fixtures/tiny_dev.conll"
+    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+                      f"--export_dir={tmp_path}/exports", f"--teacher_checkpoint={out}/run/teacher",
+                      "--stages=labels", "--nogradual_unfreezing",
+                      f"--test_file=de={dev},tests/fixtures/tiny_test.conll")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[teacher]" not in proc.stderr and "fine-tuned weights loaded" in proc.stderr
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert doc["teacher"]["dev_f1"] == pytest.approx(first["teacher"]["dev_f1"])
+    assert "de" in doc["teacher"]["per_language"]
+    # Another head is another model: refused with a one-line error naming the folder.
+    bad = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/bad",
+                     f"--teacher_checkpoint={out}/run/teacher", "--head=crf")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    last = bad.stderr.strip().splitlines()[-1]
+    assert "teacher/model.json" in last and "head=softmax" in last
+
+
 def test_later_flags_override_the_flagfile(tmp_path):
     proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}",
                       "--train_file=does/not/exist.conll")

@@ -197,3 +197,10 @@ def test_interrupted_stage_resumes_to_the_same_result(tiny_tokenizer, tmp_path, 
         assert r["train_loss"] == pytest.approx(e["train_loss"], rel=1e-5)
     for a, b in zip(again.weights, reference.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_with_frozen_embeddings_trains_every_block_but_not_the_embeddings():
+    cfg = config.TeacherConfig(model="m", freeze_embeddings=True)
+    trainable = stages.teacher_stage(cfg, 3).trainable
+    assert set(trainable) == {"head", "block:0", "block:1", "block:2"}
+    assert "embeddings" in stages.teacher_stage(config.TeacherConfig(model="m"), 3).trainable

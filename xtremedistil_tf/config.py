@@ -79,12 +79,16 @@ class TeacherConfig:
         patience: epochs without dev F1 improvement before early stopping.
         reduce_lr_on_plateau: halve the learning rate when dev F1 does not improve for an epoch.
         freeze_encoder: train the head only.
+        freeze_embeddings: keep the embeddings fixed (large multilingual vocabularies: AdamW
+            otherwise updates the whole 250k-row table every step, and rare languages' rows drift).
         dropout: dropout before the classifier.
         fine_tune: "auto" fine-tunes unless the checkpoint is a ready token classifier;
             "yes" / "no" force it.
         aux_from_layer: 0 = no per-layer classifiers; n > 0 = a linear classifier on every
             encoder layer from n to the last-but-one, trained with the main loss.
         aux_weight: weight of the per-layer classifiers' loss.
+        checkpoint: the `teacher/` folder of an earlier run with the same teacher, head and
+            labels: its fine-tuned weights are loaded and fine-tuning is skipped.
     """
 
     model: str
@@ -96,10 +100,12 @@ class TeacherConfig:
     patience: int = 2
     reduce_lr_on_plateau: bool = False
     freeze_encoder: bool = False
+    freeze_embeddings: bool = False
     dropout: float = 0.1
     fine_tune: str = "auto"
     aux_from_layer: int = 0
     aux_weight: float = 0.1
+    checkpoint: str = ""
 
     def __post_init__(self):
         _check(bool(self.model), "--teacher is empty: give a hub id or a local model folder")
@@ -127,6 +133,8 @@ class StudentConfig:
         dropout: dropout before the classifier.
         head: the student's tagging head (see `TeacherConfig.head`).
         copy_transitions: with CRF heads on both, start from the teacher's transition scores.
+        embeddings: "teacher" (the teacher's word embeddings, SVD-compressed to the student's
+            width) or "random" (the initialisation of the preset or checkpoint).
     """
 
     model: str
@@ -135,8 +143,11 @@ class StudentConfig:
     dropout: float = 0.1
     head: str = "softmax"
     copy_transitions: bool = True
+    embeddings: str = "teacher"
 
     def __post_init__(self):
+        _check(self.embeddings in ("teacher", "random"),
+               "--student_embeddings must be teacher or random")
         _check(bool(self.model), "--student is empty: give a student name, preset or teacher:i,j")
         _check(self.head in HEADS,
                f"--student_head={self.head} is unknown; use one of {', '.join(HEADS)}")

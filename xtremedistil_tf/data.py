@@ -29,6 +29,8 @@ LAYOUTS = ("auto", "conll", "lines")
 
 # Two or three lowercase letters, optionally a region or variant ("zh-yue"), then the colon.
 LANG_PREFIX = re.compile(r"[a-z]{2,3}(?:-[a-z]+)?:")
+# A file spec with a language for all its sentences: "de=path/to/train.conll".
+_LANG_SPEC = re.compile(r"([a-z]{2,3}(?:-[a-z]+)?)=(.+)")
 # Share of lines that must hold at most 3 columns for `read_unlabelled` to choose CoNLL.
 _CONLL_SHORT_LINE_SHARE = 0.9
 _CONLL_MAX_COLUMNS = 3
@@ -138,14 +140,27 @@ def read_unlabelled(path: str, lang: str | None = None, layout: str = "auto") ->
     return _to_sentences(path, blocks, False, lang, token_per_line=conll)
 
 
+def file_language(spec: str) -> tuple[str | None, str]:
+    """Splits a file spec "de=path/to/file" into ("de", "path/to/file"); plain paths get None.
+
+    The language (same form as an XTREME prefix: "de", "zh-yue") applies to every sentence of
+    a file without "lang:" token prefixes, so per-language scores work for ordinary CoNLL files.
+    """
+    match = _LANG_SPEC.fullmatch(spec)
+    return (match.group(1), match.group(2)) if match else (None, spec)
+
+
 def read_labelled_files(paths: str | Sequence[str]) -> list[Sentence]:
-    """Reads and concatenates labelled CoNLL files ("a.conll,b.conll" or a list of paths)."""
-    return [s for p in split_paths(paths) for s in read_conll(p, labelled=True)]
+    """Reads and concatenates labelled CoNLL files ("a.conll,de=b.conll" or a list of specs)."""
+    return [s for spec in split_paths(paths)
+            for s in read_conll(file_language(spec)[1], labelled=True,
+                                lang=file_language(spec)[0])]
 
 
 def read_unlabelled_files(paths: str | Sequence[str]) -> list[Sentence]:
-    """Reads and concatenates unlabelled files, each through `read_unlabelled`."""
-    return [s for p in split_paths(paths) for s in read_unlabelled(p)]
+    """Reads and concatenates unlabelled files ("a.txt,de=b.txt"), each via `read_unlabelled`."""
+    return [s for spec in split_paths(paths)
+            for s in read_unlabelled(file_language(spec)[1], lang=file_language(spec)[0])]
 
 
 def write_conll(path: str, sentences: Sequence[Sentence], with_lang: bool = False) -> None:

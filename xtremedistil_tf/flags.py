@@ -14,8 +14,9 @@ from xtremedistil_tf import config as config_lib
 FLAGS = flags.FLAGS
 
 # Data.
-flags.DEFINE_string("train_file", "", "Labelled training file(s), comma-separated. Empty: the "
-                    "embedded default (WNUT-2016 from PyPI).")
+flags.DEFINE_string("train_file", "", "Labelled training file(s), comma-separated; "
+                    "'de=path' gives a plain file's sentences a language (per-language scores). "
+                    "Empty: the embedded default (WNUT-2016 from PyPI).")
 flags.DEFINE_string("dev_file", "", "Labelled dev file(s) for every model choice.")
 flags.DEFINE_string("test_file", "", "Labelled test file(s), read only for the final report.")
 flags.DEFINE_string("transfer_file", "", "Unlabelled text for distillation (one sentence per "
@@ -45,6 +46,8 @@ flags.DEFINE_integer("teacher_patience", 2, "Teacher early stopping patience (ep
 flags.DEFINE_bool("reduce_lr_on_plateau", False, "Halve the teacher's learning rate after an "
                   "epoch without dev improvement.")
 flags.DEFINE_bool("freeze_encoder", False, "Fine-tune the teacher's head only.")
+flags.DEFINE_bool("teacher_freeze_embeddings", False, "Fine-tune the teacher without its "
+                  "embeddings (much faster with 250k-row multilingual vocabularies).")
 flags.DEFINE_enum("teacher_fine_tune", "auto", ["auto", "yes", "no"],
                   "auto: fine-tune unless the teacher is a ready token classifier.")
 flags.DEFINE_bool("aux_heads", False, "Per-layer classifiers on the teacher's layers from "
@@ -53,6 +56,9 @@ flags.DEFINE_integer("aux_from_layer", 4, "First teacher layer (1-based block ou
                      "per-layer classifier.")
 flags.DEFINE_float("aux_weight", 0.1, "Weight of the per-layer classifiers' loss "
                    "(x sum of softmax(w)_i CE_i with learnable w).")
+flags.DEFINE_string("teacher_checkpoint", "", "The teacher/ folder of an earlier run (same "
+                    "--teacher, --head and labels): reuse its fine-tuned weights, skip "
+                    "fine-tuning. For many students of one teacher.")
 flags.DEFINE_float("dropout", 0.1, "Dropout before the classifiers.")
 flags.DEFINE_float("warmup_ratio", 0.1, "Share of each stage's steps used for warm-up.")
 flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not on LayerNorm and biases).")
@@ -64,6 +70,8 @@ flags.DEFINE_string("student", "teacher:0,2,4", "Student: hub id or folder, shor
 flags.DEFINE_bool("student_own_tokenizer", False, "Keep the student's own tokenizer; losses are "
                   "then computed on word-level vectors.")
 flags.DEFINE_bool("freeze_embeddings", False, "Do not train the student's word embeddings.")
+flags.DEFINE_enum("student_embeddings", "teacher", ["teacher", "random"], "Student word "
+                  "embeddings: the teacher's, SVD-compressed to the student's width, or random.")
 flags.DEFINE_enum("strategy", "xtremedistil", list(config_lib.STRATEGIES),
                   "Distillation strategy.")
 flags.DEFINE_list("stages", list(config_lib.STAGE_NAMES), "Student stages, in order.")
@@ -124,10 +132,12 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         patience=f.teacher_patience,
         reduce_lr_on_plateau=f.reduce_lr_on_plateau,
         freeze_encoder=f.freeze_encoder,
+        freeze_embeddings=f.teacher_freeze_embeddings,
         dropout=f.dropout,
         fine_tune=f.teacher_fine_tune,
         aux_from_layer=f.aux_from_layer if f.aux_heads else 0,
         aux_weight=f.aux_weight,
+        checkpoint=f.teacher_checkpoint,
     )
     student = config_lib.StudentConfig(
         model=f.student,
@@ -136,6 +146,7 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         dropout=f.dropout,
         head=f.student_head,
         copy_transitions=f.copy_transitions,
+        embeddings=f.student_embeddings,
     )
     distil = config_lib.DistilConfig(
         stages=tuple(f.stages),

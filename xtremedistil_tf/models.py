@@ -294,13 +294,17 @@ def build_student(
     head: str = "softmax",
     labels=None,
     special_ids=(),
+    embeddings: str = "teacher",
 ) -> TokenClassifier:
     """Makes the student described by `spec` (see `StudentConfig.model`).
 
-    Unless `own_tokenizer`, the student reads the teacher's tokenizer: its word embeddings become
-    the teacher's, compressed to the student width by truncated SVD when the widths differ.
+    Unless `own_tokenizer`, the student reads the teacher's tokenizer: with
+    `embeddings="teacher"` its word embeddings become the teacher's, compressed to the student
+    width by truncated SVD when the widths differ ("random" keeps the initialisation).
     """
     t_cfg = teacher.encoder.config
+    if not own_tokenizer:  # the teacher's tokenizer indexes the teacher's table, which can be
+        vocab_size = teacher.encoder.embeddings.weight.shape[0]  # longer than len(tokenizer)
     cut = _CUT.match(spec)
     preset = _PRESET.match(spec)
     if cut:
@@ -347,7 +351,7 @@ def build_student(
         special_ids=special_ids,
         name="student",
     ).build_with_dummy()
-    if not cut and not own_tokenizer:
+    if not cut and not own_tokenizer and embeddings == "teacher":
         teacher_emb = teacher.encoder.embeddings.weight.numpy()
         encoder.embeddings.weight.assign(
             embeddings_lib.compress(teacher_emb, width).astype(np.float32)
@@ -396,13 +400,16 @@ def count_params(model: keras.Model) -> int:
     )
 
 
-def save_weights(model: TokenClassifier, folder: str) -> float:
-    """Writes the model's weights under `folder` atomically and returns their size in MB."""
+def save_weights(model: TokenClassifier, folder: str, labels: list[str] | None = None) -> float:
+    """Writes the model's weights (and label names) under `folder` atomically; returns MB."""
     tmp = folder + ".tmp"
     tf.io.gfile.makedirs(tmp)
     model.save_weights(os.path.join(tmp, "weights"))
     with open(os.path.join(tmp, "model.json"), "w") as f:
         json.dump(model.get_config(), f)
+    if labels is not None:
+        with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as f:
+            f.write("".join(f"{label}\n" for label in labels))
     if tf.io.gfile.exists(folder):
         tf.io.gfile.rmtree(folder)
     os.replace(tmp, folder)
@@ -417,6 +424,35 @@ def weights_size_mb(folder: str) -> float:
         if f.startswith("weights")
     )
     return total / 1e6
+
+
+def check_compatible(model: TokenClassifier, folder: str, labels: list[str]) -> None:
+    """Fails unless `folder` (from `save_weights`) holds weights for this model and these labels.
+
+    Used before reusing another run's fine-tuned teacher (`--teacher_checkpoint`).
+    """
+    config_path = os.path.join(folder, "model.json")
+    if not os.path.exists(config_path):
+        raise ValueError(f"{folder}: no model.json; give the teacher/ folder of an earlier run "
+                         "(<output_dir>/teacher)")
+    with open(config_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    mine = json.loads(json.dumps(model.get_config()))
+    differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+    if differ:
+        theirs = ", ".join(f"{k}={saved.get(k)}" for k in differ)
+        ours = ", ".join(f"{k}={mine.get(k)}" for k in differ)
+        raise ValueError(
+            f"{config_path}: saved for another model ({theirs}; here {ours}); use the same "
+            "--teacher, --head and --aux_heads as the run that wrote it")
+    labels_path = os.path.join(folder, "labels.txt")
+    if os.path.exists(labels_path):
+        with open(labels_path, encoding="utf-8") as f:
+            saved_labels = f.read().split()
+        if saved_labels != list(labels):
+            raise ValueError(
+                f"{labels_path}: its labels {' '.join(saved_labels)} differ from this data's "
+                f"{' '.join(labels)}; use training files with the same labels")
 
 
 def load_weights(model: TokenClassifier, folder: str) -> None:

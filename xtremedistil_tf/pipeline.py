@@ -196,7 +196,11 @@ def run(cfg: config_lib.RunConfig) -> dict:
     t_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, xla=cfg.xla)
     history = []
     teacher_dir = os.path.join(out, "teacher")
-    if fine_tune and state.done("teacher"):
+    if cfg.teacher.checkpoint:  # fine-tuned by an earlier run: reuse, never retrain
+        models.check_compatible(teacher, cfg.teacher.checkpoint, teacher_labels)
+        models.load_weights(teacher, cfg.teacher.checkpoint)
+        log(f"teacher: fine-tuned weights loaded from {cfg.teacher.checkpoint}")
+    elif fine_tune and state.done("teacher"):
         models.load_weights(teacher, teacher_dir)
         history += state.done("teacher")["history"]
         log("teacher: fine-tuned in an earlier run, weights loaded")
@@ -210,10 +214,11 @@ def run(cfg: config_lib.RunConfig) -> dict:
                             reduce_lr=cfg.teacher.reduce_lr_on_plateau,
                             weight_decay=cfg.teacher.weight_decay,
                             warmup_ratio=cfg.teacher.warmup_ratio)
-        _finish_stage(cfg, state, "teacher", "teacher", teacher, teacher_dir, result)
+        _finish_stage(cfg, state, "teacher", "teacher", teacher, teacher_dir, result,
+                      teacher_labels)
         history += result.history
     if not os.path.exists(teacher_dir):
-        models.save_weights(teacher, teacher_dir)
+        models.save_weights(teacher, teacher_dir, teacher_labels)
 
     # Student.
     s_tok = (models.load_tokenizer(models.resolve_student_name(cfg.student.model))
@@ -221,7 +226,7 @@ def run(cfg: config_lib.RunConfig) -> dict:
     student = models.build_student(
         cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
         dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
-        cfg.student.head, labels, s_tok.all_special_ids)
+        cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings)
     if cfg.student.copy_transitions and student.head.crf and teacher.head.crf and not ready:
         for mine, theirs in zip(student.head.crf.weights, teacher.head.crf.weights, strict=True):
             mine.assign(theirs)
@@ -270,7 +275,7 @@ def run(cfg: config_lib.RunConfig) -> dict:
                             targets=targets, log_name=log_name, baseline=baseline)
         if stage.monitor == "dev_f1":
             best_f1 = max(best_f1, result.best)
-        _finish_stage(cfg, state, stage.name, log_name, student, student_dir, result)
+        _finish_stage(cfg, state, stage.name, log_name, student, student_dir, result, labels)
         history += result.history
 
     # Evaluation on test: the only place test labels are read.
@@ -322,9 +327,9 @@ def _checkpoint_dir(cfg, name: str) -> str:
     return os.path.join(cfg.output_dir, "checkpoints", name)
 
 
-def _finish_stage(cfg, state, name, log_name, model, folder, result) -> None:
+def _finish_stage(cfg, state, name, log_name, model, folder, result, labels) -> None:
     """Saves the stage's final weights, marks it done, then drops its resume checkpoints."""
-    models.save_weights(model, folder)
+    models.save_weights(model, folder, labels)
     info = {"history": result.history, "seconds": result.seconds, "best": result.best}
     state.mark(name, info)
     shutil.rmtree(_checkpoint_dir(cfg, log_name), ignore_errors=True)

@@ -70,7 +70,8 @@ def teacher_stage(cfg: config_lib.TeacherConfig, num_blocks: int, aux: bool = Fa
         name="teacher",
         objective="labels",
         data="train",
-        trainable=top_groups(num_blocks, k, freeze_embeddings=cfg.freeze_encoder)
+        trainable=top_groups(num_blocks, k,
+                             freeze_embeddings=cfg.freeze_encoder or cfg.freeze_embeddings)
         + (("aux",) if aux else ()),
         learning_rate=cfg.learning_rate,
         max_epochs=cfg.epochs,

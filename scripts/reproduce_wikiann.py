@@ -1,0 +1,260 @@
+"""Reproduces the WikiANN results: one multilingual teacher, students of three sizes, ablations.
+
+    python scripts/reproduce_wikiann.py --data ../shared/data/wikiann \
+        --teacher /path/to/multilingual-e5-small --output_dir runs/wikiann \
+        --results results/wikiann --readme README.md
+
+On a machine with the hub: --teacher=xlm-roberta-base (fine-tuned here), or a ready NER checkpoint
+such as jplu/tf-xlm-r-ner-40-lang (used as is; the rows then compare it with its students).
+
+What it does, resumably (rerun the same command after an interruption: finished runs are skipped,
+an interrupted one continues from its last checkpoint):
+  1. samples --train_per_lang / --dev_per_lang / --test_per_lang sentences of every language
+     (seeded, written once under OUTPUT_DIR/data/<lang>/) — the CPU budget, stated in the table;
+  2. runs `run_distil.py --flagfile=flags/wikiann.cfg` once per row of RUNS: the first run
+     fine-tunes the joint multilingual teacher, every later run reuses it (--teacher_checkpoint);
+  3. writes RESULTS/summary.csv, summary.md and kept_vs_speedup.png from the runs' metrics.json,
+     and with --readme replaces the table between the README's wikiann markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from xtremedistil_tf import data as data_lib  # noqa: E402  (light: no TensorFlow import)
+
+LANGS = "en,de,es,ar,fi,pt,vi,hu,sw,af"
+BEGIN, END = "<!-- wikiann:begin -->", "<!-- wikiann:end -->"
+
+# (row name, what it is, extra flags). The first row also fine-tunes the teacher.
+RUNS = [
+    ("cut-l6-h384", "student: 6 of the teacher's 12 layers (0,2,..,10)",
+     ["--student=teacher:0,2,4,6,8,10"]),
+    ("l6-h256", "student: xtremedistil-l6-h256 shape, SVD-compressed teacher embeddings",
+     ["--student=l6-h256"]),
+    ("l6-h384", "student: xtremedistil-l6-h384 shape, teacher embeddings",
+     ["--student=l6-h384"]),
+    ("l6-h256 no-stage1", "ablation: without the representation stage",
+     ["--student=l6-h256", "--stages=logits,labels"]),
+    ("l6-h256 no-unfreezing", "ablation: all layers train in every stage",
+     ["--student=l6-h256", "--nogradual_unfreezing"]),
+    ("l6-h256 kl", "ablation: KL with temperature 2 instead of MSE on logits",
+     ["--student=l6-h256", "--logit_loss=kl"]),
+    ("l6-h256 last-layer", "ablation: representations learn the teacher's last layer",
+     ["--student=l6-h256", "--teacher_layer=last"]),
+    ("l6-h256 random-emb", "ablation: random word embeddings instead of compressed teacher ones",
+     ["--student=l6-h256", "--student_embeddings=random", "--nofreeze_embeddings"]),
+]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="folder with <lang>/{train,dev,test}.conll")
+    p.add_argument("--teacher", required=True, help="hub id or folder of the teacher")
+    p.add_argument("--output_dir", default="runs/wikiann")
+    p.add_argument("--results", default="results/wikiann")
+    p.add_argument("--readme", default="", help="README whose wikiann table is regenerated")
+    p.add_argument("--langs", default=LANGS)
+    p.add_argument("--train_per_lang", type=int, default=1000)
+    p.add_argument("--dev_per_lang", type=int, default=500)
+    p.add_argument("--test_per_lang", type=int, default=2000)
+    p.add_argument("--only", default="", help="comma-separated row names (default: all)")
+    p.add_argument("--summary_only", action="store_true", help="only rebuild the tables")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("extra", nargs="*", help="more run_distil.py flags for every run (after --)")
+    args = p.parse_args(argv)
+
+    langs = [x for x in args.langs.split(",") if x]
+    runs = [r for r in RUNS if not args.only or r[0] in args.only.split(",")]
+    if args.only and not runs:
+        p.error(f"--only={args.only}: no such row; rows: {', '.join(r[0] for r in RUNS)}")
+    if runs[0] is not RUNS[0]:
+        runs.insert(0, RUNS[0])  # the teacher comes from the first row
+    if not args.summary_only:
+        files = sample_data(args.data, os.path.join(args.output_dir, "data"), langs, args)
+        for name, _, flags in runs:
+            if not run_row(name, flags, files, args):
+                return 1
+    rows = summarise(args.output_dir, langs, args)
+    if not rows:
+        print("no finished runs yet", file=sys.stderr)
+        return 1
+    write_results(rows, langs, args)
+    return 0
+
+
+def sample_data(src: str, dst: str, langs: list[str], args) -> dict[str, str]:
+    """Seeded samples of every split and language; returns the run_distil.py file flags."""
+    files = {"train": [], "dev": [], "test": []}
+    sizes = {"train": args.train_per_lang, "dev": args.dev_per_lang, "test": args.test_per_lang}
+    for lang in langs:
+        for split, n in sizes.items():
+            out = os.path.join(dst, lang, f"{split}.conll")
+            if not os.path.exists(out):
+                sentences = data_lib.read_conll(os.path.join(src, lang, f"{split}.conll"))
+                if n and n < len(sentences):
+                    keep = sorted(random.Random(f"{args.seed}/{lang}/{split}").sample(
+                        range(len(sentences)), n))
+                    sentences = [sentences[i] for i in keep]
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                data_lib.write_conll(out, sentences)
+            files[split].append(f"{lang}={out}")
+    return {k: ",".join(v) for k, v in files.items()}
+
+
+def run_dir(args, name: str) -> str:
+    return os.path.join(args.output_dir, "runs", name.replace(" ", "_"))
+
+
+def run_row(name: str, flags: list[str], files: dict, args) -> bool:
+    out = run_dir(args, name)
+    if os.path.exists(os.path.join(out, "metrics.json")):
+        print(f"[{name}] finished earlier: {out}", file=sys.stderr)
+        return True
+    cmd = [sys.executable, os.path.join(REPO, "run_distil.py"),
+           f"--flagfile={os.path.join(REPO, 'flags', 'wikiann.cfg')}",
+           f"--teacher={args.teacher}", f"--train_file={files['train']}",
+           f"--dev_file={files['dev']}", f"--test_file={files['test']}",
+           f"--output_dir={out}", f"--export_dir={os.path.join(args.output_dir, 'saved_models')}",
+           f"--export_name={name.replace(' ', '_')}", f"--seed={args.seed}", *flags, *args.extra]
+    if name != RUNS[0][0]:
+        cmd.append(f"--teacher_checkpoint={os.path.join(run_dir(args, RUNS[0][0]), 'teacher')}")
+    print(f"[{name}] {' '.join(cmd)}", file=sys.stderr, flush=True)
+    os.makedirs(out, exist_ok=True)
+    start = time.time()
+    with open(os.path.join(out, "log.txt"), "a", encoding="utf-8") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    print(f"[{name}] exit {code} after {time.time() - start:.0f} s; log: {out}/log.txt",
+          file=sys.stderr, flush=True)
+    return code == 0
+
+
+def _tokens_per_s(entry: dict) -> float:
+    timing = entry.get("timing", {})
+    tokens = timing.get("batch_size", 32) * timing.get("seq_length", 128)
+    return tokens / (entry["ms_per_batch"] / 1000)
+
+
+def _teacher_seconds(folder: str) -> float:
+    """Fine-tuning time of the teacher, from the run that trained it (0 if it was not)."""
+    try:
+        with open(os.path.join(folder, "state.json"), encoding="utf-8") as f:
+            return float(json.load(f)["done"]["teacher"]["seconds"])
+    except (OSError, KeyError, TypeError):
+        return 0.0
+
+
+def summarise(output_dir: str, langs: list[str], args) -> list[dict]:
+    """One row for the teacher and one per finished student run."""
+    rows = []
+    for name, what, _ in RUNS:
+        path = os.path.join(run_dir(args, name), "metrics.json")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        entries = []
+        if not rows:  # the first finished run also describes the teacher
+            doc["teacher"]["wall_seconds"] = _teacher_seconds(run_dir(args, name))
+            entries.append(("teacher", "teacher: fine-tuned on all languages at once",
+                            doc["teacher"], 1.0))
+        entries.append((name, what, doc["student"], doc["speedup"]))
+        for model, desc, entry, speedup in entries:
+            per_lang = {lang: entry["per_language"].get(lang, {}).get("f1", float("nan"))
+                        for lang in langs}
+            row = {"model": model, "what": desc,
+                   "avg_f1": sum(per_lang.values()) / len(langs),
+                   "params": entry["params"], "size_mb": entry["size_mb"],
+                   "tokens_per_s": _tokens_per_s(entry), "speedup": speedup,
+                   "wall_s": entry.get("wall_seconds", doc.get("wall_seconds", 0.0))}
+            row.update({f"f1_{lang}": v for lang, v in per_lang.items()})
+            rows.append(row)
+    if rows:
+        for row in rows:
+            row["kept"] = row["avg_f1"] / rows[0]["avg_f1"] if rows[0]["avg_f1"] else 0.0
+    return rows
+
+
+def write_results(rows: list[dict], langs: list[str], args) -> None:
+    os.makedirs(args.results, exist_ok=True)
+    columns = ["model", "avg_f1", "kept", "params", "size_mb", "tokens_per_s", "speedup",
+               "wall_s", *[f"f1_{lang}" for lang in langs], "what"]
+    csv_path = os.path.join(args.results, "summary.csv")
+    with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v)
+                             for k, v in row.items() if k in columns})
+    os.replace(csv_path + ".tmp", csv_path)
+    table = markdown(rows, langs, args)
+    with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    plot(rows, os.path.join(args.results, "kept_vs_speedup.png"))
+    if args.readme:
+        update_readme(args.readme, table)
+    print(table)
+
+
+def markdown(rows: list[dict], langs: list[str], args) -> str:
+    head = ["model", *langs, "avg", "kept", "params", "MB", "tokens/s", "speed-up", "wall"]
+    rule = "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"
+    lines = ["| " + " | ".join(head) + " |", rule]
+    for r in rows:
+        cells = [r["model"], *[f"{100 * r[f'f1_{lang}']:.1f}" for lang in langs],
+                 f"**{100 * r['avg_f1']:.1f}**", f"{100 * r['kept']:.0f}%",
+                 f"{r['params'] / 1e6:.1f}M", f"{r['size_mb']:.0f}", f"{r['tokens_per_s']:.0f}",
+                 f"{r['speedup']:.2f}x", f"{r['wall_s'] / 60:.0f} min" if r["wall_s"] else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nEntity F1 (seqeval, strict IOB2) on {args.test_per_lang or 'all'} test sentences "
+            f"per language; trained on {args.train_per_lang or 'all'} sentences per language "
+            f"(dev: {args.dev_per_lang or 'all'}); tokens/s and speed-up: batch 32 x 128 "
+            "sub-words, "
+            "fp32 `tf.function` on this CPU, teacher and student timed in the same process. "
+            "Wall time: the teacher's fine-tuning; for a student its whole run (its stages, "
+            "caching the teacher's outputs, scoring both, export).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.scatter(r["speedup"], 100 * r["kept"], color="k" if r["model"] == "teacher" else "C0")
+        ax.annotate(r["model"], (r["speedup"], 100 * r["kept"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("speed-up over the teacher (CPU, batch 32x128)")
+    ax.set_ylabel("% of the teacher's average F1 kept")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def update_readme(path: str, table: str) -> None:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers to put the table between")
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text[:start] + "\n" + table + text[end:])
+    os.replace(path + ".tmp", path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

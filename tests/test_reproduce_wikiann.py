@@ -1,0 +1,91 @@
+"""scripts/reproduce_wikiann.py: seeded per-language samples, the summary table and README update.
+
+The runs themselves are run_distil.py calls, tested in test_pipeline.py; here they are replaced
+by metrics.json files written by hand, so the numbers in the table can be checked exactly.
+"""
+
+import csv
+import json
+import pathlib
+import sys
+
+import pytest
+
+from conftest import FIXTURES as _FIXTURES, REPO
+
+FIXTURES = pathlib.Path(_FIXTURES)
+sys.path.insert(0, str(pathlib.Path(REPO) / "scripts"))
+import reproduce_wikiann as rw  # noqa: E402
+
+
+def _entry(f1s: dict, params: int, ms: float) -> dict:
+    return {"f1": 0.5, "params": params, "size_mb": params * 4 / 1e6, "ms_per_batch": ms,
+            "per_language": {k: {"f1": v} for k, v in f1s.items()},
+            "timing": {"batch_size": 32, "seq_length": 128}}
+
+
+def _fake_run(out, name, teacher, student, speedup, wall, teacher_seconds=None):
+    folder = out / "runs" / name.replace(" ", "_")
+    folder.mkdir(parents=True)
+    doc = {"teacher": teacher, "student": student, "speedup": speedup, "wall_seconds": wall}
+    (folder / "metrics.json").write_text(json.dumps(doc))
+    if teacher_seconds is not None:
+        state = {"done": {"teacher": {"seconds": teacher_seconds}}}
+        (folder / "state.json").write_text(json.dumps(state))
+
+
+def test_samples_are_seeded_subsets_with_a_language_per_file(tmp_path):
+    for lang in ("en", "de"):
+        for split in ("train", "dev", "test"):
+            (tmp_path / "src" / lang).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "src" / lang / f"{split}.conll").write_text(
+                (FIXTURES / "tiny_train.conll").read_text())
+    args = rw.argparse.Namespace(train_per_lang=5, dev_per_lang=0, test_per_lang=3, seed=1)
+    files = rw.sample_data(str(tmp_path / "src"), str(tmp_path / "d"), ["en", "de"], args)
+    assert files["train"] == f"en={tmp_path}/d/en/train.conll,de={tmp_path}/d/de/train.conll"
+    full = rw.data_lib.read_conll(str(FIXTURES / "tiny_train.conll"))
+    train = rw.data_lib.read_conll(str(tmp_path / "d" / "en" / "train.conll"))
+    assert len(train) == 5 and all(s.words in {f.words for f in full} for s in train)
+    assert len(rw.data_lib.read_conll(str(tmp_path / "d" / "en" / "dev.conll"))) == len(full)
+    assert len(rw.data_lib.read_conll(str(tmp_path / "d" / "de" / "test.conll"))) == 3
+    again = rw.sample_data(str(tmp_path / "src"), str(tmp_path / "e"), ["en"], args)
+    assert (tmp_path / "e" / "en" / "train.conll").read_text() == \
+        (tmp_path / "d" / "en" / "train.conll").read_text()
+    assert again["train"].startswith("en=")
+
+
+def test_summary_rows_table_and_readme(tmp_path):
+    teacher = _entry({"en": 0.9, "de": 0.8}, 100_000_000, 400.0)
+    first = rw.RUNS[0][0]
+    _fake_run(tmp_path, first, teacher, _entry({"en": 0.85, "de": 0.75}, 60_000_000, 200.0),
+              2.0, 900.0, teacher_seconds=600.0)
+    _fake_run(tmp_path, "l6-h256", teacher, _entry({"en": 0.7, "de": 0.6}, 20_000_000, 80.0),
+              5.0, 300.0)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{rw.BEGIN}\nold table\n{rw.END}\nafter\n")
+    code = rw.main(["--data", "x", "--teacher", "t", "--output_dir", str(tmp_path),
+                    "--results", str(tmp_path / "res"), "--langs", "en,de", "--summary_only",
+                    "--readme", str(readme), "--test_per_lang", "2000"])
+    assert code == 0
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["teacher", first, "l6-h256"]
+    assert float(rows[0]["avg_f1"]) == pytest.approx(0.85)
+    assert float(rows[2]["kept"]) == pytest.approx(0.65 / 0.85, abs=1e-4)
+    assert float(rows[2]["speedup"]) == 5.0 and float(rows[0]["wall_s"]) == 600.0
+    assert float(rows[2]["tokens_per_s"]) == pytest.approx(32 * 128 / 0.080, rel=1e-4)
+    for column in ("model", "avg_f1", "kept", "params", "size_mb", "tokens_per_s", "speedup",
+                   "f1_en", "f1_de"):
+        assert column in rows[0]
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    assert "| l6-h256 | 70.0 | 60.0 | **65.0** | 76% |" in text
+    assert "2000 test sentences per language" in text
+    assert (tmp_path / "res" / "kept_vs_speedup.png").stat().st_size > 1000
+
+
+def test_unknown_row_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        rw.main(["--data", "x", "--teacher", "t", "--only", "nope", "--output_dir",
+                 str(tmp_path)])
+    assert "no such row" in capsys.readouterr().err
