@@ -46,6 +46,8 @@ def main(argv):
         print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     print(report.comparison_table(doc))
+    if languages := report.language_table(doc):
+        print(languages)
     print(f"\nspeed-up {doc['speedup']:.2f}x at batch {config.speed_batch_size} x "
           f"{config.speed_seq_length} tokens; metrics in "
           f"{os.path.join(config.output_dir, 'metrics.json')}; student export "

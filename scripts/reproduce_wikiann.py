@@ -93,42 +93,45 @@ def main(argv=None) -> int:
     return 0
 
 
+def sample_split(src: str, dst: str, lang: str, split: str, n: int, seed: int) -> str:
+    """A seeded sample of `n` sentences (0: all) of src/lang/split.conll, written once under
+    dst; returns its run_distil.py file spec "lang=path"."""
+    out = os.path.join(dst, lang, f"{split}.conll")
+    if not os.path.exists(out):
+        sentences = data_lib.read_conll(os.path.join(src, lang, f"{split}.conll"))
+        if n and n < len(sentences):
+            keep = sorted(random.Random(f"{seed}/{lang}/{split}").sample(
+                range(len(sentences)), n))
+            sentences = [sentences[i] for i in keep]
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        data_lib.write_conll(out, sentences)
+    return f"{lang}={out}"
+
+
 def sample_data(src: str, dst: str, langs: list[str], args) -> dict[str, str]:
     """Seeded samples of every split and language; returns the run_distil.py file flags."""
-    files = {"train": [], "dev": [], "test": []}
     sizes = {"train": args.train_per_lang, "dev": args.dev_per_lang, "test": args.test_per_lang}
-    for lang in langs:
-        for split, n in sizes.items():
-            out = os.path.join(dst, lang, f"{split}.conll")
-            if not os.path.exists(out):
-                sentences = data_lib.read_conll(os.path.join(src, lang, f"{split}.conll"))
-                if n and n < len(sentences):
-                    keep = sorted(random.Random(f"{args.seed}/{lang}/{split}").sample(
-                        range(len(sentences)), n))
-                    sentences = [sentences[i] for i in keep]
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-                data_lib.write_conll(out, sentences)
-            files[split].append(f"{lang}={out}")
-    return {k: ",".join(v) for k, v in files.items()}
+    return {split: ",".join(sample_split(src, dst, lang, split, n, args.seed) for lang in langs)
+            for split, n in sizes.items()}
 
 
 def run_dir(args, name: str) -> str:
     return os.path.join(args.output_dir, "runs", name.replace(" ", "_"))
 
 
-def run_row(name: str, flags: list[str], files: dict, args) -> bool:
+def run_row(name: str, flags: list[str], files: dict, args, first: str = RUNS[0][0]) -> bool:
+    """Runs one row's run_distil.py unless it finished; rows after `first` reuse its teacher."""
     out = run_dir(args, name)
     if os.path.exists(os.path.join(out, "metrics.json")):
         print(f"[{name}] finished earlier: {out}", file=sys.stderr)
         return True
     cmd = [sys.executable, os.path.join(REPO, "run_distil.py"),
            f"--flagfile={os.path.join(REPO, 'flags', 'wikiann.cfg')}",
-           f"--teacher={args.teacher}", f"--train_file={files['train']}",
-           f"--dev_file={files['dev']}", f"--test_file={files['test']}",
+           f"--teacher={args.teacher}", *[f"--{k}_file={v}" for k, v in files.items()],
            f"--output_dir={out}", f"--export_dir={os.path.join(args.output_dir, 'saved_models')}",
            f"--export_name={name.replace(' ', '_')}", f"--seed={args.seed}", *flags, *args.extra]
-    if name != RUNS[0][0]:
-        cmd.append(f"--teacher_checkpoint={os.path.join(run_dir(args, RUNS[0][0]), 'teacher')}")
+    if name != first:
+        cmd.append(f"--teacher_checkpoint={os.path.join(run_dir(args, first), 'teacher')}")
     print(f"[{name}] {' '.join(cmd)}", file=sys.stderr, flush=True)
     os.makedirs(out, exist_ok=True)
     start = time.time()
@@ -245,12 +248,13 @@ def plot(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def update_readme(path: str, table: str) -> None:
+def update_readme(path: str, table: str, begin: str = BEGIN, end_marker: str = END) -> None:
+    """Replaces what stands between the two markers in `path` with `table` (atomically)."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers to put the table between")
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    if begin not in text or end_marker not in text:
+        raise SystemExit(f"{path}: no {begin} ... {end_marker} markers to put the table between")
+    start, end = text.index(begin) + len(begin), text.index(end_marker)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(text[:start] + "\n" + table + text[end:])
     os.replace(path + ".tmp", path)

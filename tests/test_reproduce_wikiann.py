@@ -89,3 +89,25 @@ def test_unknown_row_is_a_usage_error(tmp_path, capsys):
         rw.main(["--data", "x", "--teacher", "t", "--only", "nope", "--output_dir",
                  str(tmp_path)])
     assert "no such row" in capsys.readouterr().err
+
+
+def test_zero_shot_summary_has_direct_transfer_then_each_distiller(tmp_path):
+    import reproduce_zero_shot as zs
+
+    langs = {"en": 0.8, "de": 0.6, "es": 0.7}
+    teacher = _entry(langs, 100, 400.0)
+    _fake_run(tmp_path, "TSL", teacher, _entry({"en": 0.7, "de": 0.5, "es": 0.6}, 50, 200.0),
+              2.0, 500.0)
+    _fake_run(tmp_path, "MTMT", teacher, _entry({"en": 0.7, "de": 0.55, "es": 0.65}, 50, 200.0),
+              2.0, 400.0)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{zs.BEGIN}\n{zs.END}\n")
+    assert zs.main(["--data", "x", "--teacher", "t", "--output_dir", str(tmp_path),
+                    "--results", str(tmp_path / "res"), "--targets", "de,es",
+                    "--summary_only", "--readme", str(readme)]) == 0
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["direct transfer (teacher)", "TSL", "MTMT"]
+    assert float(rows[0]["avg_f1"]) == pytest.approx(0.65)  # targets only, not the source
+    assert float(rows[2]["avg_f1"]) == pytest.approx(0.6)
+    assert "| MTMT | 55.0 | 65.0 | **60.0** | 70.0 |" in readme.read_text()

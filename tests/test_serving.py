@@ -205,7 +205,7 @@ def test_export_command_rebuilds_a_run(tmp_path):
         cfg.data, train_files=(str(tmp_path / "data/tiny_train.conll"),),
         dev_files=(str(tmp_path / "data/tiny_dev.conll"),),
         test_files=(str(tmp_path / "data/tiny_test.conll"),)))
-    _, labels, _ = pipeline.load_data(absolute.data)
+    labels = pipeline.load_data(absolute.data).labels
     tok = models.load_tokenizer(cfg.teacher.model)
     teacher, _, _ = models.build_teacher(cfg.teacher.model, labels, 0.1, "softmax",
                                          tok.all_special_ids)

@@ -11,8 +11,8 @@ import dataclasses
 
 TAG_SCHEMES = ("auto", "iob1", "iob2", "io", "bioes")
 HEADS = ("softmax", "crf", "attention_softmax", "attention_crf")
-STRATEGIES = ("xtremedistil",)
-LOGIT_LOSSES = ("mse", "kl")
+STRATEGIES = ("xtremedistil", "tsl", "msd", "mtmt")
+LOGIT_LOSSES = ("mse", "kl", "prob_mse")
 REP_LAYERS = ("middle", "last", "uniform")
 STAGE_NAMES = ("representations", "logits", "labels")
 
@@ -39,6 +39,11 @@ class DataConfig:
         batch_size: sentences (windows) per training batch.
         eval_batch_size: sentences per evaluation batch.
         label_all_subwords: train on every sub-word (with its word's tag), not only the first.
+        source_lang, target_langs: the zero-shot protocol. With a source language, only its
+            labelled sentences train (and its dev sentences choose models); sentences of the
+            target languages in the training and transfer files are used as unlabelled text;
+            every test language is scored, and the targets on average. Languages come from
+            "lang:" token prefixes or "de=path" file specs.
     """
 
     train_files: tuple[str, ...]
@@ -50,8 +55,14 @@ class DataConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     label_all_subwords: bool = False
+    source_lang: str = ""
+    target_langs: tuple[str, ...] = ()
 
     def __post_init__(self):
+        _check(not self.target_langs or bool(self.source_lang),
+               "--target_langs needs --source_lang (the language whose labels train)")
+        _check(self.source_lang not in self.target_langs,
+               f"--source_lang={self.source_lang} is also in --target_langs")
         _check(bool(self.train_files), "--train_file is empty: give at least one labelled file")
         _check(bool(self.dev_files), "--dev_file is empty: give a labelled dev file (model choice)")
         _check(bool(self.test_files), "--test_file is empty: give a labelled test file")
@@ -165,6 +176,9 @@ class DistilConfig:
         logit_loss: "mse" on logits or "kl" with `temperature` (scaled by T^2).
         gradual_unfreezing: logits and labels stages unfreeze one block at a time from the top.
         learning_rate, epochs, patience: per stage (or unfreezing step).
+        msd_beta: MSD, weight of the per-layer distribution losses (x learnable mixing weights).
+        mmd_weight: MSD, weight of each of the two MMD^2 losses on [CLS] vectors.
+        mtmt_alpha: MTMT, weight of the similarity loss against the recogniser losses.
     """
 
     stages: tuple[str, ...] = STAGE_NAMES
@@ -177,8 +191,13 @@ class DistilConfig:
     patience: int = 1
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    msd_beta: float = 0.1
+    mmd_weight: float = 1e-3
+    mtmt_alpha: float = 1.0
 
     def __post_init__(self):
+        _check(self.msd_beta >= 0 and self.mmd_weight >= 0 and self.mtmt_alpha >= 0,
+               "--msd_beta, --mmd_weight and --mtmt_alpha must be >= 0")
         for s in self.stages:
             _check(s in STAGE_NAMES, f"--stages: unknown stage {s!r}; use {','.join(STAGE_NAMES)}")
         _check(
@@ -223,6 +242,16 @@ class RunConfig:
         )
         _check(self.speed_batch_size >= 1, "--speed_batch_size must be >= 1")
         _check(self.checkpoint_every >= 0, "--checkpoint_every must be >= 0 (0: epoch ends only)")
+        _check(self.strategy != "msd" or self.teacher.aux_from_layer > 0,
+               "--strategy=msd needs a teacher with per-layer classifiers: add --aux_heads")
+        if self.strategy != "xtremedistil":
+            _check(bool(self.data.source_lang),
+                   f"--strategy={self.strategy} distils on unlabelled target-language text: "
+                   "give --source_lang (and --target_langs, default: every other language)")
+            _check(self.teacher.head in ("softmax", "attention_softmax")
+                   and self.student.head in ("softmax", "attention_softmax"),
+                   f"--strategy={self.strategy} learns token distributions: use softmax or "
+                   "attention_softmax for --head and --student_head")
         _check(
             2 <= self.speed_seq_length <= self.data.max_seq_length,
             "--speed_seq_length must be between 2 and --max_seq_length",

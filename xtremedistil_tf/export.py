@@ -316,7 +316,7 @@ def rebuild(run_dir: str, which: str = "student"):
     if not os.path.isfile(os.path.join(folder, "model.json")):
         raise ValueError(f"{folder}: no trained {which} (model.json) in this run; let the run "
                          "finish first")
-    _, labels, _ = pipeline.load_data(cfg.data)
+    labels = pipeline.load_data(cfg.data).labels
     t_tok = models.load_tokenizer(cfg.teacher.model)
     teacher, teacher_labels, _ = models.build_teacher(
         cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
@@ -329,7 +329,8 @@ def rebuild(run_dir: str, which: str = "student"):
     student = models.build_student(
         cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
         cfg.data.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
-        cfg.student.head, labels, s_tok.all_special_ids)
+        cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
+        msd=cfg.strategy == "msd")
     _load_checked(student, folder)
     return cfg, student, labels, s_tok
 

@@ -28,6 +28,10 @@ flags.DEFINE_integer("max_seq_length", 128, "Sub-words per window (special token
 flags.DEFINE_integer("batch_size", 16, "Training batch size (windows).")
 flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch size (windows).")
 flags.DEFINE_bool("label_all_subwords", False, "Train on all sub-words, not only the first.")
+flags.DEFINE_string("source_lang", "", "Zero-shot protocol: the language whose labels train "
+                    "(and whose dev sentences choose models).")
+flags.DEFINE_list("target_langs", [], "Zero-shot protocol: languages used without labels, "
+                  "scored separately and on average.")
 flags.DEFINE_string("cache_dir", "", "Where the embedded default is built (default "
                     "$XTREMEDISTIL_CACHE or ~/.cache/xtremedistil_tf).")
 
@@ -73,7 +77,11 @@ flags.DEFINE_bool("freeze_embeddings", False, "Do not train the student's word e
 flags.DEFINE_enum("student_embeddings", "teacher", ["teacher", "random"], "Student word "
                   "embeddings: the teacher's, SVD-compressed to the student's width, or random.")
 flags.DEFINE_enum("strategy", "xtremedistil", list(config_lib.STRATEGIES),
-                  "Distillation strategy.")
+                  "Distillation strategy: xtremedistil (staged), tsl (Wu et al. 2020), msd "
+                  "(Ma et al. 2022; needs --aux_heads) or mtmt (Li et al. 2022).")
+flags.DEFINE_float("msd_beta", 0.1, "MSD: weight of the per-layer distribution losses.")
+flags.DEFINE_float("mmd_weight", 1e-3, "MSD: weight of each MMD^2 loss on [CLS] vectors.")
+flags.DEFINE_float("mtmt_alpha", 1.0, "MTMT: weight of the similarity loss.")
 flags.DEFINE_list("stages", list(config_lib.STAGE_NAMES), "Student stages, in order.")
 flags.DEFINE_string("teacher_layer", "middle", "Teacher layer for the representation stage: "
                     "middle, last, uniform or an index into hidden_states.")
@@ -121,6 +129,8 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         batch_size=f.batch_size,
         eval_batch_size=f.eval_batch_size,
         label_all_subwords=f.label_all_subwords,
+        source_lang=f.source_lang,
+        target_langs=tuple(f.target_langs),
     )
     teacher = config_lib.TeacherConfig(
         model=f.teacher or (d.teacher_dir if d else ""),
@@ -159,6 +169,9 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         patience=f.patience,
         warmup_ratio=f.warmup_ratio,
         weight_decay=f.weight_decay,
+        msd_beta=f.msd_beta,
+        mmd_weight=f.mmd_weight,
+        mtmt_alpha=f.mtmt_alpha,
     )
     return config_lib.RunConfig(
         data=data,

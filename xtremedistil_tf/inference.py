@@ -44,6 +44,19 @@ def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False,
     return forward
 
 
+def make_cls(model, xla: bool = False):
+    """A compiled forward pass returning the last layer's first-position vectors `[B, H]`."""
+    ids = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[ids, ids], jit_compile=xla)
+    def cls(input_ids, attention_mask):
+        out = model({"input_ids": input_ids, "attention_mask": attention_mask},
+                    training=False, output_hidden_states=True)
+        return out["hidden_states"][-1][:, 0]
+
+    return cls
+
+
 def word_outputs(forward, batches: Sequence[dict], n_windows: int) -> dict[str, list[np.ndarray]]:
     """Runs `forward` over batches; returns per-window word arrays (`[W, ...]`) per output key."""
     per_key: dict[str, list] = {}

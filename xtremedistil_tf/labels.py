@@ -207,6 +207,16 @@ def _fix(error: ValueError) -> str:
     return parts[1] if len(parts) > 1 else "fix the tag"
 
 
+def label_types(labels: Sequence[str]) -> tuple[int, ...]:
+    """Entity type id of every label: B-PER and I-PER share one, O (and IO tags) their own.
+
+    Ids number the types in order of first appearance in `labels`.
+    """
+    ids: dict[str, int] = {}
+    return tuple(ids.setdefault(label[2:] if label[:2] in ("B-", "I-") else label, len(ids))
+                 for label in labels)
+
+
 def label_list(sentences: Iterable[data.Sentence]) -> list[str]:
     """The label set of IOB2 data: "O", then "B-T", "I-T" for each entity type T in sorted order.
 

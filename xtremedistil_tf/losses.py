@@ -61,9 +61,115 @@ def cross_entropy(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor) -> tf.T
     return _masked_mean(per_pos, mask)
 
 
+def prob_mse(student: tf.Tensor, target: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """MSE between the softmax distributions of student and teacher logits (TSL, MSD).
+
+    Args:
+        student, target: `[B, W, K]` logits.
+        mask: `[B, W]`.
+    """
+    target = tf.stop_gradient(tf.nn.softmax(tf.cast(target, student.dtype), axis=-1))
+    return mse(tf.nn.softmax(student, axis=-1), target, mask)
+
+
+def mmd2(x: tf.Tensor, y: tf.Tensor, kernel_mul: float = 2.0, kernel_num: int = 5) -> tf.Tensor:
+    """Squared maximum mean discrepancy of two samples with a multi-kernel RBF (MSD).
+
+    The kernel is Σ_i exp(-‖a-b‖² / (σ · kernel_mul^(i - kernel_num//2))), i = 0..kernel_num-1,
+    where σ is the mean squared distance between distinct points of both samples together
+    (treated as a constant). Returns mean K(x,x) + mean K(y,y) - 2 mean K(x,y) (biased estimate).
+
+    Args:
+        x: `[n, D]`; y: `[m, D]` (n, m >= 1; n + m >= 2).
+    """
+    x = tf.cast(x, tf.float32)
+    y = tf.cast(y, tf.float32)
+    n = tf.shape(x)[0]
+    total = tf.concat([x, y], axis=0)
+    sq = tf.reduce_sum(tf.square(total), axis=1)
+    dist = tf.maximum(sq[:, None] + sq[None, :] - 2.0 * tf.matmul(total, total, transpose_b=True),
+                      0.0)
+    count = tf.cast(tf.shape(total)[0], tf.float32)
+    bandwidth = tf.stop_gradient(tf.math.divide_no_nan(tf.reduce_sum(dist), count**2 - count))
+    bandwidth = tf.maximum(bandwidth, 1e-12) / kernel_mul ** (kernel_num // 2)
+    kernel = tf.add_n([tf.exp(-dist / (bandwidth * kernel_mul**i)) for i in range(kernel_num)])
+    xx = tf.reduce_mean(kernel[:n, :n])
+    yy = tf.reduce_mean(kernel[n:, n:])
+    xy = tf.reduce_mean(kernel[:n, n:])
+    return xx + yy - 2.0 * xy
+
+
+def cosine_similarity(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Row-wise cosine of `[N, D]` tensors (0 for zero vectors)."""
+    a = tf.math.l2_normalize(tf.cast(a, tf.float32), axis=-1, epsilon=1e-12)
+    b = tf.math.l2_normalize(tf.cast(b, tf.float32), axis=-1, epsilon=1e-12)
+    return tf.reduce_sum(a * b, axis=-1)
+
+
+def binary_cross_entropy(pred: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """Element-wise BCE of probabilities `pred` against soft or hard targets in [0, 1]."""
+    pred = tf.clip_by_value(pred, 1e-7, 1.0 - 1e-7)
+    return -(target * tf.math.log(pred) + (1.0 - target) * tf.math.log(1.0 - pred))
+
+
+def partners(n: tf.Tensor) -> tf.Tensor:
+    """For N items, the index each is paired with: item i with item (i + max(1, N//2)) mod N.
+
+    Deterministic (resumable runs repeat it), and in a batch of sentences it mostly pairs words
+    of different sentences. N < 2 gives each item itself (callers mask such pairs out).
+    """
+    shift = tf.maximum(1, n // 2)
+    return tf.math.floormod(tf.range(n) + shift, tf.maximum(n, 1))
+
+
+def balanced_bce(pred: tf.Tensor, same: tf.Tensor) -> tf.Tensor:
+    """BCE of pair similarities against 0/1 labels, both classes weighted one half (MTMT's
+    similarity teacher sees as many same-type as different-type pairs)."""
+    same = tf.cast(same, tf.float32)
+    per_pair = binary_cross_entropy(pred, same)
+    pos = tf.math.divide_no_nan(tf.reduce_sum(per_pair * same), tf.reduce_sum(same))
+    neg = tf.math.divide_no_nan(tf.reduce_sum(per_pair * (1 - same)), tf.reduce_sum(1 - same))
+    return 0.5 * (pos + neg)
+
+
+def mtmt_loss(student_probs: tf.Tensor, teacher_probs: tf.Tensor, student_vec: tf.Tensor,
+              teacher_sim: tf.Tensor, alpha: float = 1.0) -> tf.Tensor:
+    """MTMT's student loss over word pairs (Li et al., ACL 2022).
+
+    Each word i is paired with word j = `partners(N)[i]`. With the recogniser teacher's
+    distributions p, its similarity teacher's score t = σ(cos(vᵢ, vⱼ)) and the student's
+    s = σ(cos(hᵢ, hⱼ)) of its own word vectors, per pair:
+      α_i = (max p_i)², β = (2t − 1)², γ = 1 − |σ(cos(p_i, p_j)) − t|,
+      loss = alpha · mean(γ β BCE(s, t)) + ½ mean(γ α_i ‖q_i − p_i‖²) + ½ mean(γ α_j ‖q_j − p_j‖²)
+    where q are the student's distributions and ‖·‖² sums over labels.
+
+    Args:
+        student_probs, teacher_probs: `[N, K]` distributions of the N real words.
+        student_vec: `[N, H_s]` the student's word vectors; teacher_sim: `[N, H_t]` the
+            similarity teacher's word vectors.
+        alpha: weight of the similarity term.
+    """
+    n = tf.shape(student_probs)[0]
+    j = partners(n)
+    p = tf.stop_gradient(tf.cast(teacher_probs, tf.float32))
+    v = tf.stop_gradient(tf.cast(teacher_sim, tf.float32))
+    t = tf.sigmoid(cosine_similarity(v, tf.gather(v, j)))
+    s = tf.sigmoid(cosine_similarity(student_vec, tf.gather(student_vec, j)))
+    conf = tf.square(tf.reduce_max(p, axis=-1))
+    beta = tf.square(2.0 * t - 1.0)
+    gamma = 1.0 - tf.abs(tf.sigmoid(cosine_similarity(p, tf.gather(p, j))) - t)
+    err = tf.reduce_sum(tf.square(student_probs - p), axis=-1)
+    valid = tf.cast(n >= 2, tf.float32)
+    sim = tf.reduce_mean(gamma * beta * binary_cross_entropy(s, t))
+    rec_i = tf.reduce_mean(gamma * conf * err)
+    rec_j = tf.reduce_mean(gamma * tf.gather(conf, j) * tf.gather(err, j))
+    return tf.math.multiply_no_nan(alpha * sim + 0.5 * rec_i + 0.5 * rec_j, valid)
+
+
 LOSSES = {
     "mse": mse,
     "kl": kl_divergence,
+    "prob_mse": prob_mse,
     "cross_entropy": cross_entropy,
 }
 

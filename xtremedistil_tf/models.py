@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import transformers
 
-from xtremedistil_tf import embeddings as embeddings_lib, heads as heads_lib
+from xtremedistil_tf import embeddings as embeddings_lib, heads as heads_lib, stages as stages_lib
 
 keras = tf.keras
 
@@ -295,12 +295,15 @@ def build_student(
     labels=None,
     special_ids=(),
     embeddings: str = "teacher",
+    msd: bool = False,
 ) -> TokenClassifier:
     """Makes the student described by `spec` (see `StudentConfig.model`).
 
     Unless `own_tokenizer`, the student reads the teacher's tokenizer: with
     `embeddings="teacher"` its word embeddings become the teacher's, compressed to the student
     width by truncated SVD when the widths differ ("random" keeps the initialisation).
+    With `msd`, the student gets per-layer classifiers on the layers that
+    `stages.msd_layer_pairs` pairs with the teacher's.
     """
     t_cfg = teacher.encoder.config
     if not own_tokenizer:  # the teacher's tokenizer indexes the teacher's table, which can be
@@ -341,6 +344,8 @@ def build_student(
         if not own_tokenizer and encoder.config.vocab_size != vocab_size:
             encoder = _with_vocab(encoder, vocab_size)
     width = encoder.config.hidden_size
+    aux = (stages_lib.msd_layer_pairs(teacher.aux_layers, teacher.num_blocks,
+                                      len(encoder.encoder.layer))[0] if msd else ())
     student = TokenClassifier(
         encoder,
         num_labels,
@@ -349,6 +354,7 @@ def build_student(
         head=head,
         labels=labels,
         special_ids=special_ids,
+        aux_layers=aux,
         name="student",
     ).build_with_dummy()
     if not cut and not own_tokenizer and embeddings == "teacher":

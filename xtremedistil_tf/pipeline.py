@@ -77,8 +77,28 @@ class RunState:
 # --------------------------------------------------------------------------- data
 
 
-def load_data(cfg: config_lib.DataConfig):
-    """Reads, validates and converts the labelled splits; returns (splits, labels, transfer)."""
+@dataclasses.dataclass
+class Data:
+    """What `load_data` read.
+
+    Attributes:
+        splits: "train", "dev", "test" labelled sentences (IOB2). Under the zero-shot protocol
+            train and dev hold the source language only.
+        labels: the label list (from train), O first.
+        unlabelled: "transfer" (what the XtremeDistil stages distil on: the training sentences
+            without tags plus the transfer files) and, under the zero-shot protocol, "target"
+            (target-language text, tags dropped) and "source" (source training sentences).
+        config: the data config, with `target_langs` filled in when it was left empty.
+    """
+
+    splits: dict[str, list[data_lib.Sentence]]
+    labels: list[str]
+    unlabelled: dict[str, list[data_lib.Sentence]]
+    config: config_lib.DataConfig
+
+
+def load_data(cfg: config_lib.DataConfig) -> Data:
+    """Reads, validates and converts the data (see `Data`)."""
     splits = {}
     for name, files in (("train", cfg.train_files), ("dev", cfg.dev_files),
                         ("test", cfg.test_files)):
@@ -88,13 +108,69 @@ def load_data(cfg: config_lib.DataConfig):
             log(f"warning: {name}: {info['repaired']} tags repaired while converting "
                 f"{info['scheme']} to IOB2")
         splits[name] = sentences
+    extra = data_lib.read_unlabelled_files(cfg.transfer_files) if cfg.transfer_files else []
+    unlabelled = {}
+    if cfg.source_lang:
+        if not cfg.target_langs:  # every other language of the unlabelled text
+            found = {s.lang for s in splits["train"] + extra} - {cfg.source_lang, None}
+            cfg = dataclasses.replace(cfg, target_langs=tuple(sorted(found)))
+        splits, extra, unlabelled = _zero_shot(splits, extra, cfg)
     labels = labels_lib.label_list(splits["train"])
     for name in ("dev", "test"):
         labels_lib.check_labels_known(splits[name], labels, name)
-    transfer = [dataclasses.replace(s, tags=None) for s in splits["train"]]
-    if cfg.transfer_files:
-        transfer += data_lib.read_unlabelled_files(cfg.transfer_files)
-    return splits, labels, transfer
+    unlabelled["transfer"] = [dataclasses.replace(s, tags=None) for s in splits["train"]] + extra
+    return Data(splits, labels, unlabelled, cfg)
+
+
+def _zero_shot(splits: dict, extra: list, cfg: config_lib.DataConfig):
+    """Splits the data by language for the zero-shot protocol (see `DataConfig`).
+
+    Target-language tags in the training files are dropped here, before anything else sees
+    them: under this protocol gold target labels are read by evaluation only.
+    """
+    source, targets = cfg.source_lang, set(cfg.target_langs)
+    for name, sentences in (("train", splits["train"]), ("dev", splits["dev"]),
+                            ("test", splits["test"]), ("transfer", extra)):
+        for s in sentences:
+            if s.lang is None:
+                raise data_lib.DataError(
+                    s.source, f"a {name} sentence without a language under --source_lang",
+                    "give the file as lang=path (e.g. de=dev.conll) or use lang:token prefixes")
+            if name in ("train", "transfer") and s.lang != source and s.lang not in targets:
+                raise data_lib.DataError(
+                    s.source, f"language {s.lang} is neither --source_lang={source} nor one of "
+                    f"--target_langs={','.join(cfg.target_langs)}", "add it to --target_langs "
+                    "or leave its file out")
+    train = [s for s in splits["train"] if s.lang == source]
+    dev = [s for s in splits["dev"] if s.lang == source]
+    target = [dataclasses.replace(s, tags=None) for s in splits["train"] + extra
+              if s.lang in targets]
+    where = ",".join(cfg.train_files)
+    if not train:
+        raise data_lib.DataError(where, f"no {source} sentences in --train_file",
+                                 f"give {source}=path or {source}:token files")
+    if not targets:
+        raise data_lib.DataError(where, f"no text in a language other than {source}",
+                                 "add target-language text: --transfer_file=de=path")
+    if not dev:
+        raise data_lib.DataError(",".join(cfg.dev_files), f"no {source} dev sentences",
+                                 "model choice uses the source language's dev set: add one")
+    for lang in cfg.target_langs:
+        if not any(s.lang == lang for s in target):
+            raise data_lib.DataError(where, f"no {lang} text for target language {lang}",
+                                     f"add --transfer_file={lang}=path or {lang} sentences to "
+                                     "--train_file (their tags are not used)")
+        if not any(s.lang == lang for s in splits["test"]):
+            raise data_lib.DataError(",".join(cfg.test_files), f"no {lang} test sentences",
+                                     f"add {lang}=path to --test_file to score {lang}")
+    log(f"zero-shot: {source} labels train ({len(train)} sentences); "
+        f"{len(target)} unlabelled sentences of {','.join(cfg.target_langs)}; model choice on "
+        f"{source} dev only ({len(dev)} sentences; {len(splits['dev']) - len(dev)} dev "
+        "sentences of other languages unused)")
+    splits = {"train": train, "dev": dev, "test": splits["test"]}
+    extra = [s for s in extra if s.lang == source] + target
+    return splits, extra, {"target": target,
+                           "source": [dataclasses.replace(s, tags=None) for s in train]}
 
 
 def tokenize(sentences, tokenizer, label_ids, cfg: config_lib.DataConfig) -> Split:
@@ -109,13 +185,13 @@ class Tagger:
     """A model with its tokenizer and a compiled word-level forward pass."""
 
     def __init__(self, model, tokenizer, cfg: config_lib.DataConfig, labels, convert=None,
-                 hidden_layers=(), xla=False):
+                 hidden_layers=(), xla=False, with_aux=False):
         self.model = model
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.labels = labels
         self.convert = convert  # teacher label space -> data label space (ready teachers)
-        self.forward = inference.make_forward(model, hidden_layers, xla)
+        self.forward = inference.make_forward(model, hidden_layers, xla, with_aux=with_aux)
 
     def batches(self, split: Split, word_targets=None):
         return features.make_batches(split.windows, self.cfg.eval_batch_size,
@@ -145,7 +221,8 @@ class Tagger:
 
 
 def teacher_targets(tagger: Tagger, split: Split) -> dict[str, list[np.ndarray]]:
-    """Per-sentence word-level teacher outputs: `logits` [n, K] and `hidden` [n, layers, H]."""
+    """Per-sentence word-level teacher outputs: `teacher_logits` [n, K], `teacher_hidden`
+    [n, layers, H] and `teacher_aux_logits` [n, n_aux, K] (per-layer classifiers)."""
     out = tagger.outputs(split)
     logits = out["logits"]
     if tagger.convert:  # a ready teacher speaks its own labels: learn its mapped distribution
@@ -153,6 +230,8 @@ def teacher_targets(tagger: Tagger, split: Split) -> dict[str, list[np.ndarray]]
     targets = {"teacher_logits": [x.astype(np.float32) for x in logits]}
     if "hidden" in out:  # float16 halves the cache; losses compute in float32
         targets["teacher_hidden"] = [h.astype(np.float16) for h in out["hidden"]]
+    if "aux_logits" in out:
+        targets["teacher_aux_logits"] = [x.astype(np.float32) for x in out["aux_logits"]]
     return targets
 
 
@@ -160,6 +239,50 @@ def window_targets(targets: dict, windows: list[features.Window]) -> dict:
     """Slices per-sentence word targets into the student's windows."""
     return {k: [v[w.sentence][w.word_start:w.word_end] for w in windows]
             for k, v in targets.items()}
+
+
+def _teacher_cache(tagger: Tagger, sentences, s_tok, dcfg) -> tuple[Split, dict]:
+    """The student's split of unlabelled `sentences` and the teacher's word targets for it."""
+    t_split = tokenize(sentences, tagger.tokenizer, None, dcfg)
+    s_split = t_split if s_tok is tagger.tokenizer else tokenize(sentences, s_tok, None, dcfg)
+    return s_split, window_targets(teacher_targets(tagger, t_split), s_split.windows)
+
+
+def _sentence_cls(model, split: Split, tokenizer, dcfg) -> list[np.ndarray]:
+    """The model's last-layer [CLS] vector of each sentence (of its first window), float32."""
+    batches = features.make_batches(split.windows, dcfg.eval_batch_size, dcfg.max_seq_length,
+                                    tokenizer.pad_token_id)
+    cls = inference.make_cls(model)
+    per_sentence: list = [None] * len(split.sentences)
+    for batch in batches:
+        vectors = cls(batch["input_ids"], batch["attention_mask"]).numpy()
+        for row, w in enumerate(batch["window"]):
+            sentence = split.windows[w].sentence
+            if per_sentence[sentence] is None or split.windows[w].word_start == 0:
+                per_sentence[sentence] = vectors[row]
+    return per_sentence
+
+
+def _similarity_teacher(cfg, state, labels, t_tok, t_splits, history):
+    """MTMT's similarity teacher: the teacher checkpoint fine-tuned on source word pairs."""
+    model, _, _ = models.build_teacher(cfg.teacher.model, labels, cfg.teacher.dropout)
+    folder = os.path.join(cfg.output_dir, "similarity_teacher")
+    if state.done("similarity_teacher"):
+        models.load_weights(model, folder)
+        history += state.done("similarity_teacher")["history"]
+        log("similarity teacher: fine-tuned in an earlier run, weights loaded")
+        return model
+    log("similarity teacher: fine-tuning on source word pairs (same entity type or not)")
+    settings = train.LossSettings(label_types=labels_lib.label_types(labels))
+    tagger = Tagger(model, t_tok, cfg.data, labels)
+    result = _run_stage(model, stages_lib.similarity_stage(cfg.teacher, model.num_blocks),
+                        t_splits, tagger, cfg, settings, log_name="similarity_teacher",
+                        weight_decay=cfg.teacher.weight_decay,
+                        warmup_ratio=cfg.teacher.warmup_ratio)
+    _finish_stage(cfg, state, "similarity_teacher", "similarity_teacher", model, folder, result,
+                  labels)
+    history += result.history
+    return model
 
 
 # --------------------------------------------------------------------------- the run
@@ -174,10 +297,13 @@ def run(cfg: config_lib.RunConfig) -> dict:
     state = RunState(out, json.loads(json.dumps(dataclasses.asdict(cfg))))
     dcfg = cfg.data
 
-    splits, labels, transfer_sentences = load_data(dcfg)
+    loaded = load_data(dcfg)
+    splits, labels, unlabelled, dcfg = (loaded.splits, loaded.labels, loaded.unlabelled,
+                                        loaded.config)
+    cfg = dataclasses.replace(cfg, data=dcfg)
     label_ids = {label: i for i, label in enumerate(labels)}
     log(f"data: {', '.join(f'{k} {len(v)} sentences' for k, v in splits.items())}, "
-        f"transfer {len(transfer_sentences)}; {len(labels)} labels")
+        f"transfer {len(unlabelled['transfer'])}; {len(labels)} labels")
 
     # Teacher.
     t_tok = models.load_tokenizer(cfg.teacher.model)
@@ -226,21 +352,29 @@ def run(cfg: config_lib.RunConfig) -> dict:
     student = models.build_student(
         cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
         dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
-        cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings)
+        cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
+        msd=cfg.strategy == "msd")
+    msd_pairs = (stages_lib.msd_layer_pairs(teacher.aux_layers, teacher.num_blocks,
+                                            student.num_blocks)
+                 if cfg.strategy == "msd" else None)
     if cfg.student.copy_transitions and student.head.crf and teacher.head.crf and not ready:
         for mine, theirs in zip(student.head.crf.weights, teacher.head.crf.weights, strict=True):
             mine.assign(theirs)
     t_layers, s_layers = stages_lib.representation_pairs(
         cfg.distil.teacher_layer, teacher.num_blocks, student.num_blocks)
-    settings = train.LossSettings(s_layers, cfg.distil.logit_loss, cfg.distil.temperature,
-                                  dcfg.label_all_subwords)
+    settings = train.LossSettings(
+        s_layers, cfg.distil.logit_loss, cfg.distil.temperature, dcfg.label_all_subwords,
+        aux_targets=msd_pairs[1] if msd_pairs else (), msd_beta=cfg.distil.msd_beta,
+        mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha)
     s_splits = (t_splits if s_tok is t_tok
                 else {k: tokenize(v, s_tok, label_ids, dcfg) for k, v in splits.items()})
     s_tagger = Tagger(student, s_tok, dcfg, labels, xla=cfg.xla)
     schedule = stages_lib.build_schedule(cfg.distil, student.num_blocks,
-                                         cfg.student.freeze_embeddings)
+                                         cfg.student.freeze_embeddings, cfg.strategy,
+                                         aux=bool(student.aux_layers))
     log(f"student: {cfg.student.model} ({student.num_blocks} blocks, width "
-        f"{student.hidden_size}); stages: {', '.join(s.name for s in schedule)}")
+        f"{student.hidden_size}); strategy {cfg.strategy}; stages: "
+        f"{', '.join(s.name for s in schedule)}")
 
     student_dir = os.path.join(out, "student")
     todo = [s for s in schedule if not state.done(s.name)]
@@ -250,21 +384,32 @@ def run(cfg: config_lib.RunConfig) -> dict:
             if state.done(s.name):
                 history += state.done(s.name)["history"]
         log(f"student: {len(schedule) - len(todo)} stages finished in an earlier run, resuming")
+    targets = {}
     if any(s.data == "transfer" for s in todo):
         cached_layers = t_layers if any(s.objective == "representations" for s in todo) else ()
         log(f"caching teacher outputs (logits, hidden states {list(cached_layers)}) on transfer "
             "and dev data")
         cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, hidden_layers=cached_layers)
-        transfer_t = tokenize(transfer_sentences, t_tok, None, dcfg)
-        transfer_s = (transfer_t if s_tok is t_tok
-                      else tokenize(transfer_sentences, s_tok, None, dcfg))
-        targets = {"transfer": window_targets(teacher_targets(cache_tagger, transfer_t),
-                                              transfer_s.windows),
-                   "dev": window_targets(teacher_targets(cache_tagger, t_splits["dev"]),
-                                         s_splits["dev"].windows)}
-        s_splits["transfer"] = transfer_s
-    else:
-        targets = {}
+        s_splits["transfer"], targets["transfer"] = _teacher_cache(
+            cache_tagger, unlabelled["transfer"], s_tok, dcfg)
+        targets["dev"] = window_targets(teacher_targets(cache_tagger, t_splits["dev"]),
+                                        s_splits["dev"].windows)
+    if any(s.data == "target" for s in todo):
+        log(f"caching teacher outputs on {len(unlabelled['target'])} target-language sentences")
+        cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert,
+                              with_aux=cfg.strategy == "msd")
+        s_splits["target"], targets["target"] = _teacher_cache(
+            cache_tagger, unlabelled["target"], s_tok, dcfg)
+        if cfg.strategy == "mtmt":
+            similar = _similarity_teacher(cfg, state, labels, t_tok, t_splits, history)
+            sim_tagger = Tagger(similar, t_tok, dcfg, labels, hidden_layers=(similar.num_blocks,))
+            _, sim = _teacher_cache(sim_tagger, unlabelled["target"], s_tok, dcfg)
+            targets["target"]["teacher_sim"] = [h[:, 0] for h in sim["teacher_hidden"]]
+        if cfg.strategy == "msd":
+            source = tokenize(unlabelled["source"], t_tok, None, dcfg)
+            s_splits["source"] = (source if s_tok is t_tok
+                                  else tokenize(unlabelled["source"], s_tok, None, dcfg))
+            targets["source_cls"] = _sentence_cls(teacher, source, t_tok, dcfg)
     best_f1 = max([state.done(s.name)["best"] for s in schedule
                    if s.monitor == "dev_f1" and state.done(s.name)], default=-math.inf)
     for stage in todo:
@@ -294,20 +439,24 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
                log_name="teacher", reduce_lr=False, weight_decay=None, warmup_ratio=None,
                baseline=-math.inf):
     dcfg = cfg.data
-    source = splits["train"] if stage.data == "train" else splits["transfer"]
+    source = splits[stage.data]
     keys = train.batch_keys(stage.objective)
-    word_targets = {k: v for k, v in (targets or {}).get("transfer", {}).items() if k in keys}
+    word_targets = {k: v for k, v in (targets or {}).get(stage.data, {}).items() if k in keys}
 
     def make(epoch):
-        return features.make_batches(source.windows, dcfg.batch_size, dcfg.max_seq_length,
-                                     tagger.tokenizer.pad_token_id, word_targets or None,
-                                     shuffle=True, seed=cfg.seed * 1000 + epoch)
+        batches = features.make_batches(source.windows, dcfg.batch_size, dcfg.max_seq_length,
+                                        tagger.tokenizer.pad_token_id, word_targets or None,
+                                        shuffle=True, seed=cfg.seed * 1000 + epoch)
+        if stage.objective == "msd":  # each target batch meets a batch of source sentences
+            _add_source_batches(batches, splits["source"], targets["source_cls"], dcfg,
+                                tagger.tokenizer.pad_token_id, cfg.seed * 1000 + epoch)
+        return batches
 
     if stage.monitor == "dev_f1":
         def monitor():
             return tagger.score(splits["dev"])["f1"]
     else:
-        dev_targets = {k: v for k, v in targets["dev"].items() if k in keys}
+        dev_targets = {k: v for k, v in (targets or {}).get("dev", {}).items() if k in keys}
         dev_batches = tagger.batches(splits["dev"], dev_targets)
 
         def monitor():
@@ -321,6 +470,19 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
         reduce_lr_on_plateau=reduce_lr,
         log_dir=os.path.join(cfg.output_dir, "tensorboard", log_name), xla=cfg.xla,
         baseline=baseline)
+
+
+def _add_source_batches(batches, source: Split, cls: list, dcfg, pad_id: int, seed: int):
+    """MSD: adds `src_input_ids`, `src_attention_mask` and the teacher's `teacher_src_cls` of a
+    (cycled, shuffled) source batch to every target batch, for the two MMD losses."""
+    src = features.make_batches(source.windows, dcfg.batch_size, dcfg.max_seq_length, pad_id,
+                                shuffle=True, seed=seed + 1)
+    for i, batch in enumerate(batches):
+        other = src[i % len(src)]
+        batch["src_input_ids"] = other["input_ids"]
+        batch["src_attention_mask"] = other["attention_mask"]
+        batch["teacher_src_cls"] = np.stack(
+            [cls[source.windows[w].sentence] for w in other["window"]]).astype(np.float32)
 
 
 def _checkpoint_dir(cfg, name: str) -> str:
@@ -346,7 +508,17 @@ def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_
                                            models.weights_size_mb(folder), timing["ms_per_batch"])
         entries[name]["dev_f1"] = tagger.score(splits["dev"])["f1"]  # what model choice saw
         entries[name]["timing"] = timing
-    return report.metrics_document(entries["teacher"], entries["student"])
+        if cfg.data.target_langs:
+            entries[name]["target_avg_f1"] = float(np.mean(
+                [scores["per_language"][lang]["f1"] for lang in cfg.data.target_langs]))
+    extra = {}
+    if cfg.data.source_lang:
+        extra["protocol"] = {
+            "source_lang": cfg.data.source_lang, "target_langs": list(cfg.data.target_langs),
+            "strategy": cfg.strategy,
+            "model_choice": f"{cfg.data.source_lang} dev only (zero-shot: no target labels "
+                            "before evaluation)"}
+    return report.metrics_document(entries["teacher"], entries["student"], extra)
 
 
 def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok) -> dict:

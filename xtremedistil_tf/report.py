@@ -46,6 +46,30 @@ def comparison_table(doc: dict) -> str:
     return evaluate.format_comparison({"teacher": doc["teacher"], "student": doc["student"]})
 
 
+def language_table(doc: dict) -> str:
+    """Per-language test F1 of teacher and student (and the target average under the zero-shot
+    protocol) as markdown; empty when the test data has fewer than two languages."""
+    langs = sorted(set(doc["teacher"].get("per_language", {}))
+                   | set(doc["student"].get("per_language", {})))
+    if len(langs) < 2:
+        return ""
+    protocol = doc.get("protocol")
+    head = ["model", *langs] + (["target avg"] if protocol else [])
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for name in ("teacher", "student"):
+        entry = doc[name]
+        cells = [name] + [f"{entry['per_language'][lang]['f1']:.3f}"
+                          if lang in entry["per_language"] else "-" for lang in langs]
+        if protocol:
+            cells.append(f"{entry['target_avg_f1']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if protocol:
+        text += (f"\nzero-shot {protocol['source_lang']} -> {','.join(protocol['target_langs'])}"
+                 f" ({protocol['strategy']}); model choice: {protocol['model_choice']}\n")
+    return text
+
+
 def plot_history(history: list[dict], path: str) -> None:
     """Training loss and dev metric per epoch, one line per stage, as a PNG."""
     import matplotlib

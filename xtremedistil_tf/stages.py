@@ -6,6 +6,11 @@ One loop (`train.run_stage`) runs any `Stage`. The XtremeDistil schedule is
   3. labels: cross-entropy on the labelled training set, unfreezing from the top.
 With gradual unfreezing, stages 2 and 3 become L+1 steps for an L-block student: the head alone,
 then the head and the top block, ..., then everything (embeddings last, unless frozen).
+
+The cross-lingual distillers are one stage each, on unlabelled target-language text, all layers
+training (as published): `tsl` (probability MSE), `msd` (per-layer probability MSE + MMD on
+[CLS]) and `mtmt` (recogniser + similarity teachers on word pairs, after the `similarity` stage
+that fine-tunes the similarity teacher on source pairs).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import dataclasses
 
 from xtremedistil_tf import config as config_lib
 
-OBJECTIVES = ("representations", "logits", "labels")
+OBJECTIVES = ("representations", "logits", "labels", "tsl", "msd", "mtmt", "similarity")
+DATA = ("transfer", "train", "target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +29,9 @@ class Stage:
 
     Attributes:
         name: unique, readable name (used for checkpoints, logs and resume).
-        objective: "representations", "logits" or "labels".
-        data: "transfer" (unlabelled, teacher targets) or "train" (gold labels).
+        objective: one of `OBJECTIVES`.
+        data: "transfer" (unlabelled, teacher targets), "train" (gold labels) or "target"
+            (unlabelled target-language text of the zero-shot protocol).
         trainable: variable groups of `TokenClassifier.variable_groups()` that train.
         learning_rate: peak learning rate (linear warm-up and decay over the stage).
         max_epochs: epochs at most.
@@ -44,8 +51,8 @@ class Stage:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"stage {self.name}: unknown objective {self.objective!r}")
-        if self.data not in ("transfer", "train"):
-            raise ValueError(f"stage {self.name}: data must be transfer or train")
+        if self.data not in DATA:
+            raise ValueError(f"stage {self.name}: data must be one of {', '.join(DATA)}")
         if self.monitor not in ("dev_f1", "dev_loss"):
             raise ValueError(f"stage {self.name}: monitor must be dev_f1 or dev_loss")
         if not self.trainable:
@@ -80,8 +87,17 @@ def teacher_stage(cfg: config_lib.TeacherConfig, num_blocks: int, aux: bool = Fa
     )
 
 
+def similarity_stage(cfg: config_lib.TeacherConfig, num_blocks: int) -> Stage:
+    """MTMT's similarity teacher: the encoder fine-tuned on source word pairs (dev pair loss)."""
+    return Stage("similarity_teacher", "similarity", "train",
+                 top_groups(num_blocks, 0 if cfg.freeze_encoder else num_blocks,
+                            cfg.freeze_encoder or cfg.freeze_embeddings)[1:] or ("head",),
+                 cfg.learning_rate, cfg.epochs, cfg.patience, "dev_loss")
+
+
 def build_schedule(
-    cfg: config_lib.DistilConfig, num_blocks: int, freeze_embeddings: bool
+    cfg: config_lib.DistilConfig, num_blocks: int, freeze_embeddings: bool,
+    strategy: str = "xtremedistil", aux: bool = False,
 ) -> list[Stage]:
     """The student's stages, in order.
 
@@ -89,8 +105,14 @@ def build_schedule(
         cfg: which stages run, and their optimisation settings.
         num_blocks: transformer blocks of the student.
         freeze_embeddings: never train the word embeddings (e.g. compressed teacher embeddings).
+        strategy: "xtremedistil" (the staged schedule) or a cross-lingual distiller.
+        aux: the student has per-layer classifiers (MSD), which train too.
     """
     common = dict(learning_rate=cfg.learning_rate, max_epochs=cfg.epochs, patience=cfg.patience)
+    if strategy != "xtremedistil":
+        groups = top_groups(num_blocks, num_blocks, freeze_embeddings) + ("projection",)
+        groups += ("aux",) if aux else ()
+        return [Stage(strategy, strategy, "target", groups, monitor="dev_f1", **common)]
     schedule = []
     if "representations" in cfg.stages:
         body = tuple(f"block:{i}" for i in range(num_blocks)) + ("projection",)
@@ -111,6 +133,27 @@ def build_schedule(
                       monitor="dev_f1", **common)
             )
     return schedule
+
+
+def msd_layer_pairs(
+    teacher_aux: tuple[int, ...], teacher_blocks: int, student_blocks: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """MSD's per-layer channels for a student that may be shallower than its teacher.
+
+    Student layer j (1 .. L_s - 1, an index into `hidden_states`) is paired with teacher layer
+    round(j · L_t / L_s) when that teacher layer has a classifier; equal depths pair j with j.
+
+    Returns:
+        (student layers that get a classifier, position of each one's teacher layer in
+        `teacher_aux`).
+    """
+    student, positions = [], []
+    for j in range(1, student_blocks):
+        t = round(j * teacher_blocks / student_blocks)
+        if t in teacher_aux:
+            student.append(j)
+            positions.append(teacher_aux.index(t))
+    return tuple(student), tuple(positions)
 
 
 def representation_pairs(

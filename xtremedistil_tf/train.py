@@ -59,6 +59,12 @@ class LossSettings:
         temperature: for `kl`.
         label_all_subwords: softmax heads learn labels on every sub-word, not only the first.
         aux_weight: weight of the per-layer classifiers' loss, `aux_weight · Σ softmax(ω)ᵢ CEᵢ`.
+        aux_targets: MSD, for each student per-layer classifier the position of its teacher
+            layer in the cached `teacher_aux_logits`.
+        msd_beta, mmd_weight: MSD loss weights (see `DistilConfig`).
+        mtmt_alpha: MTMT, weight of the similarity loss.
+        label_types: label id -> entity type id (B-PER and I-PER share one; O has its own), for
+            the similarity teacher's same-type pairs.
     """
 
     student_layers: tuple[int, ...] = (-1,)
@@ -66,21 +72,32 @@ class LossSettings:
     temperature: float = 1.0
     label_all_subwords: bool = False
     aux_weight: float = 0.1
+    aux_targets: tuple[int, ...] = ()
+    msd_beta: float = 0.1
+    mmd_weight: float = 1e-3
+    mtmt_alpha: float = 1.0
+    label_types: tuple[int, ...] = ()
 
 
 def batch_keys(objective: str) -> tuple[str, ...]:
     """The batch entries an objective reads (others are not fed, to avoid retracing)."""
     base = ("input_ids", "attention_mask", "word_index", "word_mask")
     extra = {"representations": ("teacher_hidden",), "logits": ("teacher_logits",),
-             "labels": ("token_labels", "token_first")}[objective]
+             "labels": ("token_labels", "token_first"), "tsl": ("teacher_logits",),
+             "msd": ("teacher_logits", "teacher_aux_logits", "src_input_ids",
+                     "src_attention_mask", "teacher_src_cls"),
+             "mtmt": ("teacher_logits", "teacher_sim"),
+             "similarity": ("word_labels",)}[objective]
     return base + extra
 
 
 def objective_loss(model, objective: str, settings: LossSettings, batch: dict, training: bool):
     """The stage loss of one batch (a scalar tensor)."""
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    want_hidden = objective == "representations"
+    want_hidden = objective in ("representations", "msd", "mtmt", "similarity")
     out = model(inputs, training=training, output_hidden_states=want_hidden)
+    if objective in ("msd", "mtmt", "similarity"):
+        return _cross_lingual_loss(model, objective, settings, batch, out, training)
     if objective == "labels":
         labels = batch["token_labels"]
         token_mask = model.token_mask(batch["input_ids"], batch["attention_mask"])
@@ -96,10 +113,10 @@ def objective_loss(model, objective: str, settings: LossSettings, batch: dict, t
             loss += settings.aux_weight * aux
         return loss
     mask = batch["word_mask"]
-    if objective == "logits":
+    if objective in ("logits", "tsl"):
         student = losses.gather_words(out["logits"], batch["word_index"])
-        fn = losses.get(settings.logit_loss, settings.temperature)
-        return fn(student, batch["teacher_logits"], mask)
+        name = "prob_mse" if objective == "tsl" else settings.logit_loss
+        return losses.get(name, settings.temperature)(student, batch["teacher_logits"], mask)
     hidden = out["hidden_states"]
     student = tf.stack(
         [model.project(losses.gather_words(hidden[i], batch["word_index"]))
@@ -110,6 +127,45 @@ def objective_loss(model, objective: str, settings: LossSettings, batch: dict, t
     flat = tf.reshape(student, [shape[0], shape[1], -1])
     target = tf.reshape(batch["teacher_hidden"], [shape[0], shape[1], -1])
     return losses.mse(flat, target, mask)
+
+
+def _cross_lingual_loss(model, objective: str, settings: LossSettings, batch: dict, out: dict,
+                        training: bool):
+    """MSD, MTMT and the similarity teacher's losses (see `losses.mmd2`, `losses.mtmt_loss`)."""
+    index, real = batch["word_index"], batch["word_mask"] > 0
+    last = out["hidden_states"][-1]
+    if objective == "similarity":  # source words, labelled: same entity type or not
+        vec = tf.boolean_mask(losses.gather_words(last, index), real)
+        types = tf.gather(tf.constant(settings.label_types, tf.int32),
+                          tf.maximum(tf.boolean_mask(batch["word_labels"], real), 0))
+        j = losses.partners(tf.shape(vec)[0])
+        pred = tf.sigmoid(losses.cosine_similarity(vec, tf.gather(vec, j)))
+        return losses.balanced_bce(pred, tf.equal(types, tf.gather(types, j)))
+    logits = losses.gather_words(out["logits"], index)
+    if objective == "mtmt":
+        return losses.mtmt_loss(
+            tf.nn.softmax(tf.boolean_mask(logits, real), axis=-1),
+            tf.nn.softmax(tf.boolean_mask(tf.cast(batch["teacher_logits"], tf.float32), real)),
+            tf.boolean_mask(losses.gather_words(last, index), real),
+            tf.boolean_mask(batch["teacher_sim"], real), settings.mtmt_alpha)
+    mask = batch["word_mask"]  # MSD: every layer's distributions on target text, then MMD
+    loss = losses.prob_mse(logits, batch["teacher_logits"], mask)
+    if settings.aux_targets and settings.msd_beta:
+        weights = tf.nn.softmax(model.aux_weights)
+        per_layer = [losses.prob_mse(losses.gather_words(x, index),
+                                     batch["teacher_aux_logits"][:, :, k], mask)
+                     for x, k in zip(out["aux_logits"], settings.aux_targets, strict=True)]
+        loss += settings.msd_beta * tf.add_n([weights[i] * x for i, x in enumerate(per_layer)])
+    if settings.mmd_weight:
+        source = model({"input_ids": batch["src_input_ids"],
+                        "attention_mask": batch["src_attention_mask"]},
+                       training=training, output_hidden_states=True)
+        s_cls_target = model.project(last[:, 0])
+        s_cls_source = model.project(source["hidden_states"][-1][:, 0])
+        t_cls = batch["teacher_src_cls"]
+        loss += settings.mmd_weight * (losses.mmd2(t_cls, s_cls_target)      # cross-language
+                                       + losses.mmd2(t_cls, s_cls_source))   # cross-model
+    return loss
 
 
 def stage_variables(model, stage: stages_lib.Stage) -> list[tf.Variable]:

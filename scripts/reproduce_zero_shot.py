@@ -1,0 +1,141 @@
+"""Reproduces the zero-shot table: an English teacher, four distillers, per-target-language F1.
+
+    python scripts/reproduce_zero_shot.py --data ../shared/data/wikiann \
+        --teacher /path/to/multilingual-e5-small --output_dir runs/zero_shot \
+        --results results/zero_shot --readme README.md
+
+Rows, as in the cross-lingual NER papers: direct transfer (the teacher fine-tuned on the source
+language, applied to the targets as is), TSL, MSD, MTMT and the XtremeDistil stages, all with the
+same student (`--student`, default 6 of the teacher's 12 layers) and the same teacher: the first
+row fine-tunes it (with per-layer classifiers, which MSD needs and the others ignore), the others
+reuse it. Source labels train; target sentences are used without labels; model choice on source
+dev only; every target language is scored on its test sample. Resumable like
+reproduce_wikiann.py: rerun the same command to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reproduce_wikiann as rw  # noqa: E402
+
+BEGIN, END = "<!-- zero-shot:begin -->", "<!-- zero-shot:end -->"
+RUNS = [  # (row, strategy flagfile or None, extra flags)
+    ("TSL", "tsl.cfg", []),
+    ("MSD", "msd.cfg", []),
+    ("MTMT", "mtmt.cfg", []),
+    ("XtremeDistil", None, []),
+]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="folder with <lang>/{train,dev,test}.conll")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", default="teacher:0,2,4,6,8,10")
+    p.add_argument("--output_dir", default="runs/zero_shot")
+    p.add_argument("--results", default="results/zero_shot")
+    p.add_argument("--readme", default="")
+    p.add_argument("--source", default="en")
+    p.add_argument("--targets", default="de,es,nl,ar,fi,hu")
+    p.add_argument("--source_train", type=int, default=5000, help="labelled source sentences")
+    p.add_argument("--source_dev", type=int, default=1000)
+    p.add_argument("--target_text", type=int, default=1000,
+                   help="unlabelled sentences per target (from its train split, tags dropped)")
+    p.add_argument("--test_per_lang", type=int, default=1000)
+    p.add_argument("--only", default="", help="comma-separated rows (default: all)")
+    p.add_argument("--summary_only", action="store_true")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("extra", nargs="*", help="more run_distil.py flags for every run (after --)")
+    args = p.parse_args(argv)
+    targets = [t for t in args.targets.split(",") if t]
+    runs = [r for r in RUNS if not args.only or r[0] in args.only.split(",")]
+    if args.only and not runs:
+        p.error(f"--only={args.only}: no such row; rows: {', '.join(r[0] for r in RUNS)}")
+    if runs[0] is not RUNS[0]:
+        runs.insert(0, RUNS[0])
+    if not args.summary_only:
+        dst = os.path.join(args.output_dir, "data")
+        sample = lambda lang, split, n: rw.sample_split(  # noqa: E731
+            args.data, dst, lang, split, n, args.seed)
+        files = {
+            "train": ",".join([sample(args.source, "train", args.source_train)]
+                              + [sample(t, "train", args.target_text) for t in targets]),
+            "dev": sample(args.source, "dev", args.source_dev),
+            "test": ",".join(sample(lang, "test", args.test_per_lang)
+                             for lang in [args.source, *targets]),
+        }
+        common = [f"--student={args.student}", f"--source_lang={args.source}",
+                  f"--target_langs={','.join(targets)}", "--aux_heads"]
+        for name, flagfile, extra in runs:
+            strategy = ([f"--flagfile={os.path.join(rw.REPO, 'flags', flagfile)}"]
+                        if flagfile else [])
+            if not rw.run_row(name, common + strategy + extra, files, args, first=RUNS[0][0]):
+                return 1
+    rows = summarise(args, targets)
+    if not rows:
+        print("no finished runs yet", file=sys.stderr)
+        return 1
+    write(rows, targets, args)
+    return 0
+
+
+def summarise(args, targets: list[str]) -> list[dict]:
+    rows = []
+    for name, _, _ in RUNS:
+        path = os.path.join(rw.run_dir(args, name), "metrics.json")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        entries = [("direct transfer (teacher)", doc["teacher"], 1.0)] if not rows else []
+        entries.append((name, doc["student"], doc["speedup"]))
+        for model, entry, speedup in entries:
+            f1 = {lang: entry["per_language"][lang]["f1"] for lang in [args.source, *targets]}
+            rows.append({"model": model, "avg_f1": sum(f1[t] for t in targets) / len(targets),
+                         **{f"f1_{lang}": v for lang, v in f1.items()},
+                         "params": entry["params"], "speedup": speedup,
+                         "wall_s": doc["wall_seconds"] if model == name else 0.0})
+    return rows
+
+
+def write(rows: list[dict], targets: list[str], args) -> None:
+    os.makedirs(args.results, exist_ok=True)
+    columns = ["model", *[f"f1_{t}" for t in targets], "avg_f1", f"f1_{args.source}", "params",
+               "speedup", "wall_s"]
+    with open(os.path.join(args.results, "summary.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
+                             for k in columns})
+    head = ["model", *targets, "target avg", f"{args.source} (source)", "params", "speed-up",
+            "wall"]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(
+            [r["model"], *[f"{100 * r[f'f1_{t}']:.1f}" for t in targets],
+             f"**{100 * r['avg_f1']:.1f}**", f"{100 * r[f'f1_{args.source}']:.1f}",
+             f"{r['params'] / 1e6:.1f}M", f"{r['speedup']:.2f}x",
+             f"{r['wall_s'] / 60:.0f} min" if r["wall_s"] else "—"]) + " |")
+    table = "\n".join(lines) + (
+        f"\n\nEntity F1 on {args.test_per_lang or 'all'} test sentences per language. Teacher "
+        f"fine-tuned on {args.source_train or 'all'} {args.source} sentences (model choice on "
+        f"{args.source_dev or 'all'} {args.source} dev sentences only); students distil on "
+        f"{args.target_text or 'all'} unlabelled sentences per target language; student "
+        f"`{args.student}`. Wall time: each student's whole run (teacher caching, stages, "
+        f"scoring, export); the first row's includes fine-tuning the teacher.\n")
+    with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    if args.readme:
+        rw.update_readme(args.readme, table, BEGIN, END)
+    print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
