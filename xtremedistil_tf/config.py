@@ -15,6 +15,7 @@ STRATEGIES = ("xtremedistil", "tsl", "msd", "mtmt")
 LOGIT_LOSSES = ("mse", "kl", "prob_mse")
 REP_LAYERS = ("middle", "last", "uniform")
 STAGE_NAMES = ("representations", "logits", "labels")
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker", "tpu")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -233,8 +234,17 @@ class RunConfig:
     speed_seq_length: int = 128
     xla: bool = False
     checkpoint_every: int = 200
+    distribution: str = "default"
+    tpu: str = ""
+    cpu_devices: int = 0
+    per_replica_batch_size: int = 0
 
     def __post_init__(self):
+        _check(self.distribution in DISTRIBUTIONS,
+               f"--distribution_strategy={self.distribution}; use one of "
+               f"{', '.join(DISTRIBUTIONS)}")
+        _check(self.per_replica_batch_size >= 0, "--per_replica_batch_size must be >= 0")
+        _check(self.cpu_devices >= 0, "--cpu_devices must be >= 0")
         _check(bool(self.output_dir), "--output_dir is empty")
         _check(
             self.strategy in STRATEGIES,

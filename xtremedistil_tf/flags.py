@@ -105,6 +105,14 @@ flags.DEFINE_integer("speed_seq_length", 128, "Sequence length of the speed meas
 flags.DEFINE_integer("checkpoint_every", 200, "Training steps between resume checkpoints "
                      "(also written at every epoch end; 0: epoch ends only).")
 flags.DEFINE_bool("xla", False, "Compile with XLA (helps on GPUs; slower on CPUs).")
+flags.DEFINE_enum("distribution_strategy", "default", list(config_lib.DISTRIBUTIONS),
+                  "tf.distribute for training: default (one device), mirrored (all local GPUs, "
+                  "or --cpu_devices), multi_worker (hosts from TF_CONFIG) or tpu (--tpu).")
+flags.DEFINE_string("tpu", "", "TPU name or grpc:// address for --distribution_strategy=tpu.")
+flags.DEFINE_integer("cpu_devices", 0, "mirrored without GPUs: split the CPU into this many "
+                     "logical devices (to try multi-replica training on a CPU).")
+flags.DEFINE_integer("per_replica_batch_size", 0, "If > 0: the global --batch_size becomes this "
+                     "times the number of replicas. --batch_size is always the global batch.")
 
 
 def _files(value: str) -> tuple[str, ...]:
@@ -187,6 +195,10 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         speed_batch_size=f.speed_batch_size,
         speed_seq_length=f.speed_seq_length,
         xla=f.xla,
+        distribution=f.distribution_strategy,
+        tpu=f.tpu,
+        cpu_devices=f.cpu_devices,
+        per_replica_batch_size=f.per_replica_batch_size,
         checkpoint_every=f.checkpoint_every,
     )
 

@@ -7,6 +7,7 @@ the same command after an interruption continues after the last finished step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -21,6 +22,7 @@ import tensorflow as tf
 from xtremedistil_tf import (
     config as config_lib,
     data as data_lib,
+    distribute as distribute_lib,
     evaluate,
     export as export_lib,
     features,
@@ -289,12 +291,35 @@ def _similarity_teacher(cfg, state, labels, t_tok, t_splits, history):
 
 
 def run(cfg: config_lib.RunConfig) -> dict:
-    """Runs the job described by `cfg` and returns the metrics document (also on disk)."""
+    """Runs the job described by `cfg` and returns the metrics document (also on disk).
+
+    Under `--distribution_strategy` every model is built in the strategy's scope and every
+    training stage runs on all replicas; a non-chief worker runs the same steps (collective ops
+    need it) but writes into `<output_dir>/.worker<i>`, so only the chief's files are results.
+    """
+    strategy = distribute_lib.make_strategy(cfg.distribution, cfg.tpu, cfg.cpu_devices)
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg)))  # what a resumed run must match
+    if not distribute_lib.is_chief(strategy):
+        scratch = distribute_lib.worker_folder(strategy, cfg.output_dir)
+        cfg = dataclasses.replace(cfg, output_dir=scratch,
+                                  export_dir=os.path.join(scratch, "saved_models"))
+    if cfg.per_replica_batch_size:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, batch_size=cfg.per_replica_batch_size * distribute_lib.replicas(strategy)))
+    if strategy is not None:
+        log(f"distribution: {distribute_lib.describe(strategy)}; global batch "
+            f"{cfg.data.batch_size} ({cfg.data.batch_size / strategy.num_replicas_in_sync:g} "
+            "per replica)")
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        return _run(cfg, settings)
+
+
+def _run(cfg: config_lib.RunConfig, settings: dict) -> dict:
     t_start = time.time()
     out = cfg.output_dir
     os.makedirs(out, exist_ok=True)
     tf.keras.utils.set_random_seed(cfg.seed)
-    state = RunState(out, json.loads(json.dumps(dataclasses.asdict(cfg))))
+    state = RunState(out, settings)
     dcfg = cfg.data
 
     loaded = load_data(dcfg)
@@ -464,6 +489,7 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
 
     return train.run_stage(
         model, stage, train.epoch_batches(make), monitor, settings,
+        strategy=tf.distribute.get_strategy() if tf.distribute.has_strategy() else None,
         checkpoint_dir=_checkpoint_dir(cfg, log_name), checkpoint_every=cfg.checkpoint_every,
         weight_decay=cfg.distil.weight_decay if weight_decay is None else weight_decay,
         warmup_ratio=cfg.distil.warmup_ratio if warmup_ratio is None else warmup_ratio,

@@ -7,6 +7,7 @@ variables only, epoch-wise evaluation on dev, early stopping, and the best dev w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from xtremedistil_tf import features, losses, stages as stages_lib
+from xtremedistil_tf import distribute, features, losses, stages as stages_lib
 
 keras = tf.keras
 BatchesFn = Callable[[int], Sequence[dict]]
@@ -129,6 +130,25 @@ def objective_loss(model, objective: str, settings: LossSettings, batch: dict, t
     return losses.mse(flat, target, mask)
 
 
+def objective_weight(model, objective: str, settings: LossSettings, batch: dict) -> tf.Tensor:
+    """How many positions the objective's loss on `batch` averages over (float32 scalar).
+
+    Under tf.distribute every replica scales its mean loss by its share of the global count, so
+    the summed gradients equal those of one device on the whole batch (sum over positions /
+    global count, not a mean of per-replica means).
+    """
+    if objective == "labels":
+        valid = batch["token_labels"] >= 0
+        if model.head.crf is not None:
+            counted = valid & model.token_mask(batch["input_ids"], batch["attention_mask"])
+        elif settings.label_all_subwords:
+            counted = valid
+        else:
+            counted = valid & (batch["token_first"] > 0)
+        return tf.reduce_sum(tf.cast(counted, tf.float32))
+    return tf.reduce_sum(tf.cast(batch["word_mask"] > 0, tf.float32))
+
+
 def _cross_lingual_loss(model, objective: str, settings: LossSettings, batch: dict, out: dict,
                         training: bool):
     """MSD, MTMT and the similarity teacher's losses (see `losses.mmd2`, `losses.mtmt_loss`)."""
@@ -219,6 +239,7 @@ def run_stage(
     baseline: float = -math.inf,
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> StageResult:
     """Trains `model` for one stage with early stopping on `monitor`.
 
@@ -239,6 +260,10 @@ def run_stage(
             best weights, early-stopping state) after every epoch and every `checkpoint_every`
             steps, and a later call with the same folder continues from the last checkpoint.
         checkpoint_every: steps between mid-epoch checkpoints (0: only at epoch ends).
+        strategy: a `tf.distribute.Strategy` whose scope created the model's variables: every
+            batch (the global batch) is split row-wise over its replicas, each replica's loss
+            is weighted by its share of the counted positions, gradients are summed across
+            replicas. Only the chief writes checkpoints (other workers write to a scratch folder).
 
     Returns:
         The stage's history; the model holds the best dev weights on return.
@@ -251,25 +276,41 @@ def run_stage(
     steps_per_epoch = len(train_batches(0))
     total = steps_per_epoch * stage.max_epochs
     schedule = WarmupLinearDecay(stage.learning_rate, total, int(total * warmup_ratio))
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
-    optimizer.build(variables)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+        optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
+        optimizer.build(variables)
     keys = batch_keys(stage.objective)
 
     signature = {k: tf.TensorSpec(v.shape, v.dtype)
                  for k, v in features.to_dataset(train_batches(0), keys).element_spec.items()}
 
-    @tf.function(input_signature=[signature], jit_compile=xla)
-    def train_step(batch):
+    def replica_step(batch):
         with tf.GradientTape() as tape:
             loss = objective_loss(model, stage.objective, settings, batch, training=True)
+            if strategy:
+                weight = objective_weight(model, stage.objective, settings, batch)
+                total = tf.distribute.get_replica_context().all_reduce("sum", weight)
+                loss = tf.math.divide_no_nan(loss * weight, total)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables) if g is not None]
         )
         return loss
 
+    if strategy is None:
+        train_step = tf.function(replica_step, input_signature=[signature], jit_compile=xla)
+    else:
+        @tf.function(reduce_retracing=True, jit_compile=xla)
+        def distributed_step(batch):
+            losses_ = strategy.run(replica_step, args=(batch,))
+            return strategy.reduce("sum", losses_, axis=None)
+
+        def train_step(batch):
+            return distributed_step(distribute.split_batch(strategy, batch))
+
     progress = _Progress(baseline)
+    checkpoint_dir = distribute.worker_folder(strategy, checkpoint_dir)
     best = _BestWeights(model, checkpoint_dir, progress)
     manager = None
     if checkpoint_dir:
@@ -280,18 +321,24 @@ def run_stage(
             best.load()  # before the current state: it passes through the model's variables
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             if verbose:
-                print(f"  [{stage.name}] resuming at epoch {int(progress.epoch) + 1}, batch "
-                      f"{int(progress.step) + 1}", file=sys.stderr, flush=True)
+                print(f"  [{stage.name}] resuming at epoch {int(progress.epoch.numpy()) + 1}, batch "
+                      f"{int(progress.step.numpy()) + 1}", file=sys.stderr, flush=True)
     if baseline > -math.inf and best.empty:
         best.save(0)  # the entering weights are the ones to beat
     writer = tf.summary.create_file_writer(log_dir) if log_dir else None
     history = json.loads(progress.history.numpy().decode())
-    while int(progress.epoch) < stage.max_epochs and int(progress.waited) < stage.patience:
-        epoch = int(progress.epoch)
+    while int(progress.epoch.numpy()) < stage.max_epochs and int(progress.waited.numpy()) < stage.patience:
+        epoch = int(progress.epoch.numpy())
         e0 = time.time()
-        done = int(progress.step)
+        done = int(progress.step.numpy())
         batches = train_batches(epoch)[done:]  # empty if the crash came after the last batch
-        for batch in features.to_dataset(batches, keys) if batches else ():
+        if not batches:  # the crash came after the last batch
+            feed = ()
+        elif strategy is None:
+            feed = features.to_dataset(batches, keys)
+        else:
+            feed = ({k: b[k] for k in keys} for b in batches)
+        for batch in feed:
             loss = float(train_step(batch))
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -300,15 +347,15 @@ def run_stage(
                 )
             progress.loss_sum.assign_add(loss)
             progress.step.assign_add(1)
-            if manager and checkpoint_every and int(optimizer.iterations) % checkpoint_every == 0:
+            if manager and checkpoint_every and int(optimizer.iterations.numpy()) % checkpoint_every == 0:
                 manager.save()
         value = monitor()
         row = {"stage": stage.name, "epoch": epoch + 1,
-               "train_loss": float(progress.loss_sum) / max(int(progress.step), 1),
+               "train_loss": float(progress.loss_sum.numpy()) / max(int(progress.step.numpy()), 1),
                stage.monitor: -value if stage.monitor == "dev_loss" else value,
                "seconds": time.time() - e0}
         history.append(row)
-        improved = value > float(progress.best)
+        improved = value > float(progress.best.numpy())
         if verbose:
             print(f"  [{stage.name}] epoch {epoch + 1}/{stage.max_epochs} "
                   f"loss {row['train_loss']:.4f} {stage.monitor} {row[stage.monitor]:.4f}"
@@ -336,7 +383,7 @@ def run_stage(
     best.restore()
     if writer:
         writer.close()
-    return StageResult(stage.name, history, float(progress.best), int(progress.best_epoch),
+    return StageResult(stage.name, history, float(progress.best.numpy()), int(progress.best_epoch.numpy()),
                        time.time() - t0)
 
 
