@@ -208,6 +208,12 @@ class StageResult:
     seconds: float
 
 
+def _value(variable):
+    """A scalar variable's value as a Python number (also for the mirrored variables of a
+    tf.distribute scope, which `int()` does not accept)."""
+    return variable.numpy().item()
+
+
 class _Progress(tf.Module):
     """Where a stage is, saved in its checkpoint with the model and the optimizer."""
 
@@ -321,16 +327,17 @@ def run_stage(
             best.load()  # before the current state: it passes through the model's variables
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             if verbose:
-                print(f"  [{stage.name}] resuming at epoch {int(progress.epoch.numpy()) + 1}, batch "
-                      f"{int(progress.step.numpy()) + 1}", file=sys.stderr, flush=True)
+                print(f"  [{stage.name}] resuming at epoch {_value(progress.epoch) + 1}, batch "
+                      f"{_value(progress.step) + 1}", file=sys.stderr, flush=True)
     if baseline > -math.inf and best.empty:
         best.save(0)  # the entering weights are the ones to beat
     writer = tf.summary.create_file_writer(log_dir) if log_dir else None
     history = json.loads(progress.history.numpy().decode())
-    while int(progress.epoch.numpy()) < stage.max_epochs and int(progress.waited.numpy()) < stage.patience:
-        epoch = int(progress.epoch.numpy())
+    while (_value(progress.epoch) < stage.max_epochs
+           and _value(progress.waited) < stage.patience):
+        epoch = _value(progress.epoch)
         e0 = time.time()
-        done = int(progress.step.numpy())
+        done = _value(progress.step)
         batches = train_batches(epoch)[done:]  # empty if the crash came after the last batch
         if not batches:  # the crash came after the last batch
             feed = ()
@@ -347,15 +354,16 @@ def run_stage(
                 )
             progress.loss_sum.assign_add(loss)
             progress.step.assign_add(1)
-            if manager and checkpoint_every and int(optimizer.iterations.numpy()) % checkpoint_every == 0:
+            if (manager and checkpoint_every
+                    and _value(optimizer.iterations) % checkpoint_every == 0):
                 manager.save()
         value = monitor()
         row = {"stage": stage.name, "epoch": epoch + 1,
-               "train_loss": float(progress.loss_sum.numpy()) / max(int(progress.step.numpy()), 1),
+               "train_loss": _value(progress.loss_sum) / max(_value(progress.step), 1),
                stage.monitor: -value if stage.monitor == "dev_loss" else value,
                "seconds": time.time() - e0}
         history.append(row)
-        improved = value > float(progress.best.numpy())
+        improved = value > _value(progress.best)
         if verbose:
             print(f"  [{stage.name}] epoch {epoch + 1}/{stage.max_epochs} "
                   f"loss {row['train_loss']:.4f} {stage.monitor} {row[stage.monitor]:.4f}"
@@ -383,7 +391,8 @@ def run_stage(
     best.restore()
     if writer:
         writer.close()
-    return StageResult(stage.name, history, float(progress.best.numpy()), int(progress.best_epoch.numpy()),
+    return StageResult(stage.name, history, _value(progress.best),
+                       _value(progress.best_epoch),
                        time.time() - t0)
 
 
