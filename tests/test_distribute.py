@@ -93,3 +93,11 @@ def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "needs TF_CONFIG" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_nan_batch_is_skipped_on_every_replica():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "distributed_nan.py")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped on all replicas" in proc.stdout
+    assert "batch skipped, learning rate halved (1/2 skips)" in proc.stderr

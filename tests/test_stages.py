@@ -204,3 +204,21 @@ def test_teacher_with_frozen_embeddings_trains_every_block_but_not_the_embedding
     trainable = stages.teacher_stage(cfg, 3).trainable
     assert set(trainable) == {"head", "block:0", "block:1", "block:2"}
     assert "embeddings" in stages.teacher_stage(config.TeacherConfig(model="m"), 3).trainable
+
+
+def test_nonfinite_batches_are_skipped_without_touching_the_weights(tiny_student, tiny_tokenizer,
+                                                                    capsys):
+    stage = stages.Stage("logits", "logits", "transfer", ("head",), 1e-2, 1, 1, "dev_f1")
+    batches = _batches(tiny_tokenizer)[:1]
+    batches[0]["teacher_logits"][:] = np.nan
+    before = [v.numpy().copy() for v in tiny_student.head.trainable_variables]
+    result = train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.0, verbose=False,
+                             skip_nonfinite=3)
+    assert len(result.history) == 1  # the stage finished
+    for b, v in zip(before, tiny_student.head.trainable_variables, strict=True):
+        np.testing.assert_array_equal(b, v.numpy())  # no update from the NaN batch
+    assert "batch skipped, learning rate halved (1/3 skips)" in capsys.readouterr().err
+    twice = [batches[0], batches[0]]
+    with pytest.raises(FloatingPointError, match="1 batches were skipped already"):
+        train.run_stage(tiny_student, stage, lambda e: twice, lambda: 0.0, verbose=False,
+                        skip_nonfinite=1)

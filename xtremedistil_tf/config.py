@@ -238,8 +238,10 @@ class RunConfig:
     tpu: str = ""
     cpu_devices: int = 0
     per_replica_batch_size: int = 0
+    skip_nonfinite_batches: int = 0
 
     def __post_init__(self):
+        _check(self.skip_nonfinite_batches >= 0, "--skip_nonfinite_batches must be >= 0")
         _check(self.distribution in DISTRIBUTIONS,
                f"--distribution_strategy={self.distribution}; use one of "
                f"{', '.join(DISTRIBUTIONS)}")

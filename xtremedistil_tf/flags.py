@@ -104,6 +104,9 @@ flags.DEFINE_integer("speed_batch_size", 32, "Batch size of the speed measuremen
 flags.DEFINE_integer("speed_seq_length", 128, "Sequence length of the speed measurement.")
 flags.DEFINE_integer("checkpoint_every", 200, "Training steps between resume checkpoints "
                      "(also written at every epoch end; 0: epoch ends only).")
+flags.DEFINE_integer("skip_nonfinite_batches", 0, "0: a NaN/Inf loss stops the stage (the last "
+                     "checkpoint is kept). N > 0: skip such batches (no update), halve the "
+                     "learning rate each time, stop after N in a stage.")
 flags.DEFINE_bool("xla", False, "Compile with XLA (helps on GPUs; slower on CPUs).")
 flags.DEFINE_enum("distribution_strategy", "default", list(config_lib.DISTRIBUTIONS),
                   "tf.distribute for training: default (one device), mirrored (all local GPUs, "
@@ -199,6 +202,7 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         tpu=f.tpu,
         cpu_devices=f.cpu_devices,
         per_replica_batch_size=f.per_replica_batch_size,
+        skip_nonfinite_batches=f.skip_nonfinite_batches,
         checkpoint_every=f.checkpoint_every,
     )
 

@@ -491,6 +491,7 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
         model, stage, train.epoch_batches(make), monitor, settings,
         strategy=tf.distribute.get_strategy() if tf.distribute.has_strategy() else None,
         checkpoint_dir=_checkpoint_dir(cfg, log_name), checkpoint_every=cfg.checkpoint_every,
+        skip_nonfinite=cfg.skip_nonfinite_batches,
         weight_decay=cfg.distil.weight_decay if weight_decay is None else weight_decay,
         warmup_ratio=cfg.distil.warmup_ratio if warmup_ratio is None else warmup_ratio,
         reduce_lr_on_plateau=reduce_lr,

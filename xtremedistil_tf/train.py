@@ -208,6 +208,14 @@ class StageResult:
     seconds: float
 
 
+def _zero_unless(ok, grad):
+    """`grad` where `ok`, else zeros (dense or IndexedSlices)."""
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.where(ok, grad.values, tf.zeros_like(grad.values)),
+                                grad.indices, grad.dense_shape)
+    return tf.where(ok, grad, tf.zeros_like(grad))
+
+
 def _value(variable):
     """A scalar variable's value as a Python number (also for the mirrored variables of a
     tf.distribute scope, which `int()` does not accept)."""
@@ -246,6 +254,7 @@ def run_stage(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 0,
     strategy: tf.distribute.Strategy | None = None,
+    skip_nonfinite: int = 0,
 ) -> StageResult:
     """Trains `model` for one stage with early stopping on `monitor`.
 
@@ -270,6 +279,10 @@ def run_stage(
             batch (the global batch) is split row-wise over its replicas, each replica's loss
             is weighted by its share of the counted positions, gradients are summed across
             replicas. Only the chief writes checkpoints (other workers write to a scratch folder).
+        skip_nonfinite: 0 stops the stage at the first NaN/Inf loss. N > 0 skips such a batch
+            instead (no update; under a distribution strategy its gradient is zeroed on every
+            replica, so only AdamW's momentum and weight decay move the weights), halves the
+            learning rate, and stops after N skipped batches in the stage.
 
     Returns:
         The stage's history; the model holds the best dev weights on return.
@@ -299,9 +312,20 @@ def run_stage(
                 total = tf.distribute.get_replica_context().all_reduce("sum", weight)
                 loss = tf.math.divide_no_nan(loss * weight, total)
         grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None]
-        )
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if not skip_nonfinite:
+            optimizer.apply_gradients(pairs)
+            return loss
+        finite = tf.math.is_finite(loss)
+        for g, _ in pairs:
+            values = g.values if isinstance(g, tf.IndexedSlices) else g
+            finite &= tf.reduce_all(tf.math.is_finite(values))
+        if strategy is None:
+            tf.cond(finite, lambda: optimizer.apply_gradients(pairs), lambda: optimizer.iterations)
+            return loss
+        bad = tf.distribute.get_replica_context().all_reduce(
+            "sum", 1.0 - tf.cast(finite, tf.float32))  # any replica's NaN skips the batch
+        optimizer.apply_gradients([(_zero_unless(bad == 0, g), v) for g, v in pairs])
         return loss
 
     if strategy is None:
@@ -333,6 +357,7 @@ def run_stage(
         best.save(0)  # the entering weights are the ones to beat
     writer = tf.summary.create_file_writer(log_dir) if log_dir else None
     history = json.loads(progress.history.numpy().decode())
+    skipped = 0
     while (_value(progress.epoch) < stage.max_epochs
            and _value(progress.waited) < stage.patience):
         epoch = _value(progress.epoch)
@@ -347,10 +372,20 @@ def run_stage(
             feed = ({k: b[k] for k in keys} for b in batches)
         for batch in feed:
             loss = float(train_step(batch))
+            if not math.isfinite(loss) and skipped < skip_nonfinite:
+                skipped += 1
+                schedule.scale.assign(schedule.scale * 0.5)
+                print(f"  [{stage.name}] warning: loss {loss} at batch {_value(progress.step) + 1}"
+                      f" of epoch {epoch + 1}: batch skipped, learning rate halved "
+                      f"({skipped}/{skip_nonfinite} skips)", file=sys.stderr, flush=True)
+                progress.step.assign_add(1)
+                continue
             if not math.isfinite(loss):
+                more = (f"{skipped} batches were skipped already; " if skip_nonfinite else
+                        "--skip_nonfinite_batches=N skips such batches, or ")
                 raise FloatingPointError(
-                    f"stage {stage.name}: loss became {loss} in epoch {epoch + 1}; lower the "
-                    "learning rate (the last checkpoint is kept)"
+                    f"stage {stage.name}: loss became {loss} in epoch {epoch + 1}; {more}lower "
+                    "the learning rate (the last checkpoint is kept)"
                 )
             progress.loss_sum.assign_add(loss)
             progress.step.assign_add(1)
