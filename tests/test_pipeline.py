@@ -96,6 +96,7 @@ def test_later_flags_override_the_flagfile(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--student=teacher:7"], "the teacher has layers 0..1"),
+    (["--student=teacher:x"], "write teacher:i,j,..."),
     (["--max_seq_length=4"], "--max_seq_length=4 must be between"),
     (["--teacher_layer=top"], "--teacher_layer=top"),
     (["--teacher=/nowhere/model"], "cannot load"),
@@ -105,6 +106,7 @@ def test_bad_flags_are_one_line_errors(tmp_path, args, needle):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr.strip().splitlines()[-1]
+    assert "[teacher] epoch" not in proc.stderr  # found before any fine-tuning
 
 
 def test_bad_data_line_names_file_and_line(tmp_path):
@@ -184,3 +186,27 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert "[logits/top0] resuming at epoch" in again.stderr
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert not (tmp_path / "run" / "checkpoints" / "student_logits_top0").exists()
+
+
+def test_resume_tolerates_fields_added_at_their_defaults(tmp_path):
+    from xtremedistil_tf import config, pipeline
+
+    cfg = config.RunConfig(
+        data=config.DataConfig(train_files=("a",), dev_files=("b",), test_files=("c",)),
+        teacher=config.TeacherConfig(model="m"), student=config.StudentConfig(model="s"),
+        distil=config.DistilConfig(), output_dir=str(tmp_path))
+    state = pipeline.RunState(str(tmp_path), cfg)
+    state.mark("teacher", {"history": []})
+    saved = json.loads((tmp_path / "state.json").read_text())
+    del saved["settings"]["distil"]["mtmt_alpha"]  # as written by a version before that field
+    del saved["settings"]["tpu"]
+    (tmp_path / "state.json").write_text(json.dumps(saved))
+    assert pipeline.RunState(str(tmp_path), cfg).done("teacher") == {"history": []}
+    import dataclasses
+
+    changed = dataclasses.replace(cfg, distil=config.DistilConfig(mtmt_alpha=2.0))
+    with pytest.raises(ValueError, match=r"distil.mtmt_alpha: \(unset\) -> 2.0"):
+        pipeline.RunState(str(tmp_path), changed)
+    with pytest.raises(ValueError, match="teacher.model: m -> n"):
+        pipeline.RunState(str(tmp_path), dataclasses.replace(
+            cfg, teacher=config.TeacherConfig(model="n")))

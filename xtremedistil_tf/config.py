@@ -8,6 +8,7 @@ any model is loaded.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 TAG_SCHEMES = ("auto", "iob1", "iob2", "io", "bioes")
 HEADS = ("softmax", "crf", "attention_softmax", "attention_crf")
@@ -268,6 +269,35 @@ class RunConfig:
             2 <= self.speed_seq_length <= self.data.max_seq_length,
             "--speed_seq_length must be between 2 and --max_seq_length",
         )
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value)
+                                 else value))
+
+
+def setting_changes(previous: dict, cfg) -> list[str]:
+    """How `cfg` differs from settings saved earlier (`dataclasses.asdict` of a config, as JSON).
+
+    A field the saved settings lack (added by a newer version) counts only if `cfg` sets it to
+    something else than its default; fields the saved settings have but `cfg` lacks (removed)
+    are ignored. Returns "path: old -> new" strings, empty when a run may resume.
+    """
+    changes = []
+
+    def walk(saved: dict, obj, prefix: str):
+        for field in dataclasses.fields(obj):
+            value, name = getattr(obj, field.name), prefix + field.name
+            if dataclasses.is_dataclass(value):
+                walk(saved.get(field.name, {}), value, name + ".")
+            elif field.name in saved:
+                if saved[field.name] != _jsonable(value):
+                    changes.append(f"{name}: {saved[field.name]} -> {_jsonable(value)}")
+            elif field.default is not dataclasses.MISSING and value != field.default:
+                changes.append(f"{name}: (unset) -> {_jsonable(value)}")
+
+    walk(previous, cfg, "")
+    return changes
 
 
 def split_list(value: str) -> tuple[str, ...]:

@@ -244,7 +244,7 @@ def _run_config(run_dir: str):
     unlike `flags.txt`. Relative paths were relative to the run's working directory, which is
     recovered from `run_dir` and the recorded `output_dir`.
     """
-    from xtremedistil_tf import config as config_lib
+    from xtremedistil_tf import config as config_lib, data as data_lib
 
     state_path = os.path.join(run_dir, "state.json")
     if not os.path.isfile(state_path):
@@ -263,12 +263,14 @@ def _run_config(run_dir: str):
         candidate = os.path.join(root, p)
         return candidate if os.path.exists(candidate) else p
 
-    def tup(v):
-        return tuple(fix(x) for x in v)
+    def fix_spec(spec: str) -> str:  # "de=path" keeps its language
+        lang, path = data_lib.file_language(spec)
+        return f"{lang}={fix(path)}" if lang else fix(path)
 
     data = dict(s["data"])
     for k in ("train_files", "dev_files", "test_files", "transfer_files"):
-        data[k] = tup(data[k])
+        data[k] = tuple(fix_spec(x) for x in data[k])
+    data["target_langs"] = tuple(data.get("target_langs", ()))
     teacher = dict(s["teacher"], model=fix(s["teacher"]["model"]))
     student = dict(s["student"])
     if student["model"] and not student["model"].startswith("teacher:"):

@@ -311,13 +311,7 @@ def build_student(
     cut = _CUT.match(spec)
     preset = _PRESET.match(spec)
     if cut:
-        layers = [int(i) for i in cut.group(1).split(",")]
-        bad = [i for i in layers if i >= teacher.num_blocks]
-        if bad:
-            raise ValueError(
-                f"--student={spec}: the teacher has layers 0..{teacher.num_blocks - 1}, not {bad}"
-            )
-        encoder = _cut_teacher(teacher, layers)
+        encoder = _cut_teacher(teacher, check_cut(spec, teacher.num_blocks))
     elif preset:
         n_layers, hidden = int(preset.group(1)), int(preset.group(2))
         heads = max(1, hidden // 64)
@@ -363,6 +357,22 @@ def build_student(
             embeddings_lib.compress(teacher_emb, width).astype(np.float32)
         )
     return student
+
+
+def check_cut(spec: str, teacher_blocks: int) -> list[int]:
+    """The teacher layers of a `teacher:i,j,...` student; fails for layers the teacher lacks.
+
+    Called as soon as the teacher is loaded, so a typo does not cost a fine-tuning.
+    """
+    cut = _CUT.match(spec)
+    if not cut:
+        raise ValueError(f"--student={spec}: write teacher:i,j,... with 0-based layer numbers")
+    layers = [int(i) for i in cut.group(1).split(",")]
+    bad = [i for i in layers if i >= teacher_blocks]
+    if bad:
+        raise ValueError(
+            f"--student={spec}: the teacher has layers 0..{teacher_blocks - 1}, not {bad}")
+    return layers
 
 
 def _cut_teacher(teacher: TokenClassifier, layers: list[int]):

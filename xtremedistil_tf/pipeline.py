@@ -53,19 +53,23 @@ class Split:
 
 
 class RunState:
-    """Which steps of a run are finished (`state.json`), for resuming."""
+    """Which steps of a run are finished (`state.json`), for resuming.
 
-    def __init__(self, output_dir: str, settings: dict):
+    A folder is resumed only by a run with the same settings (`config.setting_changes`: fields
+    added by a newer version of this package count only when set away from their defaults).
+    """
+
+    def __init__(self, output_dir: str, cfg: config_lib.RunConfig):
         self.path = os.path.join(output_dir, "state.json")
-        self.state = {"settings": settings, "done": {}}
+        self.state = {"settings": json.loads(json.dumps(dataclasses.asdict(cfg))), "done": {}}
         if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
                 previous = json.load(f)
-            if previous.get("settings") != settings:
+            changes = config_lib.setting_changes(previous.get("settings", {}), cfg)
+            if changes:
                 raise ValueError(
-                    f"{output_dir} holds a run with other settings (see its flags.txt); use a "
-                    "new --output_dir, or delete that folder to start again"
-                )
+                    f"{output_dir} holds a run with other settings ({'; '.join(changes[:3])}); "
+                    "use a new --output_dir, or delete that folder to start again")
             self.state = previous
 
     def done(self, step: str):
@@ -298,7 +302,7 @@ def run(cfg: config_lib.RunConfig) -> dict:
     need it) but writes into `<output_dir>/.worker<i>`, so only the chief's files are results.
     """
     strategy = distribute_lib.make_strategy(cfg.distribution, cfg.tpu, cfg.cpu_devices)
-    settings = json.loads(json.dumps(dataclasses.asdict(cfg)))  # what a resumed run must match
+    settings = cfg  # what a resumed run must match (before per-worker changes)
     if not distribute_lib.is_chief(strategy):
         scratch = distribute_lib.worker_folder(strategy, cfg.output_dir)
         cfg = dataclasses.replace(cfg, output_dir=scratch,
@@ -314,7 +318,7 @@ def run(cfg: config_lib.RunConfig) -> dict:
         return _run(cfg, settings)
 
 
-def _run(cfg: config_lib.RunConfig, settings: dict) -> dict:
+def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     t_start = time.time()
     out = cfg.output_dir
     os.makedirs(out, exist_ok=True)
@@ -341,6 +345,8 @@ def _run(cfg: config_lib.RunConfig, settings: dict) -> dict:
         def convert(p):
             return labels_lib.teacher_probs_to_data(p, teacher_labels, labels)
     t_splits = {k: tokenize(v, t_tok, label_ids, dcfg) for k, v in splits.items()}
+    if cfg.student.model.startswith("teacher:"):
+        models.check_cut(cfg.student.model, teacher.num_blocks)  # before any fine-tuning
     fine_tune = cfg.teacher.fine_tune == "yes" or (cfg.teacher.fine_tune == "auto" and not ready)
     if fine_tune and ready:
         raise ValueError("--teacher_fine_tune=yes needs a teacher without its own labels")
