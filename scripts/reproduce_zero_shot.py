@@ -48,17 +48,10 @@ def main(argv=None) -> int:
     p.add_argument("--target_text", type=int, default=1000,
                    help="unlabelled sentences per target (from its train split, tags dropped)")
     p.add_argument("--test_per_lang", type=int, default=1000)
-    p.add_argument("--only", default="", help="comma-separated rows (default: all)")
-    p.add_argument("--summary_only", action="store_true")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("extra", nargs="*", help="more run_distil.py flags for every run (after --)")
+    rw.add_run_arguments(p)
     args = p.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
-    runs = [r for r in RUNS if not args.only or r[0] in args.only.split(",")]
-    if args.only and not runs:
-        p.error(f"--only={args.only}: no such row; rows: {', '.join(r[0] for r in RUNS)}")
-    if runs[0] is not RUNS[0]:
-        runs.insert(0, RUNS[0])
+    runs = rw.select_rows(p, args, RUNS)
     if not args.summary_only:
         dst = os.path.join(args.output_dir, "data")
         sample = lambda lang, split, n: rw.sample_split(  # noqa: E731
@@ -114,22 +107,23 @@ def write(rows: list[dict], targets: list[str], args) -> None:
         for row in rows:
             writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
                              for k in columns})
-    head = ["model", *targets, "target avg", f"{args.source} (source)", "params", "speed-up",
-            "wall"]
+    head = ["model", *targets, "target avg", f"{args.source} (source)", "params", "wall"]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(
             [r["model"], *[f"{100 * r[f'f1_{t}']:.1f}" for t in targets],
              f"**{100 * r['avg_f1']:.1f}**", f"{100 * r[f'f1_{args.source}']:.1f}",
-             f"{r['params'] / 1e6:.1f}M", f"{r['speedup']:.2f}x",
+             f"{r['params'] / 1e6:.1f}M",
              f"{r['wall_s'] / 60:.0f} min" if r["wall_s"] else "—"]) + " |")
     table = "\n".join(lines) + (
         f"\n\nEntity F1 on {args.test_per_lang or 'all'} test sentences per language. Teacher "
         f"fine-tuned on {args.source_train or 'all'} {args.source} sentences (model choice on "
         f"{args.source_dev or 'all'} {args.source} dev sentences only); students distil on "
         f"{args.target_text or 'all'} unlabelled sentences per target language; student "
-        f"`{args.student}`. Wall time: each student's whole run (teacher caching, stages, "
-        f"scoring, export); the first row's includes fine-tuning the teacher.\n")
+        f"`{args.student}` (the same architecture in every row: its speed-up is in the WikiANN "
+        f"table). Wall time: each student's whole run (teacher caching, stages, scoring, "
+        f"export) on a CPU shared with other jobs; the first row's includes fine-tuning the "
+        f"teacher.\n")
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write(table)
     if args.readme:

@@ -111,3 +111,19 @@ def test_zero_shot_summary_has_direct_transfer_then_each_distiller(tmp_path):
     assert float(rows[0]["avg_f1"]) == pytest.approx(0.65)  # targets only, not the source
     assert float(rows[2]["avg_f1"]) == pytest.approx(0.6)
     assert "| MTMT | 55.0 | 65.0 | **60.0** | 70.0 |" in readme.read_text()
+
+
+def test_retimed_speed_replaces_the_per_run_timing(tmp_path):
+    teacher = _entry({"en": 0.9}, 100, 400.0)
+    _fake_run(tmp_path, rw.RUNS[0][0], teacher, _entry({"en": 0.8}, 50, 420.0), 0.95, 10.0)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "timing.json").write_text(json.dumps(
+        {"ms_per_batch": {"teacher": 400.0, rw.RUNS[0][0]: 200.0}, "batch_size": 32,
+         "seq_length": 128}))
+    assert rw.main(["--data", "x", "--teacher", "t", "--output_dir", str(tmp_path),
+                    "--results", str(tmp_path / "res"), "--langs", "en", "--summary_only"]) == 0
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[1]["speedup"]) == 2.0
+    assert float(rows[1]["tokens_per_s"]) == pytest.approx(32 * 128 / 0.2)
+    assert "idle CPU (`--retime`)" in (tmp_path / "res" / "summary.md").read_text()
