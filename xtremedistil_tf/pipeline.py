@@ -247,11 +247,45 @@ def window_targets(targets: dict, windows: list[features.Window]) -> dict:
             for k, v in targets.items()}
 
 
-def _teacher_cache(tagger: Tagger, sentences, s_tok, dcfg) -> tuple[Split, dict]:
-    """The student's split of unlabelled `sentences` and the teacher's word targets for it."""
-    t_split = tokenize(sentences, tagger.tokenizer, None, dcfg)
-    s_split = t_split if s_tok is tagger.tokenizer else tokenize(sentences, s_tok, None, dcfg)
-    return s_split, window_targets(teacher_targets(tagger, t_split), s_split.windows)
+CACHE_CHUNK = 4096  # sentences per file of the on-disk teacher cache
+
+
+def cached_teacher_targets(tagger: Tagger, sentences, dcfg, folder: str | None,
+                           chunk: int = CACHE_CHUNK) -> dict[str, list[np.ndarray]]:
+    """`teacher_targets` of `sentences`, computed chunk by chunk and kept under `folder`.
+
+    Each chunk of `chunk` sentences is written atomically to `folder/chunk-NNNNN.npz` as soon as
+    it is computed, and read back instead of recomputed when the run resumes, so a crash after
+    hours of teacher inference on a large transfer set loses at most one chunk.
+    """
+    targets: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(sentences), chunk):
+        part = sentences[start:start + chunk]
+        path = os.path.join(folder, f"chunk-{start // chunk:05d}.npz") if folder else None
+        if path and os.path.exists(path):
+            with np.load(path) as saved:
+                ends = np.cumsum(saved["lengths"])[:-1]
+                values = {k: np.split(saved[k], ends) for k in saved.files if k != "lengths"}
+        else:
+            values = teacher_targets(tagger, tokenize(part, tagger.tokenizer, None, dcfg))
+            if path:
+                os.makedirs(folder, exist_ok=True)
+                tmp = path + ".tmp.npz"
+                np.savez(tmp, lengths=np.array([len(s.words) for s in part]),
+                         **{k: np.concatenate(v) for k, v in values.items()})
+                os.replace(tmp, path)
+        for k, v in values.items():
+            targets.setdefault(k, []).extend(v)
+    return targets
+
+
+def _teacher_cache(tagger: Tagger, sentences, s_tok, dcfg, folder: str | None = None
+                   ) -> tuple[Split, dict]:
+    """The student's split of unlabelled `sentences` and the teacher's word targets for it
+    (kept in chunks under `folder`, see `cached_teacher_targets`)."""
+    s_split = tokenize(sentences, s_tok, None, dcfg)
+    targets = cached_teacher_targets(tagger, sentences, dcfg, folder)
+    return s_split, window_targets(targets, s_split.windows)
 
 
 def _sentence_cls(model, split: Split, tokenizer, dcfg) -> list[np.ndarray]:
@@ -422,7 +456,8 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
             "and dev data")
         cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, hidden_layers=cached_layers)
         s_splits["transfer"], targets["transfer"] = _teacher_cache(
-            cache_tagger, unlabelled["transfer"], s_tok, dcfg)
+            cache_tagger, unlabelled["transfer"], s_tok, dcfg,
+            _cache_dir(cfg, "transfer", cached_layers))
         targets["dev"] = window_targets(teacher_targets(cache_tagger, t_splits["dev"]),
                                         s_splits["dev"].windows)
     if any(s.data == "target" for s in todo):
@@ -430,11 +465,13 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert,
                               with_aux=cfg.strategy == "msd")
         s_splits["target"], targets["target"] = _teacher_cache(
-            cache_tagger, unlabelled["target"], s_tok, dcfg)
+            cache_tagger, unlabelled["target"], s_tok, dcfg,
+            _cache_dir(cfg, "target", aux=cfg.strategy == "msd"))
         if cfg.strategy == "mtmt":
             similar = _similarity_teacher(cfg, state, labels, t_tok, t_splits, history)
             sim_tagger = Tagger(similar, t_tok, dcfg, labels, hidden_layers=(similar.num_blocks,))
-            _, sim = _teacher_cache(sim_tagger, unlabelled["target"], s_tok, dcfg)
+            _, sim = _teacher_cache(sim_tagger, unlabelled["target"], s_tok, dcfg,
+                                    _cache_dir(cfg, "similarity", (similar.num_blocks,)))
             targets["target"]["teacher_sim"] = [h[:, 0] for h in sim["teacher_hidden"]]
         if cfg.strategy == "msd":
             source = tokenize(unlabelled["source"], t_tok, None, dcfg)
@@ -453,6 +490,7 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
             best_f1 = max(best_f1, result.best)
         _finish_stage(cfg, state, stage.name, log_name, student, student_dir, result, labels)
         history += result.history
+    shutil.rmtree(os.path.join(out, "teacher_cache"), ignore_errors=True)  # every stage is done
 
     # Evaluation on test: the only place test labels are read.
     log("evaluating teacher and student on test")
@@ -516,6 +554,12 @@ def _add_source_batches(batches, source: Split, cls: list, dcfg, pad_id: int, se
         batch["src_attention_mask"] = other["attention_mask"]
         batch["teacher_src_cls"] = np.stack(
             [cls[source.windows[w].sentence] for w in other["window"]]).astype(np.float32)
+
+
+def _cache_dir(cfg, name: str, layers=(), aux: bool = False) -> str:
+    """Where the teacher's outputs on one unlabelled set are cached (named by their content)."""
+    what = "-".join(["logits", *(f"h{i}" for i in layers), *(["aux"] if aux else [])])
+    return os.path.join(cfg.output_dir, "teacher_cache", f"{name}-{what}")
 
 
 def _checkpoint_dir(cfg, name: str) -> str:
