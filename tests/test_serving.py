@@ -81,14 +81,61 @@ def test_split_words_follows_python_whitespace():
     assert [w.decode() for w in got] == text.split()
 
 
-def test_sentencepiece_tokenizers_are_refused():
+@pytest.fixture(scope="module")
+def sentencepiece_tokenizer():
+    """An XLM-R-like SentencePiece Unigram tokenizer (<s> <pad> </s> <unk> first, <mask> last)
+    trained on the test sentences, at most 180 pieces (fits tiny_bert's 185 embeddings)."""
     import tokenizers
     import transformers
 
-    sp = tokenizers.Tokenizer(tokenizers.models.Unigram([("<unk>", 0.0), ("▁a", -1.0)], 0))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=sp, unk_token="<unk>")
-    with pytest.raises(serving_text.UnsupportedTokenizer, match="WordPiece"):
-        serving_text.wordpiece_settings(tok)
+    sp = tokenizers.Tokenizer(tokenizers.models.Unigram())
+    sp.normalizer = tokenizers.normalizers.Replace(tokenizers.Regex(" {2,}"), " ")
+    sp.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace()
+    trainer = tokenizers.trainers.UnigramTrainer(
+        vocab_size=179, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    with open(fixture_path("tiny_train.conll"), encoding="utf-8") as f:
+        text = SENTENCES + f.read().split("\n")
+    sp.train_from_iterator(text, trainer)
+    sp.add_special_tokens(["<mask>"])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=sp, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
+        unk_token="<unk>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+
+
+def test_in_graph_sentencepiece_ids_equal_hugging_face(sentencepiece_tokenizer):
+    tok = sentencepiece_tokenizer
+    settings = serving_text.tokenizer_settings(tok)
+    assert settings["kind"] == "sentencepiece"
+    graph_tok = serving_text.make_tokenizer(settings)
+    # Special tokens typed in text ("<mask>") are the one known difference: HF matches them.
+    words = [w for s in SENTENCES for w in s.split()] + ["Zürichsee", "qqq", "\u200b", "x\x07y"]
+    got = serving_text.word_pieces(graph_tok, tf.constant(words), tok.unk_token_id).to_list()
+    assert got == hf_word_pieces(tok, words)
+    assert len(tok) <= 185
+
+
+def test_other_tokenizers_are_refused():
+    import tokenizers
+    import transformers
+
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE({"<unk>": 0, "a": 1}, [], unk_token="<unk>"))
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>")
+    with pytest.raises(serving_text.UnsupportedTokenizer, match="WordPiece and SentencePiece"):
+        serving_text.tokenizer_settings(tok)
+
+
+def test_sentencepiece_export_tags_text(sentencepiece_tokenizer, tmp_path):
+    tok = sentencepiece_tokenizer
+    model, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1,
+                                       special_ids=tok.all_special_ids)
+    path = export.export(model, LABELS, tok, str(tmp_path), "sp", text_signature=True,
+                         max_seq_length=MAX_LEN)
+    tag_text = tf.saved_model.load(path).signatures["tag_text"]
+    out = tag_text(sentences=tf.constant(SENTENCES[:2]))
+    words = [[w.decode() for w in row if w] for row in out["words"].numpy()]
+    assert words == [s.split() for s in SENTENCES[:2]]
+    tags = {t.decode() for row in out["tags"].numpy() for t in row}
+    assert tags <= set(LABELS) | {""}
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ class _TextTagger(_Tagger):
 
         super().__init__(model, asset_paths)
         self.text_tokenizer = serving_text.make_tokenizer(
-            serving_text.wordpiece_settings(tokenizer))
+            serving_text.tokenizer_settings(tokenizer))
         self._ids = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
                      "pad": tokenizer.pad_token_id, "unk": tokenizer.unk_token_id}
         self._labels = list(labels)
@@ -209,7 +209,7 @@ def export(model, labels, tokenizer, export_dir: str, name: str, version: int | 
         if not serving_text.available():
             raise ImportError("text_signature needs tensorflow-text: pip install "
                               "tensorflow-text==2.21.*")
-        serving_text.wordpiece_settings(tokenizer)  # fails before any work if unsupported
+        serving_text.tokenizer_settings(tokenizer)  # fails before any work if unsupported
     os.makedirs(base, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base)
     try:

@@ -5,13 +5,16 @@ It reproduces what `features.make_windows` does with the Hugging Face tokenizer:
 
 - words are whitespace-separated, as Python's `str.split()` splits them (every character for
   which `str.isspace()` is true separates words);
-- each word is tokenized on its own into WordPiece sub-words (`FastBertTokenizer`: BERT
-  normalisation, punctuation splitting, WordPiece), so "don't" is one word of several sub-words;
+- each word is tokenized on its own into sub-words, so "don't" is one word of several sub-words:
+  WordPiece vocabularies (the BERT family, uncased or cased) with `FastBertTokenizer` (BERT
+  normalisation, punctuation splitting, WordPiece); SentencePiece Unigram vocabularies (XLM-R,
+  mBERT-free multilingual models such as multilingual-e5) with `SentencepieceTokenizer`, from a
+  SentencePiece model rebuilt from `tokenizer.json` (`sentencepiece_model`: same pieces, ids,
+  scores and precompiled normaliser, so ids equal the Hugging Face tokenizer's);
 - a word that tokenizes to nothing (control characters only) becomes the unknown token;
 - a word's tag is the label of its first sub-word.
 
-Only WordPiece vocabularies with BERT normalisation and pre-tokenization are supported (the BERT
-family, uncased or cased). SentencePiece vocabularies (XLM-R) are refused with
+Other tokenizers (byte-level BPE, WordPiece without BERT normalisation) are refused with
 `UnsupportedTokenizer`.
 
 Truncation. The signature tags one window per sentence: the first words whose sub-words fit in
@@ -22,7 +25,9 @@ tags every word; use it, or `serving_default` with client-side windows, for long
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 
 import tensorflow as tf
 
@@ -64,11 +69,12 @@ def wordpiece_settings(tokenizer) -> dict:
     if backend is None:
         raise UnsupportedTokenizer("tag_text needs a fast tokenizer (tokenizer.json)")
     spec = json.loads(backend.to_str())
-    model, norm, pre = spec.get("model") or {}, spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}
+    model = spec.get("model") or {}
+    norm, pre = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}
     if model.get("type") != "WordPiece":
         raise UnsupportedTokenizer(
-            f"tag_text supports WordPiece vocabularies only, not {model.get('type')} "
-            "(SentencePiece / XLM-R tokenizers are not implemented); export without it")
+            f"tag_text supports WordPiece and SentencePiece Unigram vocabularies, not "
+            f"{model.get('type')}; export without it")
     if norm.get("type") != "BertNormalizer" or pre.get("type") != "BertPreTokenizer":
         raise UnsupportedTokenizer(
             f"tag_text needs BERT normalisation and pre-tokenization, not {norm.get('type')} + "
@@ -98,10 +104,104 @@ def wordpiece_settings(tokenizer) -> dict:
     }
 
 
+def tokenizer_settings(tokenizer) -> dict:
+    """What the in-graph tokenizer needs: `wordpiece_settings` (kind "wordpiece") for WordPiece
+    vocabularies, else {"kind": "sentencepiece", "model": serialized SentencePiece model}.
+
+    Raises:
+        UnsupportedTokenizer: neither a BERT WordPiece nor a SentencePiece Unigram tokenizer.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise UnsupportedTokenizer("tag_text needs a fast tokenizer (tokenizer.json)")
+    spec = json.loads(backend.to_str())
+    if (spec.get("model") or {}).get("type") == "Unigram":
+        return {"kind": "sentencepiece", "model": sentencepiece_model(spec)}
+    return {"kind": "wordpiece", **wordpiece_settings(tokenizer)}
+
+
+def sentencepiece_model(spec: dict) -> bytes:
+    """A serialized SentencePiece `ModelProto` equivalent to a Hugging Face Unigram
+    `tokenizer.json` (`spec`): its pieces in id order (so SentencePiece ids are the HF ids), their
+    scores, the special pieces' types, and the precompiled normaliser (NFKC for XLM-R).
+
+    Raises:
+        UnsupportedTokenizer: byte fallback, or pre-tokenization other than Metaspace with a
+            prefix space (what SentencePiece's dummy prefix does).
+    """
+    model = spec["model"]
+    if model.get("byte_fallback"):
+        raise UnsupportedTokenizer("tag_text: SentencePiece with byte fallback is not supported")
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre])
+    metaspace = [p for p in steps if p.get("type") == "Metaspace"]
+    if len(steps) != 1 or not metaspace or metaspace[0].get("replacement", "▁") != "▁" or not (
+            metaspace[0].get("add_prefix_space", True)
+            and metaspace[0].get("prepend_scheme", "always") == "always"):
+        raise UnsupportedTokenizer(
+            f"tag_text needs SentencePiece's Metaspace pre-tokenization, not {pre.get('type')}")
+    charsmap = b""
+    norm = spec.get("normalizer") or {}
+    for step in norm.get("normalizers", [norm] if norm else []):
+        if step.get("type") == "Precompiled":
+            charsmap = base64.b64decode(step["precompiled_charsmap"])
+        elif not (step.get("type") == "Replace" and step.get("content") == " "):
+            raise UnsupportedTokenizer(f"tag_text: normaliser {step.get('type')} not supported")
+    special = {t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
+    unk = model.get("unk_id")
+    ids = {piece: i for i, (piece, _) in enumerate(model["vocab"])}
+    out = bytearray()
+    for i, (piece, score) in enumerate(model["vocab"]):
+        kind = (_UNKNOWN if i == unk else _CONTROL if piece in ("<s>", "</s>", "<pad>")
+                else _USER_DEFINED if piece in special else _NORMAL)
+        out += _pb_bytes(1, _pb_bytes(1, piece.encode()) + _pb_float(2, score)
+                         + _pb_int(3, kind))
+    trainer = _pb_int(3, 1) + _pb_int(4, len(model["vocab"]))  # model_type UNIGRAM
+    for field, piece in ((41, "<s>"), (42, "</s>"), (43, "<pad>")):
+        if piece in ids:
+            trainer += _pb_int(field, ids[piece])
+    out += _pb_bytes(2, trainer + (_pb_int(40, unk) if unk is not None else b""))
+    name = b"nmt_nfkc" if charsmap else b"identity"
+    # add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces: SentencePiece's own XLM-R
+    # settings. Known differences from HF (8 of 154,035 distinct WikiANN test words in 12
+    # languages, scripts/check_tag_text_ids.py): a format mark that normalises to a space at a
+    # word's end (U+200E) keeps a "▁" piece in HF only, and a few Unigram ties split differently.
+    out += _pb_bytes(3, _pb_bytes(1, name) + _pb_bytes(2, charsmap) + _pb_int(3, 1)
+                     + _pb_int(4, 1) + _pb_int(5, 1))
+    return bytes(out)
+
+
+# SentencePiece piece types and the three protobuf wire encodings the model needs.
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4
+
+
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_bytes(field: int, data: bytes) -> bytes:
+    return _pb_varint(field << 3 | 2) + _pb_varint(len(data)) + data
+
+
+def _pb_int(field: int, value: int) -> bytes:
+    return _pb_varint(field << 3) + _pb_varint(value)
+
+
+def _pb_float(field: int, value: float) -> bytes:
+    return _pb_varint(field << 3 | 5) + struct.pack("<f", value)
+
+
 def make_tokenizer(settings: dict):
-    """A `tensorflow_text.FastBertTokenizer` from `wordpiece_settings(...)`."""
+    """The tensorflow-text tokenizer for `tokenizer_settings(...)` (or `wordpiece_settings`)."""
     import tensorflow_text as tft
 
+    if settings.get("kind") == "sentencepiece":
+        return tft.SentencepieceTokenizer(model=settings["model"], out_type=tf.int32)
     return tft.FastBertTokenizer(
         vocab=settings["vocab"],
         suffix_indicator=settings["suffix_indicator"],
@@ -119,14 +219,22 @@ def split_words(sentences: tf.Tensor) -> tf.RaggedTensor:
 
 def word_pieces(tokenizer, words: tf.Tensor, unk_id: int) -> tf.RaggedTensor:
     """`[N]` words -> `[N, (P)]` int32 sub-word ids; a word with no sub-word gets `[unk_id]`."""
-    # BertNormalizer(clean_text) drops control and format characters (U+200B, ...) and U+FFFD;
-    # tensorflow-text does it only when lower-casing, and splits words there otherwise.
-    pieces = tokenizer.tokenize(tf.strings.regex_replace(words, _DROPPED, ""))
+    if not isinstance(tokenizer, _sentencepiece_class()):
+        # BertNormalizer(clean_text) drops control and format characters (U+200B, ...) and
+        # U+FFFD; tensorflow-text does it only when lower-casing, and splits words otherwise.
+        words = tf.strings.regex_replace(words, _DROPPED, "")
+    pieces = tokenizer.tokenize(words)
     counts = tf.maximum(pieces.row_lengths(), 1)
     # Pad one column of unk so that rows that were empty read [unk] at length 1.
     dense = tf.pad(pieces.to_tensor(default_value=unk_id), [[0, 0], [0, 1]],
                    constant_values=unk_id)
     return tf.RaggedTensor.from_tensor(tf.cast(dense, tf.int32), lengths=counts)
+
+
+def _sentencepiece_class():
+    import tensorflow_text as tft
+
+    return tft.SentencepieceTokenizer
 
 
 def build_inputs(sentences: tf.Tensor, tokenizer, ids: dict, max_seq_length: int) -> dict:
