@@ -37,17 +37,23 @@ from absl import app, flags
 from xtremedistil_tf import data as data_lib, export as export_lib, features, serving_text
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "An exported SavedModel folder (saved_models/<name>/<version>).")
-flags.DEFINE_string("input", None, "Raw text (one sentence per line) or CoNLL file.")
-flags.DEFINE_string("output", "-", "Output file ('-': stdout).")
-flags.DEFINE_enum("format", "conll", ["conll", "jsonl"], "conll: token<TAB>tag lines; jsonl: "
-                  "entity spans per sentence.")
-flags.DEFINE_enum("layout", "auto", list(data_lib.LAYOUTS), "Input layout (auto: detected from "
-                  "the first --peek_lines lines).")
-flags.DEFINE_integer("batch_size", 64, "Windows per batch.")
-flags.DEFINE_integer("max_seq_length", 128, "Sub-words per window (long sentences are split).")
-flags.DEFINE_integer("chunk_size", 2048, "Sentences read and tagged at a time.")
-flags.DEFINE_integer("peek_lines", 2000, "Lines read to detect the layout and lang: prefixes.")
+
+
+def define_flags() -> None:
+    """The CLI's flags; defined only when run as a program, so that importing this module
+    next to `xtremedistil_tf.flags` (which has its own --batch_size, --max_seq_length) works."""
+    flags.DEFINE_string("model", None, "An exported SavedModel folder "
+                        "(saved_models/<name>/<version>).")
+    flags.DEFINE_string("input", None, "Raw text (one sentence per line) or CoNLL file.")
+    flags.DEFINE_string("output", "-", "Output file ('-': stdout).")
+    flags.DEFINE_enum("format", "conll", ["conll", "jsonl"], "conll: token<TAB>tag lines; jsonl: "
+                      "entity spans per sentence.")
+    flags.DEFINE_enum("layout", "auto", list(data_lib.LAYOUTS), "Input layout (auto: detected "
+                      "from the first --peek_lines lines).")
+    flags.DEFINE_integer("batch_size", 64, "Windows per batch.")
+    flags.DEFINE_integer("max_seq_length", 128, "Sub-words per window (long sentences are split).")
+    flags.DEFINE_integer("chunk_size", 2048, "Sentences read and tagged at a time.")
+    flags.DEFINE_integer("peek_lines", 2000, "Lines read to detect the layout and lang: prefixes.")
 
 
 class ExportedTagger:
@@ -161,7 +167,8 @@ def _lines(path: str, on_bytes: Callable[[int], None]) -> Iterator[str]:
             yield line[:-1] if line.endswith("\n") else line
 
 
-def _blocks(path: str, lines: Iterator[str], conll: bool) -> Iterator[tuple[int, list[str], str | None]]:
+def _blocks(path: str, lines: Iterator[str],
+            conll: bool) -> Iterator[tuple[int, list[str], str | None]]:
     """(first line number, tokens, the line for raw text) per sentence."""
     tokens: list[str] = []
     start = 0
@@ -311,4 +318,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
