@@ -78,10 +78,12 @@ def _run_distil(*args, env=None):
 def test_pipeline_trains_every_stage_on_two_replicas(tmp_path):
     proc = _run_distil(f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
                        "--distribution_strategy=mirrored", "--cpu_devices=2",
-                       "--per_replica_batch_size=4", "--teacher_epochs=1")
+                       "--per_replica_batch_size=4", "--teacher_epochs=1",
+                       "--stages=representations,logits,labels", "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MirroredStrategy, 2 replicas in sync; global batch 8 (4 per replica)" in proc.stderr
-    assert "[labels/top1] epoch 1/1" in proc.stderr
+    for stage in ("[teacher]", "[representations]", "[logits]", "[labels]"):
+        assert f"{stage} epoch 1/1" in proc.stderr
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert (tmp_path / "exports" / "run" / "1" / "saved_model.pb").is_file()
 
