@@ -122,8 +122,8 @@ def test_point_names_are_safe_unique_and_deterministic(kinds):
         == "learning_rate=1e-5_student=xtremedistil-l6-h256"
     values = ["teacher:0,2,4", "teacher:0+2+4", "teacher-0-2-4", "a/b", "a,b", "a b", "../x",
               "-1", "é", "x" * 300, "x" * 301,
-              "en=../shared/data/wikiann/en/train.conll",
-              "en=../shared/data/wikiann/en/train.conll,it=../shared/data/wikiann/it/train.conll",
+              "en=../corpus/wikiann/en/train.conll",
+              "en=../corpus/wikiann/en/train.conll,it=../corpus/wikiann/it/train.conll",
               "en=/other/en/train.conll,it=/other/it/train.conll"]
     names = [sweep.point_name((("student", v), ("learning_rate", "1e-3"))) for v in values]
     assert len(set(names)) == len(names)
