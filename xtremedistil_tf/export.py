@@ -61,10 +61,14 @@ class _Tagger(tf.Module):
     def _forward(self, input_ids, attention_mask):
         # Clear messages for inputs TF Serving clients get wrong; without them the failure is
         # an opaque gather or matmul error deep in the encoder.
+        same_shape = tf.debugging.assert_equal(
+            tf.shape(input_ids), tf.shape(attention_mask),
+            message="input_ids and attention_mask must have the same shape [batch, tokens]")
+        # The other checks read input_ids after this one: a wrongly shaped input then always
+        # fails here, not (depending on op scheduling) inside another check's reduction.
+        with tf.control_dependencies([same_shape]):
+            input_ids = tf.identity(input_ids)
         checks = [
-            tf.debugging.assert_equal(
-                tf.shape(input_ids), tf.shape(attention_mask),
-                message="input_ids and attention_mask must have the same shape [batch, tokens]"),
             tf.debugging.assert_less_equal(
                 tf.shape(input_ids)[1], self._max_positions,
                 message=f"at most {self._max_positions} tokens per sequence; split longer "
