@@ -28,7 +28,24 @@ CASES = {
     "window_too_small": (
         GOOD + "Supercalifragilisticexpialidocious\tB-PER\n\n",
         ["--max_seq_length=8", "--speed_seq_length=8"], ["train.conll:10", "--max_seq_length"]),
+    # Impossible students and distillations: caught before the teacher fine-tunes.
+    "student_width_not_divisible_by_heads": (None, ["--student=l2-h200"], ["l2-h200", "heads"]),
+    "student_without_blocks": (None, ["--student=l0-h64"], ["l0-h64", "1 block"]),
+    "student_folder_without_config": (None, ["--student={tmp}/no_student"], ["no_student"]),
+    "student_positions_too_few": (
+        None, ["--student={tmp}/short_student", "--max_seq_length=100"],
+        ["100", "64 positions", "student"]),
+    "teacher_positions_too_few": (None, ["--max_seq_length=600"], ["600", "128 positions",
+                                                                    "teacher"]),
+    "teacher_layer_out_of_range": (None, ["--teacher_layer=7"], ["--teacher_layer=7", "0..2"]),
+    "cut_layer_out_of_range": (None, ["--student=teacher:0,5"], ["teacher:0,5", "[5]"]),
 }
+
+# The errors above must come before any training: none of their runs may fine-tune the teacher.
+BEFORE_TRAINING = ("student_width_not_divisible_by_heads", "student_without_blocks",
+                   "student_folder_without_config", "student_positions_too_few",
+                   "teacher_positions_too_few", "teacher_layer_out_of_range",
+                   "cut_layer_out_of_range")
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +53,12 @@ def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("malformed")
     bad_dev = tmp / "dev.conll"
     bad_dev.write_text("Paris\tB-LOC\nfair\tB-MISC\n\n", encoding="utf-8")
+    short = tmp / "short_student"  # a BERT whose position table is shorter than the teacher's
+    short.mkdir()
+    (short / "config.json").write_text(json.dumps({
+        "model_type": "bert", "hidden_size": 32, "num_attention_heads": 2,
+        "num_hidden_layers": 2, "intermediate_size": 64, "vocab_size": 185,
+        "max_position_embeddings": 64}), encoding="utf-8")
     argvs = []
     for name, (content, extra, _) in CASES.items():
         folder = tmp / name
@@ -67,3 +90,8 @@ def test_malformed_input_is_one_clear_line(results, name):
     assert len(lines) == 1, result["stderr"][-2000:]
     for needle in CASES[name][2]:
         assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name", BEFORE_TRAINING)
+def test_impossible_student_fails_before_the_teacher_trains(results, name):
+    assert "[teacher]" not in results[name]["stderr"], results[name]["stderr"][-2000:]

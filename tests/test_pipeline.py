@@ -184,8 +184,25 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[teacher]" not in again.stderr and "[representations]" not in again.stderr
     assert "[logits/top0] resuming at epoch" in again.stderr
-    assert (tmp_path / "run" / "metrics.json").is_file()
     assert not (tmp_path / "run" / "checkpoints" / "student_logits_top0").exists()
+
+    # The same command never interrupted: same scores and the same loss in every epoch of every
+    # stage (dropout is on: its masks follow the seed and the step, not the process).
+    reference = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/ref/run",
+                           f"--export_dir={tmp_path}/ref/exports", *args[5:])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    resumed, uninterrupted = ({k: json.loads((tmp_path / d / "run" / "metrics.json").read_text())[k]
+                               for k in ("teacher", "student")} for d in (".", "ref"))
+    for model in ("teacher", "student"):
+        for key in ("f1", "precision", "recall", "accuracy", "per_language"):
+            assert resumed[model][key] == uninterrupted[model][key], (model, key)
+    history = [json.loads((tmp_path / d / "run" / "history.json").read_text())
+               for d in (".", "ref")]
+    assert [(r["stage"], r["epoch"]) for r in history[0]] == [
+        (r["stage"], r["epoch"]) for r in history[1]]
+    for a, b in zip(*history):
+        for key in ("train_loss", "dev_f1", "dev_loss"):
+            assert a.get(key) == pytest.approx(b.get(key), rel=1e-6, abs=1e-7), (a["stage"], key)
 
 
 def test_resume_tolerates_fields_added_at_their_defaults(tmp_path):

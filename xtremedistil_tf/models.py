@@ -19,6 +19,11 @@ import transformers
 from xtremedistil_tf import embeddings as embeddings_lib, heads as heads_lib, stages as stages_lib
 
 keras = tf.keras
+# Dropout layers draw from `tf.random.Generator`s (instead of stateful random ops whose state
+# lives in the kernel), so training can set each layer's stream from (seed, step): a stage
+# resumed from a checkpoint draws the dropout masks an uninterrupted one would
+# (`train.dropout_generators`). Must be set before any layer is built.
+keras.backend.experimental.enable_tf_random_generator()
 
 STUDENT_SHORT_NAMES = {
     "xtremedistil-l6-h256": "microsoft/xtremedistil-l6-h256-uncased",
@@ -27,6 +32,7 @@ STUDENT_SHORT_NAMES = {
 }
 _PRESET = re.compile(r"^l(\d+)-h(\d+)$")
 _CUT = re.compile(r"^teacher:(\d+(,\d+)*)$")
+_ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
 
 
 class TokenClassifier(keras.Model):
@@ -313,10 +319,7 @@ def build_student(
     if cut:
         encoder = _cut_teacher(teacher, check_cut(spec, teacher.num_blocks))
     elif preset:
-        n_layers, hidden = int(preset.group(1)), int(preset.group(2))
-        heads = max(1, hidden // 64)
-        if hidden % heads:
-            raise ValueError(f"--student={spec}: width {hidden} is not divisible by {heads} heads")
+        n_layers, hidden, heads = preset_shape(spec)
         cfg = transformers.BertConfig(
             vocab_size=vocab_size,
             hidden_size=hidden,
@@ -373,6 +376,51 @@ def check_cut(spec: str, teacher_blocks: int) -> list[int]:
         raise ValueError(
             f"--student={spec}: the teacher has layers 0..{teacher_blocks - 1}, not {bad}")
     return layers
+
+
+def preset_shape(spec: str) -> tuple[int, int, int]:
+    """(blocks, width, attention heads) of an `l<blocks>-h<width>` preset: one head per 64 units."""
+    preset = _PRESET.match(spec)
+    n_layers, hidden = int(preset.group(1)), int(preset.group(2))
+    heads = max(1, hidden // 64)
+    if n_layers < 1 or hidden % heads:
+        raise ValueError(f"--student={spec}: needs at least 1 block and a width divisible by "
+                         f"its {heads} attention heads (one per 64 units); try "
+                         f"l{max(1, n_layers)}-h{heads * 64}")
+    return n_layers, hidden, heads
+
+
+def max_positions(cfg) -> int:
+    """Tokens per sequence a Hugging Face config's position embeddings allow."""
+    # RoBERTa-style position ids start after the padding index.
+    offset = cfg.pad_token_id + 1 if cfg.model_type in _ROBERTA_LIKE else 0
+    return int(cfg.max_position_embeddings) - offset
+
+
+def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int) -> int:
+    """Fails for a student that cannot be built or read `max_seq_length` tokens; returns its blocks.
+
+    Reads configs only, so it runs before the teacher fine-tunes: a wrong student must not cost
+    a fine-tuning.
+    """
+    if spec.startswith("teacher:"):
+        return len(check_cut(spec, teacher.num_blocks))
+    if _PRESET.match(spec):
+        return preset_shape(spec)[0]
+    name = resolve_student_name(spec)
+    cfg = read_hf_config(name)
+    for field in ("hidden_size", "num_attention_heads", "num_hidden_layers"):
+        if not hasattr(cfg, field):
+            raise ValueError(f"--student={spec}: its config has no {field}; use a BERT, RoBERTa "
+                             "or XLM-R checkpoint")
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise ValueError(f"--student={spec}: hidden size {cfg.hidden_size} is not divisible by "
+                         f"its {cfg.num_attention_heads} attention heads; fix its config.json")
+    if max_positions(cfg) < max_seq_length:
+        raise ValueError(f"--max_seq_length={max_seq_length} is longer than the "
+                         f"{max_positions(cfg)} positions of student {spec}; lower "
+                         "--max_seq_length")
+    return int(cfg.num_hidden_layers)
 
 
 def _cut_teacher(teacher: TokenClassifier, layers: list[int]):

@@ -352,6 +352,28 @@ def run(cfg: config_lib.RunConfig) -> dict:
         return _run(cfg, settings)
 
 
+def _check_plan(cfg: config_lib.RunConfig, teacher) -> None:
+    """Fails now for settings that would only fail after the teacher's fine-tuning.
+
+    The sequence length must fit both models' position embeddings, the student must be buildable
+    (`models.check_student`) and its representation layer pairing must exist. An MSD student
+    without layers to pair with the teacher's per-layer classifiers gets a warning.
+    """
+    length, teacher_positions = cfg.data.max_seq_length, models.max_positions(
+        teacher.encoder.config)
+    if length > teacher_positions:
+        raise ValueError(f"--max_seq_length={length} is longer than the {teacher_positions} "
+                         f"positions of teacher {cfg.teacher.model}; lower --max_seq_length")
+    blocks = models.check_student(cfg.student.model, teacher, length)
+    stages_lib.representation_pairs(cfg.distil.teacher_layer, teacher.num_blocks, blocks)
+    if cfg.strategy == "msd" and not stages_lib.msd_layer_pairs(
+            teacher.aux_layers, teacher.num_blocks, blocks)[0]:
+        log(f"warning: --strategy=msd: no layer of the {blocks}-block student pairs with a "
+            f"teacher layer that has a classifier ({list(teacher.aux_layers)}), so only the "
+            "output distributions and MMD terms are distilled; use a deeper student for "
+            "per-layer channels")
+
+
 def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     t_start = time.time()
     out = cfg.output_dir
@@ -379,8 +401,7 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         def convert(p):
             return labels_lib.teacher_probs_to_data(p, teacher_labels, labels)
     t_splits = {k: tokenize(v, t_tok, label_ids, dcfg) for k, v in splits.items()}
-    if cfg.student.model.startswith("teacher:"):
-        models.check_cut(cfg.student.model, teacher.num_blocks)  # before any fine-tuning
+    _check_plan(cfg, teacher)  # before any fine-tuning
     fine_tune = cfg.teacher.fine_tune == "yes" or (cfg.teacher.fine_tune == "auto" and not ready)
     if fine_tune and ready:
         raise ValueError("--teacher_fine_tune=yes needs a teacher without its own labels")
@@ -535,7 +556,7 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
         model, stage, train.epoch_batches(make), monitor, settings,
         strategy=tf.distribute.get_strategy() if tf.distribute.has_strategy() else None,
         checkpoint_dir=_checkpoint_dir(cfg, log_name), checkpoint_every=cfg.checkpoint_every,
-        skip_nonfinite=cfg.skip_nonfinite_batches,
+        skip_nonfinite=cfg.skip_nonfinite_batches, seed=cfg.seed,
         weight_decay=cfg.distil.weight_decay if weight_decay is None else weight_decay,
         warmup_ratio=cfg.distil.warmup_ratio if warmup_ratio is None else warmup_ratio,
         reduce_lr_on_plateau=reduce_lr,

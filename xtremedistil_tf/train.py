@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -237,6 +238,39 @@ class _Progress(tf.Module):
         self.best_path = tf.Variable("", dtype=tf.string)  # checkpoint of the best weights
 
 
+def dropout_generators(model, batch: dict) -> list[tf.random.Generator]:
+    """The random generators of `model`'s dropout layers (Hugging Face blocks and our heads).
+
+    Keras creates a layer's generator on its first training-mode call, so the model is called
+    once on `batch` (its `input_ids` and `attention_mask`) in training mode first. Needs
+    `keras.backend.experimental.enable_tf_random_generator()` before the layers were built
+    (`models` sets it on import); without it there are no generators and the list is empty.
+    """
+    model({"input_ids": batch["input_ids"][:1], "attention_mask": batch["attention_mask"][:1]},
+          training=True)
+    found = []
+    for layer in model.submodules:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            found.append(generator)
+    return found
+
+
+def reseed(generators: Sequence[tf.random.Generator], seed: int, step) -> None:
+    """Sets generator i's state to (counter = step, i; key = seed).
+
+    Dropout masks then depend only on the seed, the optimizer step and the layer, never on how
+    many masks this process drew before: a resumed stage repeats an uninterrupted one.
+    Keras' generators use AUTO_SELECT, which is Philox (a 3-number state) on CPUs and GPUs.
+    """
+    for i, generator in enumerate(generators):
+        if generator.state.shape != (3,):
+            raise RuntimeError(f"dropout generator state has shape {generator.state.shape}, "
+                               "expected Philox's (3,)")
+        generator.state.assign(tf.stack([tf.cast(step, tf.int64), tf.constant(i, tf.int64),
+                                         tf.constant(seed, tf.int64)]))
+
+
 def run_stage(
     model,
     stage: stages_lib.Stage,
@@ -255,6 +289,7 @@ def run_stage(
     checkpoint_every: int = 0,
     strategy: tf.distribute.Strategy | None = None,
     skip_nonfinite: int = 0,
+    seed: int = 0,
 ) -> StageResult:
     """Trains `model` for one stage with early stopping on `monitor`.
 
@@ -283,6 +318,10 @@ def run_stage(
             instead (no update; under a distribution strategy its gradient is zeroed on every
             replica, so only AdamW's momentum and weight decay move the weights), halves the
             learning rate, and stops after N skipped batches in the stage.
+        seed: with the stage name and the optimizer step, sets every dropout mask (see
+            `reseed`; single-device only: under a distribution strategy each replica's dropout
+            streams are its own, so a resumed stage is close to, not equal to, an
+            uninterrupted one).
 
     Returns:
         The stage's history; the model holds the best dev weights on return.
@@ -304,7 +343,11 @@ def run_stage(
     signature = {k: tf.TensorSpec(v.shape, v.dtype)
                  for k, v in features.to_dataset(train_batches(0), keys).element_spec.items()}
 
+    generators = [] if strategy else dropout_generators(model, train_batches(0)[0])
+    stage_seed = (seed * 1_000_003 + zlib.crc32(stage.name.encode())) % 2**62
+
     def replica_step(batch):
+        reseed(generators, stage_seed, optimizer.iterations)
         with tf.GradientTape() as tape:
             loss = objective_loss(model, stage.objective, settings, batch, training=True)
             if strategy:
