@@ -273,6 +273,19 @@ def test_export_command_rebuilds_a_run(tmp_path):
     assert "base_path: \"/models/run\"" in (tmp_path / "exports" / "models.config").read_text()
     assert export.main(["--run_dir", str(run), "--which", "teacher", "--version", "7"]) == 0
     assert (tmp_path / "exports" / "run-teacher" / "7" / "saved_model.pb").is_file()
+    # A bfloat16 variant: same signature and float32 outputs, bf16 matmuls inside, close scores.
+    assert export.main(["--run_dir", str(run), "--precision", "bfloat16"]) == 0
+    bf16_path = tmp_path / "exports" / "run-bf16" / "1"
+    bf16 = tf.saved_model.load(str(bf16_path)).signatures["serving_default"]
+    out = bf16(input_ids=ids, attention_mask=mask)
+    assert out["probabilities"].dtype == tf.float32 and out["label_ids"].dtype == tf.int32
+    np.testing.assert_allclose(out["probabilities"], expected, atol=3e-2)
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    graph = saved_model_pb2.SavedModel.FromString((bf16_path / "saved_model.pb").read_bytes())
+    matmuls = [n.attr["T"].type for f in graph.meta_graphs[0].graph_def.library.function
+               for n in f.node_def if n.op in ("MatMul", "BatchMatMulV2")]
+    assert matmuls and set(matmuls) == {tf.bfloat16.as_datatype_enum}
     assert export.main(["--run_dir", str(tmp_path / "nowhere")]) == 2
     # A checkpoint that does not fit the rebuilt model is refused, never half loaded.
     shutil.rmtree(run / "student")

@@ -17,7 +17,8 @@ Every export rewrites `<export_dir>/models.config`, the TF Serving model config 
 exported model (for `tensorflow_model_server --model_config_file`).
 
     python -m xtremedistil_tf.export --run_dir runs/default [--name N] [--version V] \
-        [--export_dir saved_models] [--which student|teacher] [--text_signature]
+        [--export_dir saved_models] [--which student|teacher] [--text_signature] \
+        [--precision float32|bfloat16]
 
 rebuilds a model from a finished run folder and exports it.
 """
@@ -37,15 +38,13 @@ LABELS_FILE = "labels.txt"
 MODELS_CONFIG = "models.config"
 # Where `scripts/serve.sh` mounts the export folder in the tensorflow/serving container.
 CONTAINER_BASE = "/models"
-_ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
 
 
 def max_positions(model) -> int:
     """Tokens per sequence the encoder's position embeddings allow."""
-    cfg = model.encoder.config
-    # RoBERTa-style position ids start after the padding index.
-    offset = cfg.pad_token_id + 1 if cfg.model_type in _ROBERTA_LIKE else 0
-    return int(cfg.max_position_embeddings) - offset
+    from xtremedistil_tf import models
+
+    return models.max_positions(model.encoder.config)
 
 
 class _Tagger(tf.Module):
@@ -84,6 +83,7 @@ class _Tagger(tf.Module):
         logits = self.model(
             {"input_ids": input_ids, "attention_mask": attention_mask}, training=False
         )["logits"]
+        logits = tf.cast(logits, tf.float32)  # bfloat16 models: float32 decoding and outputs
         return {
             "label_ids": self.model.decode(logits, input_ids, attention_mask),
             "probabilities": self.model.probabilities(logits, input_ids, attention_mask),
@@ -308,13 +308,31 @@ def _check_config(model, folder: str) -> None:
                          "was the run folder made by another version?")
 
 
-def rebuild(run_dir: str, which: str = "student"):
+PRECISIONS = ("float32", "bfloat16")
+
+
+def rebuild(run_dir: str, which: str = "student", precision: str = "float32"):
     """Rebuilds a run's trained model the way `pipeline.run` built it, with its weights.
+
+    With `precision="bfloat16"` the model is built under Keras' `mixed_bfloat16` policy:
+    float32 variables (the same weights), bfloat16 matmuls and activations (AMX / tensor cores).
 
     Returns:
         (config, model, labels, tokenizer): `labels` are the model's own (a ready teacher keeps
         its checkpoint's label names).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision={precision}: use one of {', '.join(PRECISIONS)}")
+    previous = tf.keras.mixed_precision.global_policy().name
+    tf.keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        return _rebuild(run_dir, which)
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
+
+
+def _rebuild(run_dir: str, which: str):
     from xtremedistil_tf import models, pipeline
 
     cfg, done = _run_config(run_dir)
@@ -343,19 +361,21 @@ def rebuild(run_dir: str, which: str = "student"):
 
 def export_run(run_dir: str, which: str = "student", name: str | None = None,
                version: int | None = None, export_dir: str | None = None,
-               text_signature: bool = False) -> str:
+               text_signature: bool = False, precision: str = "float32") -> str:
     """Exports the student (or teacher) of a finished run; returns the version folder.
 
     Defaults follow the run: `export_dir` is the run's `--export_dir`, `name` its
-    `--export_name` or the run folder's name (`-teacher` appended for the teacher), and
-    `tag_text` windows are the run's `--max_seq_length`.
+    `--export_name` or the run folder's name (`-teacher` appended for the teacher, then
+    `-bf16` for a bfloat16 export), and `tag_text` windows are the run's `--max_seq_length`.
+    A bfloat16 export has the same signatures, dtypes and assets as a float32 one.
     """
     if which not in ("student", "teacher"):
         raise ValueError(f"--which={which}: use student or teacher")
-    cfg, model, labels, tokenizer = rebuild(run_dir, which)
-    name = name or cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
-    if which == "teacher" and not name.endswith("-teacher"):
-        name += "-teacher"
+    cfg, model, labels, tokenizer = rebuild(run_dir, which, precision)
+    if not name:
+        name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
+        name += "-teacher" if which == "teacher" and not name.endswith("-teacher") else ""
+        name += "-bf16" if precision == "bfloat16" else ""
     return export(model, labels, tokenizer, export_dir or cfg.export_dir, name, version,
                   text_signature=text_signature, max_seq_length=cfg.data.max_seq_length)
 
@@ -374,13 +394,16 @@ def main(argv=None) -> int:
     parser.add_argument("--which", default="student", choices=("student", "teacher"))
     parser.add_argument("--text_signature", action="store_true",
                         help="add the tag_text signature (needs tensorflow-text to load)")
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
+                        help="bfloat16: bf16 matmuls (float32 weights, inputs and outputs); "
+                             "see scripts/compare_precision.py for its F1 and speed")
     args = parser.parse_args(argv)
     try:
         import transformers
 
         transformers.logging.set_verbosity_error()
         path = export_run(args.run_dir, args.which, args.name, args.version, args.export_dir,
-                          args.text_signature)
+                          args.text_signature, args.precision)
     except (ValueError, OSError, ImportError) as e:
         if os.environ.get("XTREMEDISTIL_DEBUG"):
             raise
