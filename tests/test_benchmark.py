@@ -4,6 +4,7 @@ import csv
 import math
 import os
 
+import numpy as np
 import pytest
 
 from conftest import MODELS
@@ -56,7 +57,7 @@ def test_summarise_times_uses_p50_for_throughput():
 
 @pytest.mark.parametrize("field,value", [("modes", ("jit",)), ("dtypes", ("float16",)),
                                          ("models", ("no-such-model",)), ("repeats", 0),
-                                         ("batch_sizes", (0,))])
+                                         ("batch_sizes", (0,)), ("peers", ("tensorrt",))])
 def test_config_rejects_bad_values(tmp_path, field, value):
     with pytest.raises(ValueError):
         benchmark.BenchmarkConfig(output_dir=str(tmp_path), **{field: value})
@@ -119,3 +120,85 @@ def test_tiny_run_writes_one_row_per_combination(tmp_path):
 def test_main_rejects_unknown_mode(tmp_path, capsys):
     assert benchmark.main(["--output_dir", str(tmp_path), "--modes", "jit"]) == 2
     assert "--modes" in capsys.readouterr().err
+
+
+def test_main_rejects_a_peer_that_is_not_installed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark, "_importable", lambda module: module != "torch")
+    assert benchmark.main(["--output_dir", str(tmp_path), "--peers", "torch"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --peers torch needs 'pip install -r requirements-peers.txt'\n")
+
+
+def test_peers_are_checked_in_float32(tmp_path):
+    with pytest.raises(ValueError, match="float32"):
+        benchmark.BenchmarkConfig(output_dir=str(tmp_path), models=(TINY,), peers=("torch",),
+                                  dtypes=("bfloat16",))
+
+
+def _rows(tmp_path):
+    with open(tmp_path / "benchmark.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_modes_time_one_step_with_three_times_the_forward_flops(tmp_path):
+    config = benchmark.BenchmarkConfig(
+        output_dir=str(tmp_path), models=(TINY,), batch_sizes=(2,), seq_lengths=(8,),
+        modes=benchmark.TRAIN_MODES, repeats=1, warmup=0, peak_matmul_size=64, peak_repeats=2)
+    benchmark.run(config, log=lambda *_: None)
+    rows = {r["mode"]: r for r in _rows(tmp_path)}
+    assert set(rows) == {"train_representations", "train_logits", "train_labels"}
+    forward = benchmark.flops_per_token(2, 32, 64, 8, 9) / 1e9
+    for mode in benchmark.TRAIN_MODES:
+        assert float(rows[mode]["tokens_per_s"]) > 0
+        assert float(rows[mode]["gflops_per_token"]) == pytest.approx(3 * forward)
+        assert rows[mode]["agrees_with_tf"] == ""
+
+
+def test_train_step_updates_the_stage_variables_only():
+    # The representations stage trains the encoder and the projection, not the head.
+    model = benchmark.build_model(TINY, projection_dim=48)
+    step = benchmark.make_train_step(model, "representations", steps=10)
+    targets = benchmark.random_targets("representations", np.random.default_rng(0), 2, 8,
+                                       model.num_labels, 48)
+    assert targets["teacher_hidden"].shape == (2, 8, 1, 48)
+    head, projection = model.classifier.kernel.numpy(), model.projection.kernel.numpy()
+    ids = tf.ones((2, 8), tf.int32)
+    run = benchmark.train_callable(step, targets)
+    for _ in range(2):  # the learning rate warms up from 0 at the first step, as in training
+        assert np.isfinite(run(ids, ids)["loss"].numpy())
+    np.testing.assert_array_equal(model.classifier.kernel.numpy(), head)
+    assert not np.array_equal(model.projection.kernel.numpy(), projection)
+
+
+def test_peers_run_the_same_model_as_tensorflow(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    config = benchmark.BenchmarkConfig(
+        output_dir=str(tmp_path), models=(TINY,), batch_sizes=(2,), seq_lengths=(8,),
+        modes=("function",), peers=("torch", "onnxruntime"), repeats=1, warmup=0,
+        peak_matmul_size=64, peak_repeats=2)
+    benchmark.run(config, log=lambda *_: None)
+    rows = {r["mode"]: r for r in _rows(tmp_path)}
+    assert set(rows) == {"function", "torch", "onnxruntime"}
+    assert rows["function"]["agrees_with_tf"] == ""
+    for peer in ("torch", "onnxruntime"):
+        assert float(rows[peer]["agrees_with_tf"]) >= 0.999
+        assert float(rows[peer]["tokens_per_s"]) > 0
+        assert rows[peer]["gflops_per_token"] == rows["function"]["gflops_per_token"]
+
+
+def test_a_peer_on_other_weights_is_refused():
+    torch = pytest.importorskip("torch")
+    model = benchmark.build_model(TINY)
+    ids = tf.constant(np.random.default_rng(0).integers(0, 185, (2, 8)), tf.int32)
+    mask = tf.ones_like(ids)
+    expected = {k: v.numpy() for k, v in benchmark._forward_fn(model)(ids, mask).items()}
+    tagger = benchmark.torch_tagger(model)
+    run = benchmark.torch_callable(tagger, "float32", threads=1)
+    ids64, mask64 = ids.numpy().astype(np.int64), mask.numpy().astype(np.int64)
+    assert benchmark.check_agreement(expected, run(ids64, mask64), "torch") == 1.0
+    with torch.no_grad():
+        tagger.classifier.weight.neg_()
+    with pytest.raises(RuntimeError, match="torch disagrees with TensorFlow"):
+        benchmark.check_agreement(expected, run(ids64, mask64), "torch")

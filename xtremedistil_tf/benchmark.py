@@ -1,17 +1,41 @@
-"""Inference benchmark: teacher vs students, per execution mode and dtype, as a fraction of peak.
+"""Inference and training benchmark: teacher vs students, per execution mode and dtype, as a
+fraction of peak, with optional PyTorch and ONNX Runtime peers on the same weights and inputs.
 
     python -m xtremedistil_tf.benchmark --output_dir results/benchmark \
         [--models mbert-base,xtremedistil-l6-h256,...] [--batch_sizes 32] [--seq_lengths 128] \
-        [--modes eager,function,xla,saved_model] [--dtypes float32,bfloat16] \
+        [--modes eager,function,xla,saved_model,train_representations,train_logits,train_labels] \
+        [--dtypes float32,bfloat16] [--peers torch,onnxruntime] \
         [--repeats 5] [--warmup 2] [--peak_matmul_size 2048]
 
-Every model is a `models.TokenClassifier` with a 9-label softmax head, and every mode times the
-same computation the exported `serving_default` runs: encoder, head, `probabilities` and
-`decode` (argmax), outputs copied to host. Models are named presets (random weights built from
-configs, offline: `PRESETS`) or local Hugging Face folders (`models.load_encoder`).
+Every model is a `models.TokenClassifier` with a 9-label softmax head, and every inference mode
+times the same computation the exported `serving_default` runs: encoder, head, `probabilities`
+and `decode` (argmax), outputs copied to host. Models are named presets (random weights built
+from configs, offline: `PRESETS`) or local Hugging Face folders (`models.load_encoder`). Every
+mode and peer of a model sees the same random token ids per batch × length.
 
-Modes: `eager` (Keras call), `function` (`tf.function`), `xla` (`tf.function(jit_compile=True)`),
-`saved_model` (`export.export` to a temporary folder, `tf.saved_model.load`, `serving_default`).
+Inference modes: `eager` (Keras call), `function` (`tf.function`), `xla`
+(`tf.function(jit_compile=True)`), `saved_model` (`export.export` to a temporary folder,
+`tf.saved_model.load`, `serving_default`).
+
+Training modes: `train_<objective>` for the distillation objectives `representations`,
+`logits` and `labels` time one optimizer step of that stage with all its layers training (see
+`make_train_step`) on random inputs and random targets. Training FLOPs are counted as 3 ×
+forward FLOPs (the backward pass ≈ 2 × the forward), so their `gflops_per_token` is 3 × the
+inference one and their `mfu` uses it.
+
+Peers (`--peers`, after the TensorFlow inference modes, float32 pass only): `torch` is the
+Hugging Face PyTorch model of the same config with the TensorFlow weights copied in, plus a
+`torch.nn.Linear` head with the TensorFlow classifier's kernel and bias, softmax and argmax,
+under `torch.inference_mode()` with `torch.set_num_threads` = TensorFlow's intra-op threads
+(float32, and bfloat16 via `torch.autocast("cpu")` when `--dtypes` has it). `onnxruntime` runs
+that module exported by `torch.onnx.export` (dynamic batch and sequence axes, opset 17) in an
+`InferenceSession` (CPUExecutionProvider, default graph optimizations, the same thread count);
+float32 only. Before a peer is timed on an input, its labels must match TensorFlow `function`
+mode's on that input at >= 99.9 % of positions with probabilities within 1e-3 (otherwise it
+stops: it would not be running the same model); `agrees_with_tf` is that label agreement (for
+torch bfloat16: its bf16 labels against the float32 TensorFlow ones, reported, not enforced).
+Peers need `pip install -r requirements-peers.txt`.
+
 Dtypes: `float32`, and `bfloat16` = Keras `mixed_bfloat16` policy while the model is built and
 timed (float32 variables, bfloat16 matmuls).
 
@@ -31,20 +55,32 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import importlib.util
 import os
 import resource
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
-MODES = ("eager", "function", "xla", "saved_model")
+INFERENCE_MODES = ("eager", "function", "xla", "saved_model")
+TRAIN_OBJECTIVES = ("representations", "logits", "labels")
+TRAIN_MODES = tuple(f"train_{o}" for o in TRAIN_OBJECTIVES)
+MODES = INFERENCE_MODES + TRAIN_MODES
 DTYPES = ("float32", "bfloat16")
 NUM_LABELS = 9  # CoNLL/WikiANN-style IOB2 tag set: O + B/I of PER, ORG, LOC, MISC
+TRAIN_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × forward
+
+# Peers and the modules each needs (requirements-peers.txt installs them).
+PEERS = {"torch": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime")}
+MIN_AGREEMENT = 0.999  # share of positions where a peer's label must equal TensorFlow's
+PROBABILITY_ATOL = 1e-3  # largest allowed difference of a peer's probabilities
+ONNX_OPSET = 17
 
 # Architecture-shaped presets (random weights). Sizes follow the hub configs:
 # bert-base-multilingual-cased, xlm-roberta-base, microsoft/xtremedistil-l*-h*-uncased.
@@ -68,7 +104,7 @@ COLUMNS = (
     "model", "mode", "dtype", "batch_size", "seq_length", "params", "size_mb",
     "tokens_per_s", "sentences_per_s", "ms_per_batch_p50", "ms_per_batch_p95",
     "gflops_per_token", "achieved_gflops", "peak_gflops", "mfu", "speedup_vs_first_model",
-    "rss_mb", "peak_rss_mb",
+    "agrees_with_tf", "rss_mb", "peak_rss_mb",
 )
 
 
@@ -82,6 +118,7 @@ class BenchmarkConfig:
     seq_lengths: tuple[int, ...] = (128,)
     modes: tuple[str, ...] = ("function",)
     dtypes: tuple[str, ...] = ("float32",)
+    peers: tuple[str, ...] = ()
     repeats: int = 5
     warmup: int = 2
     peak_matmul_size: int = 2048
@@ -101,6 +138,15 @@ class BenchmarkConfig:
         bad = [d for d in self.dtypes if d not in DTYPES]
         if bad or not self.dtypes:
             raise ValueError(f"--dtypes {bad or 'empty'}: choose from {', '.join(DTYPES)}")
+        bad = [p for p in self.peers if p not in PEERS]
+        if bad:
+            raise ValueError(f"--peers {bad}: choose from {', '.join(PEERS)}")
+        for peer in self.peers:
+            if not all(_importable(m) for m in PEERS[peer]):
+                raise ValueError(f"--peers {peer} needs 'pip install -r requirements-peers.txt'")
+        if self.peers and "float32" not in self.dtypes:
+            raise ValueError("--peers needs float32 in --dtypes: peers are checked against "
+                             "TensorFlow in float32")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError("--batch_sizes must be positive integers")
         if not self.seq_lengths or min(self.seq_lengths) < 1:
@@ -109,6 +155,10 @@ class BenchmarkConfig:
             raise ValueError("--repeats must be >= 1 and --warmup >= 0")
         if self.peak_matmul_size < 1 or self.peak_repeats < 1:
             raise ValueError("--peak_matmul_size and --peak_repeats must be >= 1")
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -176,10 +226,11 @@ def _rss_mb() -> tuple[float, float]:
 # --------------------------------------------------------------------------- models
 
 
-def build_model(name: str):
+def build_model(name: str, projection_dim: int | None = None):
     """A `TokenClassifier` (9-label softmax head, no dropout) for a preset or a local folder.
 
     Built under whatever Keras dtype policy is active, so set `mixed_bfloat16` first for bf16.
+    `projection_dim` adds the student's projection to a teacher's width (representations stage).
     """
     import transformers
 
@@ -194,7 +245,17 @@ def build_model(name: str):
         encoder = models.load_encoder(name)
     label = os.path.basename(os.path.normpath(name)) if name not in PRESETS else name
     return models.TokenClassifier(encoder, NUM_LABELS, dropout=0.0, head="softmax",
+                                  projection_dim=projection_dim,
                                   name=label.replace("-", "_")).build_with_dummy()
+
+
+def hidden_size(name: str) -> int:
+    """Width of a preset or local folder's encoder, read from its config."""
+    from xtremedistil_tf import models
+
+    if name in PRESETS:
+        return PRESETS[name][1]["hidden_size"]
+    return int(models.read_hf_config(name).hidden_size)
 
 
 def model_flops_per_token(model, seq_length: int) -> float:
@@ -243,33 +304,242 @@ def make_callable(model, mode: str, workdir: str):
 
 
 def time_calls(fn, input_ids, attention_mask, repeats: int, warmup: int) -> list[float]:
-    """Milliseconds of each of `repeats` calls (outputs copied to host) after `warmup` calls."""
+    """Milliseconds of each of `repeats` calls (outputs copied to host) after `warmup` calls.
+
+    `fn` returns a dict of TensorFlow or PyTorch tensors (`.numpy()` waits for each and brings
+    it to host memory) or of numpy arrays (ONNX Runtime's outputs, already there).
+    """
     for _ in range(warmup):
-        [t.numpy() for t in fn(input_ids, attention_mask).values()]
+        [_to_host(t) for t in fn(input_ids, attention_mask).values()]
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        [t.numpy() for t in fn(input_ids, attention_mask).values()]
+        [_to_host(t) for t in fn(input_ids, attention_mask).values()]
         times.append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def _to_host(t):
+    return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+
+
+# --------------------------------------------------------------------------- training steps
+
+
+def make_train_step(model, objective: str, steps: int):
+    """`step(batch) -> loss`: one optimizer step of the `objective` distillation stage.
+
+    The same pieces `train.run_stage` assembles, without a pipeline: the stage from
+    `stages.build_schedule` (default `DistilConfig`, no gradual unfreezing, so every layer of
+    the stage trains: representations = embeddings, blocks and projection; logits and labels =
+    embeddings, blocks and head), its variables (`train.stage_variables`), AdamW with the
+    default weight decay excluding LayerNorm and biases and a warm-up/decay schedule over
+    `steps`, and `train.objective_loss` (training=True, so the encoder's own dropout runs).
+    Inside one `tf.function`: forward, loss, gradients and the AdamW update. Left out: the
+    `tf.data` feed, distribution strategies, NaN skipping and checkpoints.
+    """
+    from xtremedistil_tf import config as config_lib, stages, train
+
+    distil = config_lib.DistilConfig(stages=(objective,), gradual_unfreezing=False)
+    (stage,) = stages.build_schedule(distil, model.num_blocks, freeze_embeddings=False)
+    variables = train.stage_variables(model, stage)
+    schedule = train.WarmupLinearDecay(stage.learning_rate, steps,
+                                       int(steps * distil.warmup_ratio))
+    optimizer = tf.keras.optimizers.AdamW(learning_rate=schedule,
+                                          weight_decay=distil.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
+    optimizer.build(variables)
+    settings = train.LossSettings(logit_loss=distil.logit_loss)
+
+    @tf.function
+    def step(batch):
+        with tf.GradientTape() as tape:
+            loss = train.objective_loss(model, objective, settings, batch, training=True)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return loss
+
+    return step
+
+
+def random_targets(objective: str, rng, batch: int, length: int, num_labels: int,
+                   teacher_width: int) -> dict:
+    """The batch entries besides the inputs that `objective` reads, random, shaped as
+    `features.make_batches` pads them, with every sub-word a word: cached teacher hidden states
+    (float16, `[B, T, 1, H_teacher]`), teacher logits (`[B, T, K]`) or gold label ids."""
+    from xtremedistil_tf import train
+
+    every = {
+        "word_index": np.tile(np.arange(length, dtype=np.int32), (batch, 1)),
+        "word_mask": np.ones((batch, length), np.float32),
+        "teacher_hidden": rng.standard_normal((batch, length, 1, teacher_width)).astype(
+            np.float16),
+        "teacher_logits": rng.standard_normal((batch, length, num_labels)).astype(np.float32),
+        "token_labels": rng.integers(0, num_labels, (batch, length)).astype(np.int32),
+        "token_first": np.ones((batch, length), np.float32),
+    }
+    keys = [k for k in train.batch_keys(objective) if k not in ("input_ids", "attention_mask")]
+    return {k: tf.constant(every[k]) for k in keys}
+
+
+def train_callable(step, targets: dict):
+    """`fn(input_ids, attention_mask) -> {"loss": ...}`: one `step` (from `make_train_step`) on
+    the inputs and `targets`."""
+    return lambda input_ids, attention_mask: {"loss": step(
+        {"input_ids": input_ids, "attention_mask": attention_mask, **targets})}
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def intra_op_threads() -> int:
+    """Threads TensorFlow runs one op on: its setting, or every core this process may use."""
+    return (tf.config.threading.get_intra_op_parallelism_threads()
+            or len(os.sched_getaffinity(0)))
+
+
+def torch_tagger(model):
+    """The model as a `torch.nn.Module`: `(input_ids, attention_mask) -> (label_ids,
+    probabilities)`, in eval mode, on the TensorFlow model's weights.
+
+    The encoder is the Hugging Face PyTorch class of the same config, filled from the
+    encoder's variables in memory by transformers' TF 2 -> PyTorch converter
+    (`load_tf2_weights_in_pytorch_model`; a weight it cannot place is an error). Not via
+    `save_pretrained` + `from_pretrained(..., from_tf=True)`: with transformers 4.54.1 and
+    torch 2.13 that leaves the weights on the meta device. The head is a `Linear` with the
+    softmax head's kernel (transposed) and bias; its dropout is inactive in eval mode.
+    """
+    import torch
+    import transformers
+    from transformers.modeling_tf_pytorch_utils import load_tf2_weights_in_pytorch_model
+
+    if model.head.attention is not None or model.head.crf is not None:
+        raise ValueError(f"peers copy softmax heads only, not {model.head_kind}")
+    encoder = transformers.AutoModel.from_config(
+        model.encoder.config, add_pooling_layer=getattr(model.encoder, "pooler", None) is not None)
+    _, info = load_tf2_weights_in_pytorch_model(encoder, model.encoder.weights,
+                                                output_loading_info=True)
+    if info["missing_keys"] or info["unexpected_keys"]:
+        raise ValueError(f"{model.name}: PyTorch weights without a TensorFlow value "
+                         f"{info['missing_keys']}, TensorFlow weights unused "
+                         f"{info['unexpected_keys']}")
+    classifier = torch.nn.Linear(model.hidden_size, model.num_labels)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.from_numpy(model.classifier.kernel.numpy().T))
+        classifier.bias.copy_(torch.from_numpy(model.classifier.bias.numpy()))
+
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.classifier = classifier
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.encoder(input_ids=input_ids,
+                                  attention_mask=attention_mask).last_hidden_state
+            logits = self.classifier(hidden)
+            return logits.argmax(-1), torch.softmax(logits.float(), -1)
+
+    return Tagger().eval()
+
+
+def torch_callable(tagger, dtype: str, threads: int):
+    """`fn(input_ids, attention_mask)` (int64 numpy) -> label ids and probabilities, under
+    `torch.inference_mode()` on `threads` threads; bfloat16 under `torch.autocast("cpu")`."""
+    import contextlib
+
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def precision():
+        if dtype == "bfloat16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def fn(input_ids, attention_mask):
+        with torch.inference_mode(), precision():
+            label_ids, probabilities = tagger(torch.from_numpy(input_ids),
+                                              torch.from_numpy(attention_mask))
+        return {"label_ids": label_ids, "probabilities": probabilities}
+
+    return fn
+
+
+def onnxruntime_callable(tagger, path: str, threads: int):
+    """`fn(input_ids, attention_mask)` (int64 numpy) -> label ids and probabilities from the
+    module exported to `path` (opset 17, dynamic batch and sequence axes) and run by ONNX
+    Runtime's CPU provider with default graph optimizations on `threads` intra-op threads."""
+    import onnxruntime
+    import torch
+
+    names = ("input_ids", "attention_mask", "label_ids", "probabilities")
+    dummy = torch.ones((2, 8), dtype=torch.int64)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter (dynamo=False: the default torch.export-based one needs
+        # onnxscript) warns that it is deprecated, and transformers' mask code that it traces
+        # a constant; neither changes the graph.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tagger, (dummy, dummy), path, input_names=list(names[:2]),
+                          output_names=list(names[2:]), opset_version=ONNX_OPSET, dynamo=False,
+                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def fn(input_ids, attention_mask):
+        outputs = session.run(list(names[2:]), {"input_ids": input_ids,
+                                                "attention_mask": attention_mask})
+        return dict(zip(names[2:], outputs))
+
+    return fn
+
+
+def agreement(reference: dict, candidate: dict) -> tuple[float, float]:
+    """(share of positions with equal `label_ids`, largest |difference| of `probabilities`)."""
+    labels = np.mean(np.asarray(reference["label_ids"]) == np.asarray(candidate["label_ids"]))
+    probs = np.max(np.abs(np.asarray(reference["probabilities"], np.float32)
+                          - np.asarray(candidate["probabilities"], np.float32)))
+    return float(labels), float(probs)
+
+
+def check_agreement(reference: dict, candidate: dict, what: str) -> float:
+    """The label agreement of `candidate` with TensorFlow's `reference` outputs.
+
+    Raises:
+        RuntimeError: fewer than `MIN_AGREEMENT` of the labels agree, or a probability differs
+            by more than `PROBABILITY_ATOL`: the peer does not compute the same model.
+    """
+    labels, probs = agreement(reference, candidate)
+    if labels < MIN_AGREEMENT or probs > PROBABILITY_ATOL:
+        raise RuntimeError(
+            f"{what} disagrees with TensorFlow on the same input: labels equal at "
+            f"{labels:.2%} of positions (needs {MIN_AGREEMENT:.1%}), probabilities differ by up "
+            f"to {probs:.2g} (allowed {PROBABILITY_ATOL:g}); it is not running the same weights, "
+            "so its timings would not be comparable")
+    return labels
 
 
 # --------------------------------------------------------------------------- the run
 
 
 def run(config: BenchmarkConfig, log=print) -> list[dict]:
-    """Times every model × dtype × mode × batch × length; writes and returns the rows."""
+    """Times every model × dtype × mode (and peer) × batch × length; writes and returns the rows."""
     os.makedirs(config.output_dir, exist_ok=True)
     peaks = {}
     for dtype in config.dtypes:
         peaks[dtype] = measure_peak_gflops(dtype, config.peak_matmul_size, config.peak_repeats)
         log(f"peak matmul {dtype} ({config.peak_matmul_size}^3): {peaks[dtype]:.1f} GFLOP/s")
+    # The representations stage projects student hidden states to the teacher's (first model's).
+    teacher_width = (hidden_size(config.models[0])
+                     if "train_representations" in config.modes else None)
     rng = np.random.default_rng(config.seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchmark-") as workdir:
         for name in config.models:
             for dtype in config.dtypes:
-                rows += _time_model(config, name, dtype, peaks[dtype], rng, workdir, log)
+                rows += _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log)
                 tf.keras.backend.clear_session()
     first = {}
     for r in rows:
@@ -280,39 +550,94 @@ def run(config: BenchmarkConfig, log=print) -> list[dict]:
     return rows
 
 
-def _time_model(config, name, dtype, peak, rng, workdir, log) -> list[dict]:
+def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) -> list[dict]:
+    """One model's rows in one dtype: inference modes, peers (float32 pass), training modes.
+
+    Every row of a batch × length gets the same token ids. Training comes last because its
+    steps change the weights.
+    """
     from xtremedistil_tf import models
 
     rows = []
     if dtype == "bfloat16":
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = build_model(name)
+        model = build_model(name, projection_dim=teacher_width)
         label = name if name in PRESETS else os.path.basename(os.path.normpath(name))
         params = models.count_params(model)
         vocab = int(model.encoder.config.vocab_size)
-        for mode in config.modes:
+        inputs = {}
+        for batch in config.batch_sizes:
+            for length in config.seq_lengths:
+                ids = tf.constant(rng.integers(0, vocab, (batch, length)), tf.int32)
+                inputs[batch, length] = (ids, tf.ones_like(ids))
+
+        def timed(mode, row_dtype, fn, ids, mask, flops_factor=1, agrees=None):
+            batch, length = (int(n) for n in ids.shape)
+            times = time_calls(fn, ids, mask, config.repeats, config.warmup)
+            gflops = flops_factor * model_flops_per_token(model, length) / 1e9
+            row = {"model": label, "mode": mode, "dtype": row_dtype, "batch_size": batch,
+                   "seq_length": length, "params": params,
+                   "size_mb": params * 4 / 1e6,  # float32 variables, also under bf16
+                   **summarise_times(times, batch, length),
+                   "gflops_per_token": gflops, "peak_gflops": peaks[row_dtype],
+                   "agrees_with_tf": agrees}
+            row["achieved_gflops"] = row["tokens_per_s"] * gflops
+            row["mfu"] = mfu(row["tokens_per_s"], gflops, peaks[row_dtype])
+            row["rss_mb"], row["peak_rss_mb"] = _rss_mb()
+            log(f"{label:24s} {mode:21s} {row_dtype:8s} {batch:3d}x{length:<4d} "
+                f"{row['tokens_per_s']:9.0f} tok/s  p50 {row['ms_per_batch_p50']:8.1f} ms"
+                f"  p95 {row['ms_per_batch_p95']:8.1f} ms  MFU {row['mfu']:.1%}"
+                + (f"  agrees {agrees:.2%}" if agrees is not None else ""))
+            return row
+
+        for mode in (m for m in config.modes if m in INFERENCE_MODES):
             fn = make_callable(model, mode, os.path.join(workdir, dtype))
-            for batch in config.batch_sizes:
-                for length in config.seq_lengths:
-                    ids = tf.constant(rng.integers(0, vocab, (batch, length)), tf.int32)
-                    mask = tf.ones_like(ids)
-                    times = time_calls(fn, ids, mask, config.repeats, config.warmup)
-                    gflops = model_flops_per_token(model, length) / 1e9
-                    row = {"model": label, "mode": mode, "dtype": dtype, "batch_size": batch,
-                           "seq_length": length, "params": params,
-                           "size_mb": params * 4 / 1e6,  # float32 variables, also under bf16
-                           **summarise_times(times, batch, length),
-                           "gflops_per_token": gflops, "peak_gflops": peak}
-                    row["achieved_gflops"] = row["tokens_per_s"] * gflops
-                    row["mfu"] = mfu(row["tokens_per_s"], gflops, peak)
-                    row["rss_mb"], row["peak_rss_mb"] = _rss_mb()
-                    rows.append(row)
-                    log(f"{label:24s} {mode:11s} {dtype:8s} {batch:3d}x{length:<4d} "
-                        f"{row['tokens_per_s']:9.0f} tok/s  p50 {row['ms_per_batch_p50']:8.1f} ms"
-                        f"  p95 {row['ms_per_batch_p95']:8.1f} ms  MFU {row['mfu']:.1%}")
+            for ids, mask in inputs.values():
+                rows.append(timed(mode, dtype, fn, ids, mask))
+        if config.peers and dtype == "float32":
+            rows += _time_peers(config, model, label, inputs, timed, workdir, log)
+        for mode in (m for m in config.modes if m in TRAIN_MODES):
+            objective = mode.removeprefix("train_")
+            step = make_train_step(model, objective,
+                                   steps=(config.warmup + config.repeats) * len(inputs))
+            for (batch, length), (ids, mask) in inputs.items():
+                targets = random_targets(objective, rng, batch, length, model.num_labels,
+                                         teacher_width or model.hidden_size)
+                rows.append(timed(mode, dtype, train_callable(step, targets), ids, mask,
+                                  flops_factor=TRAIN_FLOPS_FACTOR))
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")
+    return rows
+
+
+def _time_peers(config, model, label, inputs, timed, workdir, log) -> list[dict]:
+    """The peers' rows of one float32 model; each peer is checked against TensorFlow
+    `function` mode on an input before it is timed on it."""
+    reference = tf.function(_forward_fn(model))
+    threads = intra_op_threads()
+    tagger = torch_tagger(model)
+    runs = []
+    if "torch" in config.peers:
+        runs += [("torch", d, torch_callable(tagger, d, threads)) for d in config.dtypes]
+    if "onnxruntime" in config.peers:
+        path = os.path.join(workdir, "onnx", f"{model.name}.onnx")
+        runs.append(("onnxruntime", "float32", onnxruntime_callable(tagger, path, threads)))
+        if "bfloat16" in config.dtypes:
+            log(f"{label}: no onnxruntime bfloat16 row (the peer runs float32 only)")
+    expected = {shape: {k: v.numpy() for k, v in reference(ids, mask).items()}
+                for shape, (ids, mask) in inputs.items()}
+    rows = []
+    for peer, dtype, fn in runs:
+        for (batch, length), (ids, mask) in inputs.items():
+            ids64, mask64 = ids.numpy().astype(np.int64), mask.numpy().astype(np.int64)
+            out = fn(ids64, mask64)
+            if dtype == "float32":
+                agrees = check_agreement(expected[batch, length], out,
+                                         f"{peer} on {label} ({batch}x{length})")
+            else:  # bf16 rounding against the float32 reference: reported, not enforced
+                agrees = agreement(expected[batch, length], out)[0]
+            rows.append(timed(peer, dtype, fn, ids64, mask64, agrees=agrees))
     return rows
 
 
@@ -320,6 +645,8 @@ def _time_model(config, name, dtype, peak, rng, workdir, log) -> list[dict]:
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -329,8 +656,9 @@ def markdown(rows: list[dict], peaks: dict) -> str:
     """The full table, then teacher (first model) vs the others per mode, dtype and shape."""
     cols = ("model", "mode", "dtype", "batch_size", "seq_length", "params", "size_mb",
             "tokens_per_s", "sentences_per_s", "ms_per_batch_p50", "ms_per_batch_p95",
-            "gflops_per_token", "mfu", "speedup_vs_first_model", "rss_mb", "peak_rss_mb")
-    lines = ["# Inference benchmark", "",
+            "gflops_per_token", "mfu", "speedup_vs_first_model", "agrees_with_tf", "rss_mb",
+            "peak_rss_mb")
+    lines = ["# Benchmark", "",
              "Matmul peak measured in the same run: "
              + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peaks.items()), "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -346,9 +674,11 @@ def markdown(rows: list[dict], peaks: dict) -> str:
                 f"{r['model']} | {r['params'] / 1e6:.1f}M | {r['size_mb']:.0f} | "
                 f"{r['tokens_per_s']:.0f} | {r['speedup_vs_first_model']:.1f}× | "
                 f"{100 * r['mfu']:.0f} % |")
-    lines += ["", "`rss_mb`: resident set right after the row (all live models); `peak_rss_mb`: "
-              "process high-water mark so far (monotonic). MB = 10^6 bytes; size_mb = float32 "
-              "parameters × 4 bytes.", ""]
+    lines += ["", "`train_*` rows: one optimizer step per batch; their FLOPs are 3 × forward. "
+              "`agrees_with_tf`: share of a peer's labels equal to TensorFlow `function` mode's "
+              "on the same input. `rss_mb`: resident set right after the row (all live models); "
+              "`peak_rss_mb`: process high-water mark so far (monotonic). MB = 10^6 bytes; "
+              "size_mb = float32 parameters × 4 bytes.", ""]
     return "\n".join(lines)
 
 
@@ -419,6 +749,8 @@ def parse_args(argv=None) -> BenchmarkConfig:
                    help=", ".join(MODES))
     p.add_argument("--dtypes", type=_csv(), default=BenchmarkConfig.dtypes,
                    help=", ".join(DTYPES))
+    p.add_argument("--peers", type=_csv(), default=BenchmarkConfig.peers,
+                   help=f"{', '.join(PEERS)} (needs 'pip install -r requirements-peers.txt')")
     p.add_argument("--repeats", type=int, default=BenchmarkConfig.repeats)
     p.add_argument("--warmup", type=int, default=BenchmarkConfig.warmup)
     p.add_argument("--peak_matmul_size", type=int, default=BenchmarkConfig.peak_matmul_size)
@@ -436,6 +768,8 @@ def main(argv=None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    # transformers 4.54's BERT passes its own deprecated argument on every PyTorch call.
+    warnings.filterwarnings("ignore", message=".*encoder_attention_mask.*is deprecated")
     tf.random.set_seed(config.seed)
     run(config)
     print(os.path.join(config.output_dir, "benchmark.md"))
