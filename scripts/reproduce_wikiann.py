@@ -59,6 +59,10 @@ RUNS = [
      ["--student=l6-h256", "--teacher_layer=last"]),
     ("l6-h256 random-emb", "ablation: random word embeddings instead of compressed teacher ones",
      ["--student=l6-h256", "--student_embeddings=random", "--nofreeze_embeddings"]),
+    ("l6-h256 long", "student: l6-h256 trained longer (all layers, up to 8 epochs per stage, "
+     "learning rate 5e-4)",
+     ["--student=l6-h256", "--nogradual_unfreezing", "--epochs=8", "--patience=2",
+      "--learning_rate=5e-4"]),
 ]
 
 

@@ -24,16 +24,16 @@ def _matmul_flops(m, k, n):
 
 def test_flops_per_token_matches_hand_count():
     # One sequence of T tokens through L layers, written out matmul by matmul.
-    L, H, I, T, K, heads = 2, 4, 8, 3, 5, 2
+    L, H, F, T, K, heads = 2, 4, 8, 3, 5, 2
     d = H // heads
     per_layer = (
         4 * _matmul_flops(T, H, H)  # Q, K, V, attention output projections
         + heads * _matmul_flops(T, d, T)  # scores Q Kᵀ per head
         + heads * _matmul_flops(T, T, d)  # weights × V per head
-        + _matmul_flops(T, H, I) + _matmul_flops(T, I, H)  # feed-forward
+        + _matmul_flops(T, H, F) + _matmul_flops(T, F, H)  # feed-forward
     )
     total = L * per_layer + _matmul_flops(T, H, K)  # + classifier
-    assert benchmark.flops_per_token(L, H, I, T, K) == pytest.approx(total / T)
+    assert benchmark.flops_per_token(L, H, F, T, K) == pytest.approx(total / T)
 
 
 def test_flops_per_token_of_bert_base_is_about_170_mflops():

@@ -150,8 +150,10 @@ def test_format_comparison():
     lines = evaluate.format_comparison(rows).splitlines()
     assert lines[0].startswith("| model | F1 | P | R |")
     assert lines[0].endswith("| speed-up |")
-    assert lines[2] == "| teacher | 0.912 | 0.900 | 0.825 | 0.950 | 0.881 | 22.7M | 86.7 | 41.0 | 1.00x |"
-    assert lines[3] == "| student | 0.800 | 0.810 | 0.790 | 0.900 | - | 4.4M | 16.7 | 20.0 | 2.05x |"
+    assert lines[2] == (
+        "| teacher | 0.912 | 0.900 | 0.825 | 0.950 | 0.881 | 22.7M | 86.7 | 41.0 | 1.00x |")
+    assert lines[3] == (
+        "| student | 0.800 | 0.810 | 0.790 | 0.900 | - | 4.4M | 16.7 | 20.0 | 2.05x |")
     assert lines[4] == "| tiny | 0.500 | - | - | - | - | 12.3K | - | 4.1 | 10.00x |"
     assert len(lines) == 5
 

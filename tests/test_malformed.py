@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO
 
-GOOD = "John\tB-PER\nSmith\tI-PER\nof\tO\nAcme\tB-ORG\nCorp\tI-ORG\nvisited\tO\nNew\tB-LOC\nYork\tI-LOC\n\n"
+GOOD = ("John\tB-PER\nSmith\tI-PER\nof\tO\nAcme\tB-ORG\nCorp\tI-ORG\nvisited\tO\n"
+        "New\tB-LOC\nYork\tI-LOC\n\n")
 
 # name -> (file contents (str or bytes) or None, extra flags, what the error line must contain)
 CASES = {

@@ -61,7 +61,8 @@ def test_save_and_reload_gives_identical_outputs(teacher, tmp_path):
 def test_student_cut_from_teacher_copies_layers(teacher):
     student = models.build_student("teacher:1", teacher, len(LABELS), 185, 0, 32, 0.1, False)
     assert student.num_blocks == 1
-    for a, b in zip(student.encoder.encoder.layer[0].weights, teacher.encoder.encoder.layer[1].weights):
+    for a, b in zip(student.encoder.encoder.layer[0].weights,
+                    teacher.encoder.encoder.layer[1].weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     np.testing.assert_array_equal(student.encoder.embeddings.weight.numpy(),
                                   teacher.encoder.embeddings.weight.numpy())

@@ -180,13 +180,15 @@ def test_interrupted_stage_resumes_to_the_same_result(tiny_tokenizer, tmp_path, 
             return full
         return full[: crash_at[1]] + [None]  # a batch that crashes the loop after crash_at[1]
 
-    with pytest.raises(Exception):
-        train.run_stage(model, stage, crashing, monitor_for(model), verbose=False,
-                        checkpoint_dir=ckpt, checkpoint_every=1)
     import tensorflow as tf
 
+    with pytest.raises((TypeError, tf.errors.InvalidArgumentError)):  # the None batch
+        train.run_stage(model, stage, crashing, monitor_for(model), verbose=False,
+                        checkpoint_dir=ckpt, checkpoint_every=1)
+
     reader = tf.train.load_checkpoint(ckpt)  # the crash left a checkpoint at the crash point
-    done = [reader.get_tensor(f"progress/{k}/.ATTRIBUTES/VARIABLE_VALUE") for k in ("epoch", "step")]
+    done = [reader.get_tensor(f"progress/{k}/.ATTRIBUTES/VARIABLE_VALUE")
+            for k in ("epoch", "step")]
     assert done == list(crash_at)
     again = _fresh_student(tiny_tokenizer)  # a new process: fresh weights, then the checkpoint
     result = train.run_stage(again, stage, batches, monitor_for(again), verbose=False,

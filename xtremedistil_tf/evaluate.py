@@ -181,9 +181,9 @@ def format_comparison(rows: dict[str, dict]) -> str:
 
     Args:
         rows: ``{name: {"f1", "precision", "recall", "accuracy_non_o", "dev_f1", "params",
-            "size_mb", "ms_per_batch"}}`` in display order; a missing value is shown as ``-``. The speed-up
-            column is relative to the row named ``"teacher"`` (teacher ms / row ms) and is ``-``
-            when there is no such row.
+            "size_mb", "ms_per_batch"}}`` in display order; a missing value is shown as ``-``.
+            The speed-up column is relative to the row named ``"teacher"`` (teacher ms / row ms)
+            and is ``-`` when there is no such row.
 
     Returns:
         The table, one line per row, ending with a newline.

@@ -3,9 +3,9 @@
 The `serving_default` signature takes `input_ids` and `attention_mask` (int32 `[batch, tokens]`)
 and returns `label_ids` (int32 `[batch, tokens]`; Viterbi-decoded for CRF heads) and
 `probabilities` (float32 `[batch, tokens, labels]`; softmax of the logits, or for CRF heads the
-chain's posterior marginals at real sub-words). `assets/labels.txt` lists label names in id order and the tokenizer
-files sit beside it, so a client that never imports this package can tokenize and read tags.
-It uses core TensorFlow ops only.
+chain's posterior marginals at real sub-words). `assets/labels.txt` lists label names in id
+order and the tokenizer files sit beside it, so a client that never imports this package can
+tokenize and read tags. It uses core TensorFlow ops only.
 
 With `text_signature=True` the same SavedModel also has `tag_text` (see `serving_text`): a batch
 of sentences in (string `[batch]`), `words`, `tags` (string `[batch, max_words]`, "" padded) and
