@@ -235,6 +235,8 @@ def summarise(output_dir: str, langs: list[str], args) -> list[dict]:
                    "tokens_per_s": _tokens_per_s(entry), "speedup": speedup,
                    "wall_s": entry.get("wall_seconds", doc.get("wall_seconds", 0.0))}
             row.update({f"f1_{lang}": v for lang, v in per_lang.items()})
+            row["test_sentences"] = {lang: entry["per_language"].get(lang, {}).get("sentences", 0)
+                                     for lang in langs}
             rows.append(row)
     timing_path = os.path.join(args.results, "timing.json")
     if rows and os.path.exists(timing_path):  # one idle-machine measurement beats per-run ones
@@ -283,8 +285,16 @@ def markdown(rows: list[dict], langs: list[str], args) -> str:
                  f"{r['params'] / 1e6:.1f}M", f"{r['size_mb']:.0f}", f"{r['tokens_per_s']:.0f}",
                  f"{r['speedup']:.2f}x", f"{r['wall_s'] / 60:.0f} min" if r["wall_s"] else "—"]
         lines.append("| " + " | ".join(cells) + " |")
-    note = (f"\nEntity F1 (seqeval, strict IOB2) on {args.test_per_lang or 'all'} test sentences "
-            f"per language; trained on {args.train_per_lang or 'all'} sentences per language "
+    counts = rows[0].get("test_sentences", {})
+    smaller = [f"{lang} {n}" for lang, n in counts.items()
+               if args.test_per_lang and n < args.test_per_lang]
+    test = f"{args.test_per_lang or 'all'} test sentences per language"
+    if smaller:
+        test += f" ({', '.join(smaller)}: their whole test split)"
+    if counts:
+        test += f", {sum(counts.values())} in all"
+    note = (f"\nEntity F1 (seqeval, strict IOB2) on {test}; trained on "
+            f"{args.train_per_lang or 'all'} sentences per language "
             f"(dev: {args.dev_per_lang or 'all'}); tokens/s and speed-up: batch 32 x 128 "
             "sub-words, fp32 `tf.function` on this CPU, "
             + ("all models timed in one process on an otherwise idle CPU (`--retime`). "
