@@ -332,9 +332,9 @@ def make_train_step(model, objective: str, steps: int):
     The same pieces `train.run_stage` assembles, without a pipeline: the stage from
     `stages.build_schedule` (default `DistilConfig`, no gradual unfreezing, so every layer of
     the stage trains: representations = embeddings, blocks and projection; logits and labels =
-    embeddings, blocks and head), its variables (`train.stage_variables`), AdamW with the
-    default weight decay excluding LayerNorm and biases and a warm-up/decay schedule over
-    `steps`, and `train.objective_loss` (training=True, so the encoder's own dropout runs).
+    embeddings, blocks and head), its variables (`train.stage_variables`), the stage's optimizer
+    (`train.make_optimizer`: AdamW, LayerNorm and biases not decayed, warm-up/decay over
+    `steps`) and `train.objective_loss` (training=True, so the encoder's own dropout runs).
     Inside one `tf.function`: forward, loss, gradients and the AdamW update. Left out: the
     `tf.data` feed, distribution strategies, NaN skipping and checkpoints.
     """
@@ -343,12 +343,8 @@ def make_train_step(model, objective: str, steps: int):
     distil = config_lib.DistilConfig(stages=(objective,), gradual_unfreezing=False)
     (stage,) = stages.build_schedule(distil, model.num_blocks, freeze_embeddings=False)
     variables = train.stage_variables(model, stage)
-    schedule = train.WarmupLinearDecay(stage.learning_rate, steps,
-                                       int(steps * distil.warmup_ratio))
-    optimizer = tf.keras.optimizers.AdamW(learning_rate=schedule,
-                                          weight_decay=distil.weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
-    optimizer.build(variables)
+    optimizer, _ = train.make_optimizer(variables, stage.learning_rate, steps,
+                                        distil.warmup_ratio, distil.weight_decay)
     settings = train.LossSettings(logit_loss=distil.logit_loss)
 
     @tf.function

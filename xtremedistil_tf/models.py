@@ -416,10 +416,10 @@ def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int) -> i
     if cfg.hidden_size % cfg.num_attention_heads:
         raise ValueError(f"--student={spec}: hidden size {cfg.hidden_size} is not divisible by "
                          f"its {cfg.num_attention_heads} attention heads; fix its config.json")
-    if max_positions(cfg) < max_seq_length:
-        raise ValueError(f"--max_seq_length={max_seq_length} is longer than the "
-                         f"{max_positions(cfg)} positions of student {spec}; lower "
-                         "--max_seq_length")
+    positions = max_positions(cfg)
+    if positions < max_seq_length:
+        raise ValueError(f"--max_seq_length={max_seq_length} is longer than the {positions} "
+                         f"positions of student {spec}; lower --max_seq_length")
     return int(cfg.num_hidden_layers)
 
 

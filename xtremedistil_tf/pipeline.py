@@ -359,8 +359,8 @@ def _check_plan(cfg: config_lib.RunConfig, teacher) -> None:
     (`models.check_student`) and its representation layer pairing must exist. An MSD student
     without layers to pair with the teacher's per-layer classifiers gets a warning.
     """
-    length, teacher_positions = cfg.data.max_seq_length, models.max_positions(
-        teacher.encoder.config)
+    length = cfg.data.max_seq_length
+    teacher_positions = models.max_positions(teacher.encoder.config)
     if length > teacher_positions:
         raise ValueError(f"--max_seq_length={length} is longer than the {teacher_positions} "
                          f"positions of teacher {cfg.teacher.model}; lower --max_seq_length")

@@ -238,6 +238,17 @@ class _Progress(tf.Module):
         self.best_path = tf.Variable("", dtype=tf.string)  # checkpoint of the best weights
 
 
+def make_optimizer(variables, learning_rate: float, total_steps: int, warmup_ratio: float,
+                   weight_decay: float):
+    """AdamW over `variables` (LayerNorm weights and biases not decayed) with linear warm-up
+    over `warmup_ratio` of `total_steps` and decay to 0; returns (optimizer, schedule)."""
+    schedule = WarmupLinearDecay(learning_rate, total_steps, int(total_steps * warmup_ratio))
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
+    optimizer.build(variables)
+    return optimizer, schedule
+
+
 def dropout_generators(model, batch: dict) -> list[tf.random.Generator]:
     """The random generators of `model`'s dropout layers (Hugging Face blocks and our heads).
 
@@ -333,11 +344,9 @@ def run_stage(
     variables = stage_variables(model, stage)
     steps_per_epoch = len(train_batches(0))
     total = steps_per_epoch * stage.max_epochs
-    schedule = WarmupLinearDecay(stage.learning_rate, total, int(total * warmup_ratio))
     with strategy.scope() if strategy else contextlib.nullcontext():
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
-        optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
-        optimizer.build(variables)
+        optimizer, schedule = make_optimizer(variables, stage.learning_rate, total,
+                                             warmup_ratio, weight_decay)
     keys = batch_keys(stage.objective)
 
     signature = {k: tf.TensorSpec(v.shape, v.dtype)
