@@ -129,3 +129,30 @@ def test_retimed_speed_replaces_the_per_run_timing(tmp_path):
     assert float(rows[1]["speedup"]) == 2.0
     assert float(rows[1]["tokens_per_s"]) == pytest.approx(32 * 128 / 0.2)
     assert "idle CPU (`--retime`)" in (tmp_path / "res" / "summary.md").read_text()
+
+
+def test_scale_transfer_pool_is_train_text_only_without_the_labelled_sample(tmp_path):
+    import reproduce_wikiann_scale as rs
+
+    full = rw.data_lib.read_conll(str(FIXTURES / "tiny_train.conll"))
+    for corpus, lang in (("a", "en"), ("a", "de"), ("b", "es")):
+        folder = tmp_path / corpus / lang
+        folder.mkdir(parents=True)
+        for split in ("train", "dev", "test"):
+            sentences = [rw.data_lib.Sentence(words=s.words + (split, lang), tags=s.tags + (
+                "O", "O")) for s in full]
+            rw.data_lib.write_conll(str(folder / f"{split}.conll"), sentences)
+    args = rw.argparse.Namespace(train_per_lang=3, dev_per_lang=0, test_per_lang=0, seed=1)
+    files = rw.sample_data(str(tmp_path / "a"), str(tmp_path / "d"), ["en", "de"], args)
+    pool = rs.transfer_pool([str(tmp_path / "a"), str(tmp_path / "b")], files["train"], 1)
+    assert len(pool) == 3 * len(full) - 2 * 3  # the labelled sample is not in it again
+    assert all(s.tags is None and s.words[-2] == "train" for s in pool)  # never dev or test
+    assert {s.lang for s in pool} == {"en", "de", "es"}
+    assert pool == rs.transfer_pool([str(tmp_path / "a"), str(tmp_path / "b")],
+                                    files["train"], 1)  # seeded
+    small = rs.write_transfer(pool, 4, str(tmp_path / "out"))
+    every = rs.write_transfer(pool, 0, str(tmp_path / "out"))
+    read = rw.data_lib.read_unlabelled_files
+    assert len(read(small)) == 4 and len(read(every)) == len(pool)
+    assert {s.words for s in read(small)} <= {s.words for s in read(every)}  # nested samples
+    assert all(spec.split("=")[0] in ("en", "de", "es") for spec in every.split(","))
