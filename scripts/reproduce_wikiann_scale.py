@@ -225,10 +225,34 @@ def summarise(args, langs: list[str]) -> str | None:
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write(table)
     plot(rows, os.path.join(args.results, "scale.png"))
+    curve = teacher_curve(args)
+    if curve:
+        table += "\nTeacher fine-tuning, dev F1 per epoch: " + ", ".join(
+            f"{100 * r['dev_f1']:.1f}" for r in curve) + ".\n"
     if args.readme:
         rw.update_readme(args.readme, table, BEGIN, END)
     print(table)
     return table
+
+
+def teacher_curve(args) -> list[dict]:
+    """The teacher's dev F1 per fine-tuning epoch (from the run that trained it), also written
+    to RESULTS/teacher_curve.csv."""
+    run = (os.path.dirname(args.teacher_checkpoint.rstrip("/")) if args.teacher_checkpoint
+           else rw.run_dir(args, ROWS[0][0]))
+    try:
+        with open(os.path.join(run, "state.json"), encoding="utf-8") as f:
+            history = json.load(f)["done"]["teacher"]["history"]
+    except (OSError, KeyError, TypeError):
+        return []
+    rows = [{"train_per_lang": args.train_per_lang, "epoch": h["epoch"], "dev_f1": h["dev_f1"],
+             "seconds": h.get("seconds", 0.0)} for h in history if "dev_f1" in h]
+    with open(os.path.join(args.results, "teacher_curve.csv"), "w", newline="",
+              encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["train_per_lang", "epoch", "dev_f1", "seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
 
 
 def _row(model, what, entry, speedup, langs, transfer, group, wall) -> dict:
