@@ -66,6 +66,11 @@ import warnings
 import numpy as np
 
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from xtremedistil_tf import startup
+
+if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of its output
+    startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
+
 import tensorflow as tf
 
 INFERENCE_MODES = ("eager", "function", "xla", "saved_model")
@@ -752,7 +757,10 @@ def parse_args(argv=None) -> BenchmarkConfig:
     p.add_argument("--peak_matmul_size", type=int, default=BenchmarkConfig.peak_matmul_size)
     p.add_argument("--peak_repeats", type=int, default=BenchmarkConfig.peak_repeats)
     p.add_argument("--seed", type=int, default=BenchmarkConfig.seed)
-    return BenchmarkConfig(**vars(p.parse_args(argv)))
+    startup.add_verbosity_argument(p)
+    args = vars(p.parse_args(argv))
+    startup.quiet_tensorflow(args.pop("verbosity"))
+    return BenchmarkConfig(**args)
 
 
 def main(argv=None) -> int:
@@ -767,6 +775,7 @@ def main(argv=None) -> int:
     # transformers 4.54's BERT passes its own deprecated argument on every PyTorch call.
     warnings.filterwarnings("ignore", message=".*encoder_attention_mask.*is deprecated")
     tf.random.set_seed(config.seed)
+    print(startup.cpu_line())
     run(config)
     print(os.path.join(config.output_dir, "benchmark.md"))
     return 0
