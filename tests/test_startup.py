@@ -69,12 +69,31 @@ def test_cpu_line_names_features_onednn_and_threads():
     assert "oneDNN " in line and "threads intra-op " in line and "inter-op " in line
 
 
+@pytest.mark.parametrize("env, user_level, level", [
+    ({}, None, "2"),  # the package's default, marked as its own
+    ({"TF_CPP_MIN_LOG_LEVEL": "1"}, "1", "1"),  # the user's, kept
+    # Inherited from a parent that imported the package (sweep.py -> run_distil.py): not the
+    # user's, so --verbosity may lower it; unless the user changed it since.
+    ({"TF_CPP_MIN_LOG_LEVEL": "2", "XTREMEDISTIL_DEFAULT_TF_CPP_MIN_LOG_LEVEL": "2"}, None, "2"),
+    ({"TF_CPP_MIN_LOG_LEVEL": "0", "XTREMEDISTIL_DEFAULT_TF_CPP_MIN_LOG_LEVEL": "2"}, "0", "0"),
+])
+def test_the_users_own_tensorflow_log_level_is_told_from_ours(env, user_level, level):
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("TF_CPP_MIN_LOG_LEVEL", "XTREMEDISTIL_DEFAULT_TF_CPP_MIN_LOG_LEVEL")}
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, xtremedistil_tf as x; "
+         "print(x.USER_TF_CPP_MIN_LOG_LEVEL, os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+        cwd=REPO, env={**clean, **env}, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(user_level), level]
+
+
 def _export_command(tmp_path, *extra):
     # Imports TensorFlow (and starts its devices), then fails at once on a missing run folder.
     return subprocess.Popen(
         [sys.executable, "-m", "xtremedistil_tf.export", "--run_dir", str(tmp_path / "none"),
          *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+        env={k: v for k, v in os.environ.items()
+             if k not in ("TF_CPP_MIN_LOG_LEVEL", "XTREMEDISTIL_DEFAULT_TF_CPP_MIN_LOG_LEVEL")})
 
 
 def test_a_command_prints_only_its_own_lines_and_verbosity_brings_tensorflows_back(tmp_path):
