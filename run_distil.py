@@ -14,17 +14,18 @@ import sys
 import xtremedistil_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from absl import app
 
-from xtremedistil_tf import flags as xflags
+from xtremedistil_tf import flags as xflags, startup
 
 
 def main(argv):
-    import transformers
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (saver, fingerprints) are noise
-    transformers.logging.set_verbosity_error()  # load reports are noise; our log says what loaded
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # TensorFlow's start-up lines are noise unless --verbosity=1 (or -v 1) asks for them.
+    startup.quiet_tensorflow(startup.absl_verbosity())
+    print(startup.cpu_line(), file=sys.stderr)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # load reports are noise; our log says what loaded
     try:
         assets = None
         if xflags.needs_default_assets():

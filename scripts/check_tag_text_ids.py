@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import xtremedistil_tf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from xtremedistil_tf import startup  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -25,9 +26,9 @@ def main(argv=None) -> int:
     p.add_argument("--conll", default="", help="comma-separated CoNLL files")
     p.add_argument("--text", default="", help="comma-separated files, one sentence per line")
     p.add_argument("--max_words", type=int, default=200000)
+    startup.add_verbosity_argument(p)
     args = p.parse_args(argv)
-
-    import tensorflow as tf
+    tf = startup.quiet_tensorflow(args.verbosity)
 
     from xtremedistil_tf import data, models, serving_text
 

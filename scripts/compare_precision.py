@@ -29,6 +29,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import xtremedistil_tf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from xtremedistil_tf import startup  # noqa: E402
+
+if __name__ == "__main__":  # TensorFlow's start-up lines stay out of the output
+    startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -120,7 +125,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--output", help="markdown file to write (a .csv is written beside it)")
+    startup.add_verbosity_argument(p)
     args = p.parse_args(argv)
+    startup.quiet_tensorflow(args.verbosity)
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -16,8 +16,14 @@ import argparse
 import glob
 import os
 import string
+import sys
 
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS)
+from xtremedistil_tf import startup
+
+if __name__ == "__main__":  # TensorFlow's start-up lines stay out of the output
+    startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
+
 import numpy as np
 import tensorflow as tf
 import transformers
@@ -67,6 +73,7 @@ def pytorch_state_dict(model) -> dict[str, np.ndarray]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(FIXTURES, "models"))
+    startup.add_verbosity_argument(parser)
     out = parser.parse_args().out
     tf.keras.utils.set_random_seed(0)
     vocab = vocabulary()

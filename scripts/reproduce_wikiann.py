@@ -105,6 +105,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary_only", action="store_true", help="only rebuild the tables")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("extra", nargs="*", help="more run_distil.py flags for every run (after --)")
+    from xtremedistil_tf import startup
+
+    startup.add_verbosity_argument(p)
 
 
 def select_rows(p: argparse.ArgumentParser, args, rows: list) -> list:
@@ -177,6 +180,9 @@ def retime(args, batch_size: int = 32, seq_length: int = 128) -> dict:
     returns RESULTS/timing.json ({"teacher": ms, row: ms, ...}). Weights do not change the
     cost, so the students are built fresh from their specs."""
     import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    from xtremedistil_tf import startup
+
+    startup.quiet_tensorflow(args.verbosity)
     from xtremedistil_tf import models, speed
 
     with open(os.path.join(run_dir(args, RUNS[0][0]), "teacher", "labels.txt"),

@@ -237,20 +237,16 @@ def preflight(argvs: dict[str, list[str]]) -> None:
     # Stands in for the embedded default's files and teacher, as run_distil.py fills them in.
     default = types.SimpleNamespace(train_file="train.conll", dev_file="dev.conll",
                                     test_file="test.conll", teacher_dir="teacher")
-    shared = xflags.FLAGS
     with _in_repo():  # nested --flagfile paths are relative to the runs' working directory
         for name, argv in argvs.items():
-            values = copy.deepcopy(shared)  # the process's own FLAGS stay unparsed
+            values = copy.deepcopy(xflags.FLAGS)  # the process's own FLAGS stay unparsed
             values.unparse_flags()
             try:
                 values(["run_distil.py", *argv])
-                xflags.FLAGS = values  # configs_from_flags() reads the module's FLAGS
-                xflags.configs_from_flags(default)
+                xflags.configs_from_flags(default, flag_values=values)
             except (absl_flags.Error, ValueError) as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ValueError(f"point {name}: {first}") from None
-            finally:
-                xflags.FLAGS = shared
 
 
 def _error_line(path: str, offset: int) -> str:

@@ -1,6 +1,7 @@
 """The benchmark's arithmetic and outputs (no timing assertions: timings belong in benchmarks)."""
 
 import csv
+import gc
 import math
 import os
 
@@ -115,6 +116,35 @@ def test_tiny_run_writes_one_row_per_combination(tmp_path):
     assert "Teacher (tiny_bert) vs students" in md
     assert (tmp_path / "benchmark.png").stat().st_size > 0
     assert "--modes=function,saved_model" in (tmp_path / "flags.txt").read_text()
+
+
+def _live_variables() -> int:
+    return sum(isinstance(o, tf.Variable) for o in gc.get_objects())
+
+
+def test_a_long_benchmark_keeps_no_earlier_model_alive(tmp_path, monkeypatch):
+    # Every variable a timed model, its loaded SavedModel or a training step's optimizer made is
+    # gone when the next model starts and after the run: memory does not grow with the number
+    # of models and modes timed (see release_memory). The same model listed twice also checks
+    # that each gets its own export folder.
+    benchmark.release_memory()
+    before = _live_variables()
+    live = []
+    time_model = benchmark._time_model
+
+    def counting(*args):
+        live.append(_live_variables())
+        return time_model(*args)
+
+    monkeypatch.setattr(benchmark, "_time_model", counting)
+    config = benchmark.BenchmarkConfig(
+        output_dir=str(tmp_path), models=(TINY, TINY),
+        modes=("function", "saved_model", "train_logits"), batch_sizes=(2,), seq_lengths=(8,),
+        repeats=1, warmup=0, peak_matmul_size=8, peak_repeats=1)
+    rows = benchmark.run(config, log=lambda *_: None)
+    assert len(rows) == 2 * 3
+    assert live == [before, before]
+    assert _live_variables() == before
 
 
 def test_main_rejects_unknown_mode(tmp_path, capsys):

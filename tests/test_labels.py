@@ -143,6 +143,66 @@ def test_convert_errors_name_source(tmp_path):
         labels.convert_sentences(data.read_conll(str(path)), "iob2")
 
 
+# Tags that would parse by accident (as an IO type, a new type, ...): bad tag -> what the error
+# says to write instead. Each sits on line 3 of a file whose other tags are good IOB2.
+LOOK_ALIKE_TAGS = {
+    "B-": "write B-TYPE", "I-": "write I-TYPE", "E-": "write E-TYPE", "S-": "write S-TYPE",
+    "B-NEW TYPE": "write the type as one word, e.g. B-NEW_TYPE",
+    "-": "write O outside entities", "_": "write O outside entities",
+    "B-PER-": "write B-PER", "B--PER": "write B-PER", "B-:": "write B-TYPE",
+    "b-per": "write B-per", "B_PER": "write B-PER", "I.LOC": "write I-LOC",
+    "O-PER": "write O outside entities, B-PER/I-PER in them",
+    "X-LOC": "use B-, I-, E-, S- or O", "B-B-PER": "write B-PER",
+    "o": "write O (capital letter O)", "0": "write O (capital letter O)",
+}
+
+
+@pytest.mark.parametrize("tag", list(LOOK_ALIKE_TAGS))
+@pytest.mark.parametrize("scheme", labels.SCHEMES)
+def test_look_alike_tags_are_refused_at_their_line(tmp_path, tag, scheme):
+    path = tmp_path / "train.conll"
+    path.write_text(f"John\tB-PER\nSmith\tI-PER\n\nParis\t{tag}\nis\tO\n\n",
+                    encoding="utf-8")
+    with pytest.raises(data.DataError) as info:
+        labels.convert_sentences(data.read_conll(str(path)), scheme)
+    message = str(info.value)
+    assert message.startswith(f"{path}:4: tag {tag!r} "), message
+    assert "\n" not in message and LOOK_ALIKE_TAGS[tag] in message.split("; ", 1)[1], message
+
+
+@pytest.mark.parametrize("scheme", ["auto", "io"])
+def test_prefixes_without_hyphen_are_refused(tmp_path, scheme):
+    path = tmp_path / "train.conll"
+    path.write_text("a\tO\n\nJohn\tBPER\nSmith\tIPER\n\n", encoding="utf-8")
+    with pytest.raises(data.DataError, match=rf"{path}:3: tags 'BPER' and 'IPER' look like "
+                                             r"B-/I- prefixes .*; write B-PER and I-PER"):
+        labels.convert_sentences(data.read_conll(str(path)), scheme)
+    # One bare type that happens to start with B is an IO type like any other.
+    path.write_text("a\tO\n\nBerlin\tBLOC\nMitte\tBLOC\n\n", encoding="utf-8")
+    converted, report = labels.convert_sentences(data.read_conll(str(path)), scheme)
+    assert report["scheme"] == "io" and converted[1].tags == ("B-BLOC", "I-BLOC")
+
+
+def test_accepted_on_purpose():
+    # Inner hyphens and underscores are parts of a type; IOB and BIOES tags mixed in one file
+    # read as BIOES (B-/I- mean the same in both), which converts both halves correctly.
+    sentences = [data.Sentence(("a", "b"), ("B-PER-DERIV", "I-PER-DERIV"), source="f:1"),
+                 data.Sentence(("c", "d", "e"), ("B-WORK_OF_ART", "O", "S-LOC"), source="f:4"),
+                 data.Sentence(("f", "g"), ("B-LOC", "E-LOC"), source="f:8")]
+    converted, report = labels.convert_sentences(sentences, "auto")
+    assert report["scheme"] == "bioes"
+    assert [s.tags for s in converted] == [("B-PER-DERIV", "I-PER-DERIV"),
+                                           ("B-WORK_OF_ART", "O", "B-LOC"), ("B-LOC", "I-LOC")]
+
+
+def test_mixed_prefixed_and_bare_tags_name_the_bare_one(tmp_path):
+    path = tmp_path / "train.conll"
+    path.write_text("John\tB-PER\n\nParis\tLOC\n\n", encoding="utf-8")
+    with pytest.raises(data.DataError, match=rf"{path}:3: tag 'LOC' has no B-/I- prefix; "
+                                             r"use --tag_scheme io"):
+        labels.convert_sentences(data.read_conll(str(path)), "auto")
+
+
 def test_label_list_and_entity_types():
     train = _read("tiny_train.conll")
     assert labels.label_list(train) == DATA_LABELS

@@ -17,6 +17,15 @@ CASES = {
     "one_column": ("John\tB-PER\nSmith\n\n", [], ["train.conll:2"]),
     "bad_tag": ("John\tB-PER\nSmith\tX-PER\n\n", [], ["train.conll:2", "X-PER"]),
     "empty_file": ("", [], ["train.conll"]),
+    # Tags that would otherwise parse as something else (see labels.malformed_tag).
+    "empty_type": ("John\tB-PER\nSmith\tI-PER\n\nParis\tB-\n\n", [],
+                   ["train.conll:4", "'B-'", "B-TYPE"]),
+    "type_with_space": ("John\tB-PER\nSmith\tI-NEW TYPE\n\n", [],
+                        ["train.conll:2", "I-NEW TYPE", "I-NEW_TYPE"]),
+    "prefix_without_hyphen": ("John\tBPER\nSmith\tIPER\nof\tO\n\n", [],
+                              ["train.conll:1", "write B-PER and I-PER"]),
+    "lone_hyphen": (GOOD + "-\t-\n\n", [], ["train.conll:10", "'-'"]),
+    "dev_empty_type": (None, ["--dev_file={bad_dev_type}"], ["dev_type.conll:2", "'S-'"]),
     "blank_lines_only": ("\n\n\t\n", [], ["train.conll"]),
     "column_count_changes": ("John\tNNP\tB-PER\nSmith\tI-PER\n\n", [], ["train.conll:2"]),
     "dev_label_unknown": (None, ["--dev_file={bad_dev}"], ["dev.conll:2", "B-MISC"]),
@@ -54,6 +63,8 @@ def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("malformed")
     bad_dev = tmp / "dev.conll"
     bad_dev.write_text("Paris\tB-LOC\nfair\tB-MISC\n\n", encoding="utf-8")
+    bad_dev_type = tmp / "dev_type.conll"
+    bad_dev_type.write_text("Paris\tB-LOC\nfair\tS-\n\n", encoding="utf-8")
     short = tmp / "short_student"  # a BERT whose position table is shorter than the teacher's
     short.mkdir()
     (short / "config.json").write_text(json.dumps({
@@ -73,7 +84,8 @@ def results(tmp_path_factory):
             train.write_text(content, encoding="utf-8")
         argvs.append(["--flagfile=flags/smoke.cfg", f"--train_file={train}",
                       f"--output_dir={folder}/run"]
-                     + [e.format(tmp=tmp, bad_dev=bad_dev) for e in extra])
+                     + [e.format(tmp=tmp, bad_dev=bad_dev, bad_dev_type=bad_dev_type)
+                        for e in extra])
     cases_file = tmp / "cases.json"
     cases_file.write_text(json.dumps(argvs))
     proc = subprocess.run([sys.executable, "tests/run_cases.py", str(cases_file)], cwd=REPO,

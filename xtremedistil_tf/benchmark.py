@@ -45,16 +45,21 @@ the p50. The machine's matmul peak (`peak_gflops`) is measured in the same proce
 and `mfu` = achieved model FLOP/s / that peak (see `flops_per_token` for the model FLOPs).
 
 Memory: `rss_mb` is this process's resident set (`/proc/self/status` VmRSS) right after the row's
-timed calls, so it includes every model still alive and TensorFlow's caches; `peak_rss_mb` is the
-process high-water mark so far (`getrusage` maxrss), which only grows, so it says the most any
+timed calls: the current model with the current mode's callable, plus TensorFlow's caches. Each
+mode's callable is collected before the next is built, and each model is released
+(`release_memory`) before the next, so `rss_mb` does not carry earlier models. `peak_rss_mb` is
+the process high-water mark so far (`getrusage` maxrss), which only grows, so it says the most any
 row up to this one needed, not what this row needed on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import ctypes
 import dataclasses
+import gc
 import importlib.util
 import os
 import resource
@@ -66,6 +71,11 @@ import warnings
 import numpy as np
 
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from xtremedistil_tf import startup
+
+if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of its output
+    startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
+
 import tensorflow as tf
 
 INFERENCE_MODES = ("eager", "function", "xla", "saved_model")
@@ -221,6 +231,21 @@ def _rss_mb() -> tuple[float, float]:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux
     return current, peak
+
+
+def release_memory() -> None:
+    """Gives back what models, callables and optimizers no longer referenced still hold.
+
+    Keras layers, `tf.function`s and their traced concrete functions, and optimizers reference
+    each other in cycles, so only the cyclic garbage collector frees them (and with them the
+    tensors behind their variables); `clear_session` drops Keras' global graph state; and glibc
+    keeps freed heap pages in the process until `malloc_trim` returns them to the system.
+    Without this a benchmark's resident set grows with every model and mode it has timed.
+    """
+    tf.keras.backend.clear_session()
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 # --------------------------------------------------------------------------- models
@@ -533,10 +558,12 @@ def run(config: BenchmarkConfig, log=print) -> list[dict]:
     rng = np.random.default_rng(config.seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchmark-") as workdir:
-        for name in config.models:
+        for i, name in enumerate(config.models):
             for dtype in config.dtypes:
-                rows += _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log)
-                tf.keras.backend.clear_session()
+                # A folder per model: the same model may be listed twice (its exports differ).
+                rows += _time_model(config, name, dtype, peaks, teacher_width, rng,
+                                    os.path.join(workdir, str(i)), log)
+                release_memory()
     first = {}
     for r in rows:
         key = (r["mode"], r["dtype"], r["batch_size"], r["seq_length"])
@@ -587,12 +614,17 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
                 + (f"  agrees {agrees:.2%}" if agrees is not None else ""))
             return row
 
+        # Each mode's callable (a traced function, a loaded SavedModel, a training step with
+        # its optimizer's slots) is dropped and collected before the next mode is built.
         for mode in (m for m in config.modes if m in INFERENCE_MODES):
             fn = make_callable(model, mode, os.path.join(workdir, dtype))
             for ids, mask in inputs.values():
                 rows.append(timed(mode, dtype, fn, ids, mask))
+            del fn
+            gc.collect()
         if config.peers and dtype == "float32":
             rows += _time_peers(config, model, label, inputs, timed, workdir, log)
+            gc.collect()
         for mode in (m for m in config.modes if m in TRAIN_MODES):
             objective = mode.removeprefix("train_")
             step = make_train_step(model, objective,
@@ -602,6 +634,8 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
                                          teacher_width or model.hidden_size)
                 rows.append(timed(mode, dtype, train_callable(step, targets), ids, mask,
                                   flops_factor=TRAIN_FLOPS_FACTOR))
+            del step, targets
+            gc.collect()
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")
     return rows
@@ -752,7 +786,10 @@ def parse_args(argv=None) -> BenchmarkConfig:
     p.add_argument("--peak_matmul_size", type=int, default=BenchmarkConfig.peak_matmul_size)
     p.add_argument("--peak_repeats", type=int, default=BenchmarkConfig.peak_repeats)
     p.add_argument("--seed", type=int, default=BenchmarkConfig.seed)
-    return BenchmarkConfig(**vars(p.parse_args(argv)))
+    startup.add_verbosity_argument(p)
+    args = vars(p.parse_args(argv))
+    startup.quiet_tensorflow(args.pop("verbosity"))
+    return BenchmarkConfig(**args)
 
 
 def main(argv=None) -> int:
@@ -767,6 +804,7 @@ def main(argv=None) -> int:
     # transformers 4.54's BERT passes its own deprecated argument on every PyTorch call.
     warnings.filterwarnings("ignore", message=".*encoder_attention_mask.*is deprecated")
     tf.random.set_seed(config.seed)
+    print(startup.cpu_line())
     run(config)
     print(os.path.join(config.output_dir, "benchmark.md"))
     return 0

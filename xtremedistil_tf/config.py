@@ -2,7 +2,8 @@
 
 Entry points turn flags into these dataclasses (see `flags.configs_from_flags`); every value is
 checked in `__post_init__` with a `ValueError` that says what to change, so a bad flag fails before
-any model is loaded.
+any model is loaded. The field defaults here are the defaults of run_distil.py's flags too
+(`flags.py` reads them), so a `RunConfig` built in Python runs what the command line runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ LOGIT_LOSSES = ("mse", "kl", "prob_mse")
 REP_LAYERS = ("middle", "last", "uniform")
 STAGE_NAMES = ("representations", "logits", "labels")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker", "tpu")
+# The first teacher layer with a per-layer classifier when --aux_heads turns them on
+# (`TeacherConfig.aux_from_layer` is 0, none, by default).
+AUX_FROM_LAYER = 4
 
 
 def _check(condition: bool, message: str) -> None:
@@ -55,7 +59,7 @@ class DataConfig:
     transfer_files: tuple[str, ...] = ()
     tag_scheme: str = "auto"
     max_seq_length: int = 128
-    batch_size: int = 32
+    batch_size: int = 16
     eval_batch_size: int = 64
     label_all_subwords: bool = False
     source_lang: str = ""
@@ -107,7 +111,7 @@ class TeacherConfig:
 
     model: str
     head: str = "softmax"
-    learning_rate: float = 5e-5
+    learning_rate: float = 2e-4  # suits the 6x384 default; 3e-5..5e-5 for base-size teachers
     epochs: int = 4
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -155,7 +159,7 @@ class StudentConfig:
             neurons by measured importance; see `student_init`).
     """
 
-    model: str
+    model: str = "teacher:0,2,4"
     own_tokenizer: bool = False
     freeze_embeddings: bool = False
     dropout: float = 0.1
@@ -204,8 +208,8 @@ class DistilConfig:
     logit_loss: str = "mse"
     temperature: float = 2.0
     gradual_unfreezing: bool = True
-    learning_rate: float = 1e-4
-    epochs: int = 3
+    learning_rate: float = 2e-4
+    epochs: int = 2
     patience: int = 1
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -241,7 +245,7 @@ class RunConfig:
     teacher: TeacherConfig
     student: StudentConfig
     distil: DistilConfig
-    output_dir: str
+    output_dir: str = "runs/default"
     seed: int = 42
     strategy: str = "xtremedistil"
     export_dir: str = "saved_models"

@@ -32,6 +32,11 @@ import sys
 import tempfile
 
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from xtremedistil_tf import startup
+
+if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of its output
+    startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
+
 import tensorflow as tf
 
 LABELS_FILE = "labels.txt"
@@ -397,7 +402,9 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="float32", choices=PRECISIONS,
                         help="bfloat16: bf16 matmuls (float32 weights, inputs and outputs); "
                              "see scripts/compare_precision.py for its F1 and speed")
+    startup.add_verbosity_argument(parser)
     args = parser.parse_args(argv)
+    startup.quiet_tensorflow(args.verbosity)
     try:
         import transformers
 

@@ -37,19 +37,69 @@ def split_tag(tag: str) -> tuple[str, str]:
     """Splits a tag into (prefix, type).
 
     "B-LOC" -> ("B", "LOC"); a bare type "LOC" -> ("", "LOC"); "O" -> ("O", "").
+    Types may hold inner hyphens ("I-PER-DERIV") but not spaces.
 
     Raises:
-      ValueError: a one-letter prefix other than B, I, E, S, L, U (e.g. "X-LOC").
+      ValueError: a tag that only looks like a tag: see `malformed_tag` (the message is
+        "<problem>; <what to write instead>").
     """
     if tag == OUTSIDE:
         return OUTSIDE, ""
+    problem = malformed_tag(tag)
+    if problem:
+        raise ValueError(problem)
     match = _PREFIXED.fullmatch(tag)
     if match is None:
         return "", tag
+    return match.group(1), match.group(2)
+
+
+def malformed_tag(tag: str) -> str | None:
+    """Why `tag` is not a usable tag ("<problem>; <fix>"), or None when it is one.
+
+    Refused, because each would otherwise parse as something else: an empty type ("B-", "S-");
+    a type with a space ("B-NEW TYPE"); no letter or digit ("-", "_"); a stray hyphen around
+    the type ("B-PER-", "B--PER"); a prefix other than B, I, E, S, L, U ("X-LOC", "O-PER") or in
+    lower case ("b-per"); a prefix joined by "_", "." or ":" ("B_PER"); "o" or "0" for "O".
+    (A bare "BPER" next to "IPER" is a corpus-level check: `convert_sentences`.)
+    """
+    if tag == OUTSIDE:
+        return None
+    if tag in ("o", "0"):
+        return f"tag {tag!r} is not the outside tag; write O (capital letter O)"
+    if any(c.isspace() for c in tag):
+        return (f"tag {tag!r} contains a space; write the type as one word, e.g. "
+                f"{'_'.join(tag.split())}")
+    if not any(c.isalnum() for c in tag):
+        return f"tag {tag!r} names no type; write O outside entities, B-TYPE/I-TYPE in them"
+    match = _PREFIXED.fullmatch(tag) or re.fullmatch(r"([A-Za-z])-()", tag)
+    if match is None:
+        joined = re.fullmatch(r"([BIESLUbieslu])[_.:](\w.*)", tag)
+        if joined:
+            return (f"tag {tag!r} joins its prefix with {tag[1]!r}; write "
+                    f"{joined.group(1).upper()}-{joined.group(2)}")
+        return None
     prefix, entity_type = match.groups()
+    if not entity_type:
+        return f"tag {tag!r} has no type after {prefix}-; write {prefix.upper()}-TYPE, e.g. " \
+               f"{prefix.upper()}-PER"
     if prefix not in _KNOWN_PREFIXES:
-        raise ValueError(f"tag {tag!r} has unknown prefix {prefix}-; use B-, I-, E-, S- or O")
-    return prefix, entity_type
+        if prefix.upper() in _KNOWN_PREFIXES:
+            return (f"tag {tag!r} has a lower-case prefix {prefix}-; write "
+                    f"{prefix.upper()}-{entity_type}")
+        if prefix in "Oo":
+            return (f"tag {tag!r} gives O a type; write O outside entities, "
+                    f"B-{entity_type}/I-{entity_type} in them")
+        return f"tag {tag!r} has unknown prefix {prefix}-; use B-, I-, E-, S- or O"
+    if entity_type.startswith("-") or entity_type.endswith("-"):
+        return (f"tag {tag!r} has a stray '-' in its type {entity_type!r}; write "
+                f"{prefix}-{entity_type.strip('-')}")
+    if not any(c.isalnum() for c in entity_type):
+        return f"tag {tag!r} has no letter or digit in its type; write {prefix}-TYPE, e.g. " \
+               f"{prefix}-PER"
+    if re.match(r"[BIESLU]-", entity_type):
+        return f"tag {tag!r} has two prefixes; write {prefix}-{entity_type[2:]}"
+    return None
 
 
 def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
@@ -157,6 +207,7 @@ def convert_sentences(
         raise ValueError(f"tag scheme {scheme!r} is not one of {SCHEMES}")
     if scheme == "auto":
         scheme = _detect_or_raise(sentences, path)
+    _check_unhyphenated_prefixes(sentences, path)
     converted = []
     repaired = 0
     for sentence in sentences:
@@ -183,6 +234,23 @@ def _detect_or_raise(sentences: Sequence[data.Sentence], path: str) -> str:
                 location = _tag_location(sentence, i, path)
                 raise data.DataError(location, str(e).split("; ")[0], _fix(e)) from None
     return detect_scheme(s.tags for s in sentences if s.tags is not None)
+
+
+def _check_unhyphenated_prefixes(sentences: Sequence[data.Sentence], path: str) -> None:
+    """Refuses bare tags "BPER" and "IPER" in one corpus: B-/I- prefixes without their hyphen,
+    which would otherwise be two IO types, never one entity."""
+    first: dict[str, tuple[data.Sentence, int]] = {}
+    for sentence in sentences:
+        for i, tag in enumerate(sentence.tags or ()):
+            if tag != OUTSIDE and _PREFIXED.fullmatch(tag) is None:
+                first.setdefault(tag, (sentence, i))
+    for tag, (sentence, i) in first.items():
+        rest = tag[1:]
+        if tag[0] == "B" and rest and f"I{rest}" in first:
+            raise data.DataError(
+                _tag_location(sentence, i, path),
+                f"tags {tag!r} and 'I{rest}' look like B-/I- prefixes without a hyphen",
+                f"write B-{rest} and I-{rest}")
 
 
 def _first_bad_tag(tags: Sequence[str]) -> int:

@@ -34,6 +34,11 @@ import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 from absl import app, flags
 
+from xtremedistil_tf import startup
+
+if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of its output
+    startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
+
 from xtremedistil_tf import data as data_lib, export as export_lib, features, serving_text
 
 FLAGS = flags.FLAGS
@@ -294,6 +299,7 @@ def run(model: str, input_path: str, output, output_format: str = "conll", batch
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    startup.quiet_tensorflow(startup.absl_verbosity())
     for name in ("model", "input"):
         if not getattr(FLAGS, name):
             print(f"error: --{name} is required", file=sys.stderr)

@@ -1,0 +1,67 @@
+"""One set of defaults: run_distil.py's flags default to the config dataclasses' defaults."""
+
+import copy
+import dataclasses
+import json
+import types
+
+from absl import app  # noqa: F401  (absl's own flags, which run_distil.py accepts too)
+
+from xtremedistil_tf import config, flags as xflags
+
+ASSETS = types.SimpleNamespace(train_file="train.conll", dev_file="dev.conll",
+                               test_file="test.conll", teacher_dir="teacher")
+
+
+def _parsed(*argv: str):
+    values = copy.deepcopy(xflags.FLAGS)
+    values.unparse_flags()
+    values(["run_distil.py", *argv])
+    return values
+
+
+def _defaults() -> config.RunConfig:
+    return config.RunConfig(
+        data=config.DataConfig(train_files=("train.conll",), dev_files=("dev.conll",),
+                               test_files=("test.conll",)),
+        teacher=config.TeacherConfig(model="teacher"), student=config.StudentConfig(),
+        distil=config.DistilConfig())
+
+
+def test_no_flags_give_the_config_defaults():
+    assert xflags.configs_from_flags(ASSETS, flag_values=_parsed()) == _defaults()
+
+
+def test_the_command_line_values_users_rely_on():
+    cfg = _defaults()
+    assert (cfg.data.batch_size, cfg.teacher.learning_rate, cfg.distil.learning_rate,
+            cfg.distil.epochs, cfg.teacher.epochs) == (16, 2e-4, 2e-4, 2, 4)
+    assert (cfg.student.model, cfg.output_dir) == ("teacher:0,2,4", "runs/default")
+
+
+def test_flags_shared_by_two_configs_have_one_default():
+    # --dropout, --warmup_ratio and --weight_decay each fill two configs.
+    assert config.TeacherConfig.dropout == config.StudentConfig.dropout
+    assert config.TeacherConfig.warmup_ratio == config.DistilConfig.warmup_ratio
+    assert config.TeacherConfig.weight_decay == config.DistilConfig.weight_decay
+
+
+def test_flag_values_are_read_from_the_given_parse_not_the_module_flags():
+    cfg = xflags.configs_from_flags(ASSETS, flag_values=_parsed("--batch_size=3", "--epochs=5"))
+    assert (cfg.data.batch_size, cfg.distil.epochs) == (3, 5)
+    assert not xflags.FLAGS.is_parsed() or xflags.FLAGS.batch_size != 3
+
+
+def test_runs_saved_by_older_versions_still_resume():
+    # Settings as an older version saved them for a default run: the same values, without the
+    # fields added since (they count as unchanged while the new run keeps their defaults).
+    saved = json.loads(json.dumps(dataclasses.asdict(_defaults())))
+    for key in ("skip_nonfinite_batches", "checkpoint_every", "per_replica_batch_size"):
+        del saved[key]
+    del saved["student"]["embeddings"]
+    cfg = xflags.configs_from_flags(ASSETS, flag_values=_parsed())
+    assert config.setting_changes(saved, cfg) == []
+    # A run saved with other values than today's defaults is not resumed by a default run.
+    saved["data"]["batch_size"], saved["distil"]["epochs"] = 32, 3
+    assert config.setting_changes(saved, cfg) == ["data.batch_size: 32 -> 16",
+                                                  "distil.epochs: 3 -> 2"]
