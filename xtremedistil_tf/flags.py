@@ -100,6 +100,9 @@ flags.DEFINE_integer("seed", 42, "Random seed (data order, initialisation, dropo
 flags.DEFINE_string("export_dir", "saved_models", "Base folder of SavedModel exports.")
 flags.DEFINE_string("export_name", "", "Export name (default: the output_dir's name).")
 flags.DEFINE_bool("export_teacher", False, "Also export the teacher.")
+flags.DEFINE_list("export_formats", ["savedmodel"], "Export formats, comma list: savedmodel "
+                  "(<export_dir>/<name>/), litert (<name>-litert/: model.tflite for CPU "
+                  "processes and edge devices), litert_int8 (<name>-litert-int8/).")
 flags.DEFINE_integer("speed_batch_size", 32, "Batch size of the speed measurement.")
 flags.DEFINE_integer("speed_seq_length", 128, "Sequence length of the speed measurement.")
 flags.DEFINE_integer("checkpoint_every", 200, "Training steps between resume checkpoints "
@@ -195,6 +198,7 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         export_dir=f.export_dir,
         export_name=f.export_name,
         export_teacher=f.export_teacher,
+        export_formats=tuple(f.export_formats),
         speed_batch_size=f.speed_batch_size,
         speed_seq_length=f.speed_seq_length,
         xla=f.xla,
