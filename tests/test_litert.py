@@ -211,3 +211,21 @@ def test_predict_on_litert_equals_predict_on_the_saved_model(exports, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert cli.read_text(encoding="utf-8") == results["savedmodel", "conll"]
     assert "tagged 4 sentences, 45 words" in proc.stderr
+
+
+def test_run_config_validates_export_formats():
+    from xtremedistil_tf import config as config_lib
+
+    def run_config(formats):
+        return config_lib.RunConfig(
+            data=config_lib.DataConfig(("t.conll",), ("d.conll",), ("e.conll",)),
+            teacher=config_lib.TeacherConfig(os.path.join(MODELS, "tiny_bert")),
+            student=config_lib.StudentConfig("l1-h16"), distil=config_lib.DistilConfig(),
+            output_dir="run", export_formats=formats)
+
+    assert run_config(("savedmodel", "litert_int8")).export_formats == ("savedmodel",
+                                                                        "litert_int8")
+    assert config_lib.EXPORT_FORMATS == export.EXPORT_FORMATS
+    for bad in (("onnx",), ()):
+        with pytest.raises(ValueError, match="--export_formats"):
+            run_config(bad)

@@ -3,11 +3,12 @@
 The file has one signature, `serving_default`, that mirrors the SavedModel's: `input_ids` and
 `attention_mask` (int32 `[batch, tokens]`, any batch and any length) in, `label_ids` (int32
 `[batch, tokens]`; Viterbi-decoded for CRF heads) and `probabilities` (float32
-`[batch, tokens, labels]`) out. Its inputs are dynamic, and the runtime resizes them per call;
-measured against a file converted for one fixed shape, that costs nothing worth a signature per
-length bucket (see docs/litert.md). The version folder also holds `assets/` (labels.txt and the
-tokenizer files, as in the SavedModel) and `litert.json` (vocabulary size and position limit,
-which the runtime checks inputs against: a `.tflite` graph has no assertions).
+`[batch, tokens, labels]`) out. Its inputs are dynamic, and the runtime resizes them per call:
+signatures per length bucket (dynamic batch) measured no faster; only a file fixed to one batch
+and length is, at 1 x 32 (see docs/litert.md). The version folder also holds `assets/`
+(labels.txt and the tokenizer files, as in the SavedModel) and `litert.json` (vocabulary size
+and position limit, which the runtime checks inputs against: a `.tflite` graph has no
+assertions).
 
 Quantization: `none` (float32) or `dynamic_int8` (weights stored as int8 and dequantized or
 used by hybrid kernels at run time, activations float32; no representative data needed).
