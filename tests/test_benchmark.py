@@ -233,3 +233,31 @@ def test_a_peer_on_other_weights_is_refused():
         tagger.classifier.weight.neg_()
     with pytest.raises(RuntimeError, match="torch disagrees with TensorFlow"):
         benchmark.check_agreement(expected, run(ids64, mask64), "torch")
+
+
+def test_litert_and_openvino_rows_are_checked_against_tensorflow(tmp_path):
+    """One conversion (float32 LiteRT); OpenVINO when installed (an optional peer)."""
+    from xtremedistil_tf import peers
+
+    config = benchmark.BenchmarkConfig(
+        output_dir=str(tmp_path), models=(TINY,), batch_sizes=(2,), seq_lengths=(8,),
+        modes=("function", "litert"),
+        peers=("openvino",) if peers.openvino_available() else (), repeats=1, warmup=0,
+        peak_matmul_size=64, peak_repeats=2)
+    benchmark.run(config, log=lambda *_: None)
+    rows = {r["mode"]: r for r in _rows(tmp_path)}
+    assert set(rows) == {"function", "litert"} | ({"openvino"} if config.peers else set())
+    for mode in set(rows) - {"function"}:
+        assert float(rows[mode]["agrees_with_tf"]) >= 0.999
+        assert float(rows[mode]["tokens_per_s"]) > 0
+    assert 0 < float(rows["litert"]["size_mb"]) < float(rows["function"]["size_mb"]) * 2
+
+
+def test_openvino_is_optional(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "_importable", lambda module: module != "openvino")
+    config = benchmark.BenchmarkConfig(output_dir=str(tmp_path), models=(TINY,),
+                                       peers=("openvino",))
+    assert config.peers == ("openvino",)  # accepted; skipped with a message at run time
+    with pytest.raises(ValueError, match="float32"):
+        benchmark.BenchmarkConfig(output_dir=str(tmp_path), models=(TINY,), modes=("litert",),
+                                  dtypes=("bfloat16",))

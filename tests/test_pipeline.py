@@ -18,7 +18,7 @@ def run_distil(*args, timeout=600):
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={out}/run",
-                      f"--export_dir={out}/exports")
+                      f"--export_dir={out}/exports", "--export_formats=savedmodel,litert")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -52,16 +52,22 @@ def test_run_folder_holds_everything(smoke_run):
     flags_txt = (run / "flags.txt").read_text()
     assert f"--output_dir={run}" in flags_txt and "--student=l1-h16" in flags_txt
     assert (out / "exports" / "run" / "1" / "saved_model.pb").is_file()
+    litert = out / "exports" / "run-litert" / "1"
+    assert (litert / "model.tflite").is_file() and (litert / "assets" / "labels.txt").is_file()
+    exported = json.loads((run / "state.json").read_text())["done"]["export"]
+    assert exported == {"student": str(out / "exports" / "run" / "1"),
+                        "student-litert": str(litert)}
 
 
 def test_rerun_resumes_without_training_again(smoke_run):
     out, _ = smoke_run
     proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={out}/run",
-                      f"--export_dir={out}/exports")
+                      f"--export_dir={out}/exports", "--export_formats=savedmodel,litert")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch" not in proc.stderr  # nothing trained
     assert "stages finished in an earlier run" in proc.stderr
     assert not (out / "exports" / "run" / "2").exists()  # exported once
+    assert not (out / "exports" / "run-litert" / "2").exists()
 
 
 def test_second_student_reuses_the_fine_tuned_teacher(smoke_run, tmp_path):

@@ -1,10 +1,11 @@
 """Inference and training benchmark: teacher vs students, per execution mode and dtype, as a
-fraction of peak, with optional PyTorch and ONNX Runtime peers on the same weights and inputs.
+fraction of peak, with LiteRT modes and optional PyTorch, ONNX Runtime and OpenVINO peers on the
+same weights and inputs.
 
     python -m xtremedistil_tf.benchmark --output_dir results/benchmark \
         [--models mbert-base,xtremedistil-l6-h256,...] [--batch_sizes 32] [--seq_lengths 128] \
-        [--modes eager,function,xla,saved_model,train_representations,train_logits,train_labels] \
-        [--dtypes float32,bfloat16] [--peers torch,onnxruntime] \
+        [--modes eager,function,xla,saved_model,litert,litert_int8,train_representations,...] \
+        [--dtypes float32,bfloat16] [--peers torch,onnxruntime,openvino] \
         [--repeats 5] [--warmup 2] [--peak_matmul_size 2048]
 
 Every model is a `models.TokenClassifier` with a 9-label softmax head, and every inference mode
@@ -15,7 +16,10 @@ mode and peer of a model sees the same random token ids per batch × length.
 
 Inference modes: `eager` (Keras call), `function` (`tf.function`), `xla`
 (`tf.function(jit_compile=True)`), `saved_model` (`export.export` to a temporary folder,
-`tf.saved_model.load`, `serving_default`).
+`tf.saved_model.load`, `serving_default`). LiteRT modes (float32 pass only, like peers):
+`litert` and `litert_int8` (dtype `int8`: dynamic-range int8 weights) run `litert.export`'s
+`model.tflite` in `litert.Model` (XNNPACK, the same thread count); their `size_mb` is the file's
+size and the int8 row's `mfu` is against the float32 peak.
 
 Training modes: `train_<objective>` for the distillation objectives `representations`,
 `logits` and `labels` time one optimizer step of that stage with all its layers training (see
@@ -30,10 +34,13 @@ under `torch.inference_mode()` with `torch.set_num_threads` = TensorFlow's intra
 (float32, and bfloat16 via `torch.autocast("cpu")` when `--dtypes` has it). `onnxruntime` runs
 that module exported by `torch.onnx.export` (dynamic batch and sequence axes, opset 17) in an
 `InferenceSession` (CPUExecutionProvider, default graph optimizations, the same thread count);
-float32 only. Before a peer is timed on an input, its labels must match TensorFlow `function`
-mode's on that input at >= 99.9 % of positions with probabilities within 1e-3 (otherwise it
-stops: it would not be running the same model); `agrees_with_tf` is that label agreement (for
-torch bfloat16: its bf16 labels against the float32 TensorFlow ones, reported, not enforced).
+float32 only. `openvino` (optional: skipped with a message when not installed) converts the
+exported SavedModel with `openvino.convert_model` and runs it on OpenVINO's CPU plugin in
+float32 with the same thread count. Before a peer (or LiteRT mode) is timed on an input, its
+labels must match TensorFlow `function` mode's on that input at >= 99.9 % of positions with
+probabilities within 1e-3 (otherwise it stops: it would not be running the same model);
+`agrees_with_tf` is that label agreement (for torch bfloat16 and litert_int8: their labels
+against the float32 TensorFlow ones, reported, not enforced).
 Peers need `pip install -r requirements-peers.txt`.
 
 Dtypes: `float32`, and `bfloat16` = Keras `mixed_bfloat16` policy while the model is built and
@@ -78,16 +85,21 @@ if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of
 
 import tensorflow as tf
 
+from xtremedistil_tf import peers
+
 INFERENCE_MODES = ("eager", "function", "xla", "saved_model")
+LITERT_MODES = tuple(peers.LITERT_MODES)  # litert (float32), litert_int8 (dynamic-range int8)
 TRAIN_OBJECTIVES = ("representations", "logits", "labels")
 TRAIN_MODES = tuple(f"train_{o}" for o in TRAIN_OBJECTIVES)
-MODES = INFERENCE_MODES + TRAIN_MODES
+MODES = INFERENCE_MODES + LITERT_MODES + TRAIN_MODES
 DTYPES = ("float32", "bfloat16")
 NUM_LABELS = 9  # CoNLL/WikiANN-style IOB2 tag set: O + B/I of PER, ORG, LOC, MISC
 TRAIN_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × forward
 
 # Peers and the modules each needs (requirements-peers.txt installs them).
-PEERS = {"torch": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime")}
+PEERS = {"torch": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime"),
+         "openvino": ("openvino",)}
+OPTIONAL_PEERS = ("openvino",)  # skipped with a message when not installed
 MIN_AGREEMENT = 0.999  # share of positions where a peer's label must equal TensorFlow's
 PROBABILITY_ATOL = 1e-3  # largest allowed difference of a peer's probabilities
 ONNX_OPSET = 17
@@ -103,6 +115,11 @@ PRESETS = {
                                       pad_token_id=1, bos_token_id=0, eos_token_id=2)),
     "xtremedistil-l6-h256": ("bert", dict(vocab_size=30522, hidden_size=256, num_hidden_layers=6,
                                           num_attention_heads=8, intermediate_size=1024)),
+    # The l6-h256 student with the 250k XLM-R / multilingual-e5 vocabulary: a student that
+    # keeps its multilingual teacher's tokenizer (--student_own_tokenizer off).
+    "xtremedistil-l6-h256-v250k": ("bert", dict(vocab_size=250002, hidden_size=256,
+                                                num_hidden_layers=6, num_attention_heads=8,
+                                                intermediate_size=1024)),
     "xtremedistil-l6-h384": ("bert", dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
                                           num_attention_heads=12, intermediate_size=1536)),
     "xtremedistil-l12-h384": ("bert", dict(vocab_size=30522, hidden_size=384,
@@ -152,11 +169,11 @@ class BenchmarkConfig:
         if bad:
             raise ValueError(f"--peers {bad}: choose from {', '.join(PEERS)}")
         for peer in self.peers:
-            if not all(_importable(m) for m in PEERS[peer]):
+            if peer not in OPTIONAL_PEERS and not all(_importable(m) for m in PEERS[peer]):
                 raise ValueError(f"--peers {peer} needs 'pip install -r requirements-peers.txt'")
-        if self.peers and "float32" not in self.dtypes:
-            raise ValueError("--peers needs float32 in --dtypes: peers are checked against "
-                             "TensorFlow in float32")
+        if (self.peers or set(self.modes) & set(LITERT_MODES)) and "float32" not in self.dtypes:
+            raise ValueError("--peers and --modes litert* need float32 in --dtypes: they are "
+                             "checked against TensorFlow in float32")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError("--batch_sizes must be positive integers")
         if not self.seq_lengths or min(self.seq_lengths) < 1:
@@ -595,18 +612,20 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
                 ids = tf.constant(rng.integers(0, vocab, (batch, length)), tf.int32)
                 inputs[batch, length] = (ids, tf.ones_like(ids))
 
-        def timed(mode, row_dtype, fn, ids, mask, flops_factor=1, agrees=None):
+        def timed(mode, row_dtype, fn, ids, mask, flops_factor=1, agrees=None, size_mb=None):
             batch, length = (int(n) for n in ids.shape)
             times = time_calls(fn, ids, mask, config.repeats, config.warmup)
             gflops = flops_factor * model_flops_per_token(model, length) / 1e9
+            peak = peaks.get(row_dtype, peaks["float32"] if "float32" in peaks else 0.0)
             row = {"model": label, "mode": mode, "dtype": row_dtype, "batch_size": batch,
                    "seq_length": length, "params": params,
-                   "size_mb": params * 4 / 1e6,  # float32 variables, also under bf16
+                   # float32 variables (also under bf16), or the size of the file run
+                   "size_mb": params * 4 / 1e6 if size_mb is None else size_mb,
                    **summarise_times(times, batch, length),
-                   "gflops_per_token": gflops, "peak_gflops": peaks[row_dtype],
+                   "gflops_per_token": gflops, "peak_gflops": peak,
                    "agrees_with_tf": agrees}
             row["achieved_gflops"] = row["tokens_per_s"] * gflops
-            row["mfu"] = mfu(row["tokens_per_s"], gflops, peaks[row_dtype])
+            row["mfu"] = mfu(row["tokens_per_s"], gflops, peak)
             row["rss_mb"], row["peak_rss_mb"] = _rss_mb()
             log(f"{label:24s} {mode:21s} {row_dtype:8s} {batch:3d}x{length:<4d} "
                 f"{row['tokens_per_s']:9.0f} tok/s  p50 {row['ms_per_batch_p50']:8.1f} ms"
@@ -622,9 +641,12 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
                 rows.append(timed(mode, dtype, fn, ids, mask))
             del fn
             gc.collect()
-        if config.peers and dtype == "float32":
+        lite = [m for m in config.modes if m in LITERT_MODES]
+        if (config.peers or lite) and dtype == "float32":
             rows += _time_peers(config, model, label, inputs, timed, workdir, log)
             gc.collect()
+        elif lite:
+            log(f"{label}: no {dtype} {','.join(lite)} rows (LiteRT converts float32 models)")
         for mode in (m for m in config.modes if m in TRAIN_MODES):
             objective = mode.removeprefix("train_")
             step = make_train_step(model, objective,
@@ -642,32 +664,54 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
 
 
 def _time_peers(config, model, label, inputs, timed, workdir, log) -> list[dict]:
-    """The peers' rows of one float32 model; each peer is checked against TensorFlow
-    `function` mode on an input before it is timed on it."""
+    """The peers' and LiteRT modes' rows of one float32 model; each is checked against
+    TensorFlow `function` mode on an input before it is timed on it (int8 and bf16 rows:
+    agreement reported, not enforced)."""
     reference = tf.function(_forward_fn(model))
     threads = intra_op_threads()
-    tagger = torch_tagger(model)
-    runs = []
+    runs = []  # (mode, row dtype, fn, int64 inputs?, size in MB)
+    for mode in (m for m in config.modes if m in LITERT_MODES):
+        quantize = peers.LITERT_MODES[mode]
+        fn, size = peers.litert_callable(model, quantize, os.path.join(workdir, "litert"),
+                                         _NoTokenizer(), threads)
+        runs.append((mode, "int8" if quantize == "dynamic_int8" else "float32", fn, False, size))
+    if "torch" in config.peers or "onnxruntime" in config.peers:
+        tagger = torch_tagger(model)
     if "torch" in config.peers:
-        runs += [("torch", d, torch_callable(tagger, d, threads)) for d in config.dtypes]
+        runs += [("torch", d, torch_callable(tagger, d, threads), True, None)
+                 for d in config.dtypes]
     if "onnxruntime" in config.peers:
         path = os.path.join(workdir, "onnx", f"{model.name}.onnx")
-        runs.append(("onnxruntime", "float32", onnxruntime_callable(tagger, path, threads)))
+        runs.append(("onnxruntime", "float32", onnxruntime_callable(tagger, path, threads), True,
+                     None))
         if "bfloat16" in config.dtypes:
             log(f"{label}: no onnxruntime bfloat16 row (the peer runs float32 only)")
+    if "openvino" in config.peers:
+        if peers.openvino_available():
+            from xtremedistil_tf import export
+
+            saved = export.export(model, [f"L{i}" for i in range(model.num_labels)],
+                                  _NoTokenizer(), os.path.join(workdir, "openvino"), model.name,
+                                  version=1)
+            runs.append(("openvino", "float32", peers.openvino_callable(saved, threads)[0],
+                         False, None))
+        else:
+            log(f"{label}: openvino not installed, skipped (pip install -r "
+                "requirements-peers.txt)")
     expected = {shape: {k: v.numpy() for k, v in reference(ids, mask).items()}
                 for shape, (ids, mask) in inputs.items()}
     rows = []
-    for peer, dtype, fn in runs:
+    for peer, dtype, fn, int64, size in runs:
         for (batch, length), (ids, mask) in inputs.items():
-            ids64, mask64 = ids.numpy().astype(np.int64), mask.numpy().astype(np.int64)
-            out = fn(ids64, mask64)
+            cast = np.int64 if int64 else np.int32
+            ids_np, mask_np = ids.numpy().astype(cast), mask.numpy().astype(cast)
+            out = fn(ids_np, mask_np)
             if dtype == "float32":
                 agrees = check_agreement(expected[batch, length], out,
                                          f"{peer} on {label} ({batch}x{length})")
-            else:  # bf16 rounding against the float32 reference: reported, not enforced
+            else:  # bf16 / int8 rounding against the float32 reference: reported, not enforced
                 agrees = agreement(expected[batch, length], out)[0]
-            rows.append(timed(peer, dtype, fn, ids64, mask64, agrees=agrees))
+            rows.append(timed(peer, dtype, fn, ids_np, mask_np, agrees=agrees, size_mb=size))
     return rows
 
 

@@ -22,6 +22,8 @@ DISTRIBUTIONS = ("default", "mirrored", "multi_worker", "tpu")
 # The first teacher layer with a per-layer classifier when --aux_heads turns them on
 # (`TeacherConfig.aux_from_layer` is 0, none, by default).
 AUX_FROM_LAYER = 4
+# Kept equal to export.EXPORT_FORMATS (config imports no TensorFlow module).
+EXPORT_FORMATS = ("savedmodel", "litert", "litert_int8")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -251,6 +253,7 @@ class RunConfig:
     export_dir: str = "saved_models"
     export_name: str = ""
     export_teacher: bool = False
+    export_formats: tuple[str, ...] = ("savedmodel",)
     speed_batch_size: int = 32
     speed_seq_length: int = 128
     xla: bool = False
@@ -262,6 +265,9 @@ class RunConfig:
     skip_nonfinite_batches: int = 0
 
     def __post_init__(self):
+        _check(bool(self.export_formats) and all(f in EXPORT_FORMATS for f in self.export_formats),
+               f"--export_formats={','.join(self.export_formats)}: use a comma list of "
+               f"{', '.join(EXPORT_FORMATS)}")
         _check(self.skip_nonfinite_batches >= 0, "--skip_nonfinite_batches must be >= 0")
         _check(self.distribution in DISTRIBUTIONS,
                f"--distribution_strategy={self.distribution}; use one of "

@@ -10,15 +10,21 @@ The functions are plain TensorFlow (no Keras needed) and share one convention:
   no unmasked position has log-likelihood 0 and decodes to all zeros.
 
 Every recursion is a `tf.scan` over time, so `T` may be dynamic (`[None, None, K]` signatures)
-and everything compiles with `tf.function(jit_compile=True)`. Masked steps carry the recursion
-state through unchanged instead of compacting the sequence, which keeps shapes static per batch.
+and everything compiles with `tf.function(jit_compile=True)`. Inside `with without_tensor_lists():`
+the recursions are traced as `tf.while_loop`s that write each step into a preallocated
+`[T, ...]` tensor instead of a TensorArray: the TFLite converter lowers TensorArrays only when
+their element shape is static, which a dynamic batch is not (see `litert`). Masked steps carry
+the recursion state through unchanged instead of compacting the sequence, which keeps shapes
+static per batch.
 Half-precision emissions (float16 / bfloat16) are computed in float32 and return float32: sums
 of `T` scores and log-sum-exp over tags lose too much in 8 or 11 mantissa bits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +34,47 @@ import tensorflow as tf
 # (|emission| ~ 1e4 over thousands of steps is ~1e7), small enough that even T * NEG stays far
 # from float32 overflow (3.4e38) when no allowed path exists at all.
 _NEG = -1e30
+
+
+_WITHOUT_LISTS = contextvars.ContextVar("crf_without_tensor_lists", default=False)
+
+
+@contextlib.contextmanager
+def without_tensor_lists() -> Iterator[None]:
+    """Traces the recursions inside the block without TensorArrays (for the TFLite converter).
+
+    Same results as `tf.scan`; each step writes its state into a `[T, ...]` tensor with a
+    `tf.where` on the step's index, O(T) element writes per step, so O(T^2 * B * K) in all:
+    ~5M at 32 x 128 x 9, nothing next to an encoder's GFLOPs.
+    """
+    token = _WITHOUT_LISTS.set(True)
+    try:
+        yield
+    finally:
+        _WITHOUT_LISTS.reset(token)
+
+
+def _scan(fn, elems: tuple, initializer: tuple, reverse: bool = False) -> tuple:
+    """`tf.scan(fn, elems, initializer, reverse=reverse)` over tuples (time first), or its
+    TensorArray-free twin inside `without_tensor_lists()`."""
+    if not _WITHOUT_LISTS.get():
+        return tf.scan(fn, elems, initializer=initializer, reverse=reverse)
+    steps = tf.shape(elems[0])[0]
+    positions = tf.range(steps)
+    stacked = tuple(tf.zeros(tf.concat([[steps], tf.shape(x)], 0), x.dtype)
+                    for x in initializer)
+
+    def body(i, carry, stacked):
+        t = steps - 1 - i if reverse else i
+        carry = tuple(fn(carry, tuple(tf.gather(e, t) for e in elems)))
+        stacked = tuple(
+            tf.where(tf.reshape(tf.equal(positions, t), [-1] + [1] * c.shape.rank), c[None], s)
+            for c, s in zip(carry, stacked))
+        return i + 1, carry, stacked
+
+    _, _, stacked = tf.while_loop(lambda i, *_: i < steps, body,
+                                  (tf.constant(0), tuple(initializer), stacked))
+    return stacked
 
 
 def _compute_dtype(emissions: tf.Tensor) -> tf.DType:
@@ -93,11 +140,11 @@ def _forward(emissions, mask, transitions, start):
         e_t, m_t = inputs
         # alpha starts at zeros, never -inf: `nxt` stays finite on rows that have not started,
         # so the tf.where below never multiplies a zero gradient by inf (NaN).
-        nxt = tf.reduce_logsumexp(alpha[:, :, None] + transitions[None], axis=1) + e_t
+        nxt = tf.reduce_logsumexp(tf.expand_dims(alpha, 2) + transitions[None], axis=1) + e_t
         new = tf.where(started[:, None], nxt, start[None] + e_t)
         return tf.where(m_t[:, None], new, alpha), tf.logical_or(started, m_t)
 
-    return tf.scan(step, (emissions, mask), initializer=_zeros_state(emissions))
+    return _scan(step, (emissions, mask), initializer=_zeros_state(emissions))
 
 
 def _gold_score(emissions, tags, mask, transitions, start, end):
@@ -131,7 +178,7 @@ def _gold_score(emissions, tags, mask, transitions, start, end):
     init = (tf.zeros(batch, tf.int32), tf.zeros(batch, tf.bool), tf.zeros(batch, dtype))
     last, started, score = (
         _last(stacked, initial)
-        for stacked, initial in zip(tf.scan(step, (tags, mask), initializer=init), init)
+        for stacked, initial in zip(_scan(step, (tags, mask), initializer=init), init)
     )
     end_score = tf.where(started, tf.gather(end, last), tf.zeros_like(total))
     return total + score + end_score
@@ -218,7 +265,7 @@ def crf_decode(
     def step(carry, inputs):
         delta, started, _ = carry
         e_t, m_t = inputs
-        candidates = delta[:, :, None] + transitions[None]  # [B, K_prev, K_next]
+        candidates = tf.expand_dims(delta, 2) + transitions[None]  # [B, K_prev, K_next]
         nxt = tf.reduce_max(candidates, axis=1) + e_t
         new = tf.where(started[:, None], nxt, start[None] + e_t)
         # Masked (and first) steps point every tag at itself, so backtracking passes through.
@@ -232,7 +279,7 @@ def crf_decode(
 
     init_delta, init_started = _zeros_state(emissions)
     init = (init_delta, init_started, tf.zeros(tf.shape(init_delta), tf.int32))
-    deltas, started, pointers = tf.scan(step, (emissions, mask), initializer=init)
+    deltas, started, pointers = _scan(step, (emissions, mask), initializer=init)
     final = _last(deltas, init_delta) + end[None]
     started = _last(started, init_started)
     best_last = tf.argmax(final, axis=-1, output_type=tf.int32)
@@ -245,7 +292,7 @@ def crf_decode(
         out = tf.where(m_t, current, tf.zeros_like(current))
         return tf.gather(pointer, current, batch_dims=1), out
 
-    _, path = tf.scan(back, (pointers, mask), initializer=(best_last, best_last), reverse=True)
+    _, path = _scan(back, (pointers, mask), initializer=(best_last, best_last), reverse=True)
     return tf.transpose(path, [1, 0]), score
 
 
@@ -275,17 +322,18 @@ def crf_marginals(
     def step(carry, inputs):
         ahead, seen, _ = carry
         e_t, m_t = inputs
-        through = tf.reduce_logsumexp(transitions[None] + ahead[:, None, :], axis=2)
+        through = tf.reduce_logsumexp(transitions[None] + tf.expand_dims(ahead, 1), axis=2)
         beta = tf.where(seen[:, None], through, tf.broadcast_to(end[None], tf.shape(through)))
         ahead = tf.where(m_t[:, None], e_t + beta, ahead)
         return ahead, tf.logical_or(seen, m_t), beta
 
     init_ahead, init_seen = _zeros_state(emissions)
-    _, _, betas = tf.scan(
+    _, _, betas = _scan(
         step, (emissions, mask), initializer=(init_ahead, init_seen, init_ahead), reverse=True
     )
-    log_marginals = alphas + betas - log_z[None, :, None]
-    marginals = tf.where(mask[:, :, None], tf.exp(log_marginals), tf.zeros_like(log_marginals))
+    log_marginals = alphas + betas - tf.reshape(log_z, [1, -1, 1])
+    marginals = tf.where(tf.expand_dims(mask, 2), tf.exp(log_marginals),
+                         tf.zeros_like(log_marginals))
     return tf.transpose(marginals, [1, 0, 2])
 
 

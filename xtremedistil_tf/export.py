@@ -18,18 +18,22 @@ exported model (for `tensorflow_model_server --model_config_file`).
 
     python -m xtremedistil_tf.export --run_dir runs/default [--name N] [--version V] \
         [--export_dir saved_models] [--which student|teacher] [--text_signature] \
-        [--precision float32|bfloat16]
+        [--precision float32|bfloat16] [--format savedmodel|litert] \
+        [--quantize none|dynamic_int8]
 
-rebuilds a model from a finished run folder and exports it.
+rebuilds a model from a finished run folder and exports it. `--format litert` writes
+`<name>-litert[-int8]/<version>/model.tflite` beside the SavedModels instead (see `litert`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from xtremedistil_tf import startup
@@ -50,6 +54,20 @@ def max_positions(model) -> int:
     from xtremedistil_tf import models
 
     return models.max_positions(model.encoder.config)
+
+
+def serving_outputs(model, input_ids, attention_mask) -> dict:
+    """What `serving_default` returns, without its input checks (every export format's graph).
+
+    Returns:
+        `label_ids` int32 `[B, T]` (Viterbi for CRF heads) and `probabilities` float32
+        `[B, T, K]`; bfloat16 models decode in float32.
+    """
+    logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
+                   training=False)["logits"]
+    logits = tf.cast(logits, tf.float32)
+    return {"label_ids": model.decode(logits, input_ids, attention_mask),
+            "probabilities": model.probabilities(logits, input_ids, attention_mask)}
 
 
 class _Tagger(tf.Module):
@@ -85,14 +103,7 @@ class _Tagger(tf.Module):
         ]
         with tf.control_dependencies(checks):
             input_ids = tf.identity(input_ids)
-        logits = self.model(
-            {"input_ids": input_ids, "attention_mask": attention_mask}, training=False
-        )["logits"]
-        logits = tf.cast(logits, tf.float32)  # bfloat16 models: float32 decoding and outputs
-        return {
-            "label_ids": self.model.decode(logits, input_ids, attention_mask),
-            "probabilities": self.model.probabilities(logits, input_ids, attention_mask),
-        }
+        return serving_outputs(self.model, input_ids, attention_mask)
 
     @tf.function(
         input_signature=[
@@ -219,28 +230,56 @@ def export(model, labels, tokenizer, export_dir: str, name: str, version: int | 
             raise ImportError("text_signature needs tensorflow-text: pip install "
                               "tensorflow-text==2.21.*")
         serving_text.tokenizer_settings(tokenizer)  # fails before any work if unsupported
-    os.makedirs(base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base)
-    try:
+    with new_version(final) as staging:
         files_dir = os.path.join(staging, "files")
-        os.makedirs(files_dir)
-        with open(os.path.join(files_dir, LABELS_FILE), "w", encoding="utf-8") as f:
-            f.write("".join(label + "\n" for label in labels))
-        tokenizer.save_pretrained(files_dir)
-        paths = sorted(os.path.join(files_dir, p) for p in os.listdir(files_dir))
+        paths = write_assets(files_dir, labels, tokenizer)
         if text_signature:
             module = _TextTagger(model, paths, labels, tokenizer, max_seq_length)
             signatures = {"serving_default": module.serve, "tag_text": module.tag_text}
         else:
             module = _Tagger(model, paths)
             signatures = {"serving_default": module.serve}
-        saved = os.path.join(staging, "model")
-        tf.saved_model.save(module, saved, signatures=signatures)
-        os.replace(saved, final)  # TF Serving never sees a half-written version
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        tf.saved_model.save(module, os.path.join(staging, "model"), signatures=signatures)
     write_models_config(export_dir)
     return final
+
+
+def write_assets(folder: str, labels, tokenizer) -> list[str]:
+    """Writes `labels.txt` (one label per line, id order) and the tokenizer files into `folder`;
+    returns their paths, sorted."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LABELS_FILE), "w", encoding="utf-8") as f:
+        f.write("".join(label + "\n" for label in labels))
+    tokenizer.save_pretrained(folder)
+    return sorted(os.path.join(folder, p) for p in os.listdir(folder))
+
+
+@contextlib.contextmanager
+def new_version(final: str) -> Iterator[str]:
+    """Yields a staging folder; `<staging>/model` becomes `final` when the block succeeds.
+
+    The staging folder is a hidden sibling of `final`, so the rename is atomic and a server or
+    client never sees a half-written version; it is removed whatever happens.
+
+    Raises:
+        FileExistsError: `final` exists (also when it appeared while the block ran).
+    """
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} exists; exported versions are never overwritten")
+    base, version = os.path.split(final)
+    os.makedirs(base, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base)
+    try:
+        yield staging
+        try:
+            os.rename(os.path.join(staging, "model"), final)
+        except OSError:
+            if os.path.exists(final):
+                raise FileExistsError(
+                    f"{final} exists; exported versions are never overwritten") from None
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- from a run folder
@@ -364,25 +403,68 @@ def _rebuild(run_dir: str, which: str):
     return cfg, student, labels, s_tok
 
 
+FORMATS = ("savedmodel", "litert")  # --format of this command (LiteRT takes --quantize)
+# --export_formats of a run: litert_int8 = litert with --quantize=dynamic_int8.
+EXPORT_FORMATS = ("savedmodel", "litert", "litert_int8")
+
+
+def export_formats(model, labels, tokenizer, export_dir: str, name: str,
+                   formats=("savedmodel",), version: int | None = None,
+                   **savedmodel_kwargs) -> dict[str, str]:
+    """Exports `model` in each of `formats` (`EXPORT_FORMATS`); returns `{format: folder}`.
+
+    A SavedModel goes to `export_dir/<name>/<version>`, LiteRT to
+    `export_dir/<name>-litert[-int8]/<version>` (see `litert.export`), each with the same
+    `assets/`. `savedmodel_kwargs` go to `export`.
+    """
+    bad = [f for f in formats if f not in EXPORT_FORMATS]
+    if bad or not formats:
+        raise ValueError(f"export formats {bad or 'empty'}: use {', '.join(EXPORT_FORMATS)}")
+    paths = {}
+    for fmt in formats:
+        if fmt == "savedmodel":
+            paths[fmt] = export(model, labels, tokenizer, export_dir, name, version,
+                                **savedmodel_kwargs)
+        else:
+            from xtremedistil_tf import litert
+
+            quantize = "dynamic_int8" if fmt == "litert_int8" else "none"
+            paths[fmt] = litert.export(model, labels, tokenizer, export_dir, name, version,
+                                       quantize)
+    return paths
+
+
 def export_run(run_dir: str, which: str = "student", name: str | None = None,
                version: int | None = None, export_dir: str | None = None,
-               text_signature: bool = False, precision: str = "float32") -> str:
+               text_signature: bool = False, precision: str = "float32",
+               export_format: str = "savedmodel", quantize: str = "none") -> str:
     """Exports the student (or teacher) of a finished run; returns the version folder.
 
     Defaults follow the run: `export_dir` is the run's `--export_dir`, `name` its
     `--export_name` or the run folder's name (`-teacher` appended for the teacher, then
     `-bf16` for a bfloat16 export), and `tag_text` windows are the run's `--max_seq_length`.
     A bfloat16 export has the same signatures, dtypes and assets as a float32 one.
+    `export_format="litert"` writes `<name>-litert[-int8]/<version>/model.tflite` instead.
     """
     if which not in ("student", "teacher"):
         raise ValueError(f"--which={which}: use student or teacher")
+    if export_format not in FORMATS:
+        raise ValueError(f"--format={export_format}: use one of {', '.join(FORMATS)}")
+    if export_format == "litert" and (text_signature or precision != "float32"):
+        raise ValueError("--format=litert takes neither --text_signature nor --precision "
+                         "(use --quantize)")
+    if export_format == "savedmodel" and quantize != "none":
+        raise ValueError("--quantize applies to --format=litert only")
     cfg, model, labels, tokenizer = rebuild(run_dir, which, precision)
     if not name:
         name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
         name += "-teacher" if which == "teacher" and not name.endswith("-teacher") else ""
         name += "-bf16" if precision == "bfloat16" else ""
-    return export(model, labels, tokenizer, export_dir or cfg.export_dir, name, version,
-                  text_signature=text_signature, max_seq_length=cfg.data.max_seq_length)
+    kwargs = ({"text_signature": text_signature, "max_seq_length": cfg.data.max_seq_length}
+              if export_format == "savedmodel" else {})
+    fmt = "litert_int8" if quantize == "dynamic_int8" else export_format
+    return export_formats(model, labels, tokenizer, export_dir or cfg.export_dir, name,
+                          (fmt,), version, **kwargs)[fmt]
 
 
 def main(argv=None) -> int:
@@ -391,7 +473,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m xtremedistil_tf.export",
         description="Export the student (or teacher) of a finished run_distil.py run as a "
-                    "TF Serving SavedModel, and rewrite <export_dir>/models.config.")
+                    "TF Serving SavedModel (and rewrite <export_dir>/models.config), or as a "
+                    "LiteRT model.tflite.")
     parser.add_argument("--run_dir", required=True, help="the run's --output_dir")
     parser.add_argument("--name", help="model name (default: the run's export name)")
     parser.add_argument("--version", type=int, help="version (default: the next free one)")
@@ -403,6 +486,11 @@ def main(argv=None) -> int:
                         help="bfloat16: bf16 matmuls (float32 weights, inputs and outputs); "
                              "see scripts/compare_precision.py for its F1 and speed")
     startup.add_verbosity_argument(parser)
+    parser.add_argument("--format", default="savedmodel", choices=FORMATS,
+                        help="litert: <name>-litert[-int8]/<version>/model.tflite (CPU "
+                             "processes and edge devices), same assets")
+    parser.add_argument("--quantize", default="none", choices=("none", "dynamic_int8"),
+                        help="litert only: dynamic_int8 stores weights as int8 (~4x smaller)")
     args = parser.parse_args(argv)
     startup.quiet_tensorflow(args.verbosity)
     try:
@@ -410,7 +498,7 @@ def main(argv=None) -> int:
 
         transformers.logging.set_verbosity_error()
         path = export_run(args.run_dir, args.which, args.name, args.version, args.export_dir,
-                          args.text_signature, args.precision)
+                          args.text_signature, args.precision, args.format, args.quantize)
     except (ValueError, OSError, ImportError) as e:
         if os.environ.get("XTREMEDISTIL_DEBUG"):
             raise

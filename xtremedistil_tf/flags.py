@@ -125,6 +125,9 @@ flags.DEFINE_integer("seed", _R.seed, "Random seed (data order, initialisation, 
 flags.DEFINE_string("export_dir", _R.export_dir, "Base folder of SavedModel exports.")
 flags.DEFINE_string("export_name", _R.export_name, "Export name (default: the output_dir's name).")
 flags.DEFINE_bool("export_teacher", _R.export_teacher, "Also export the teacher.")
+flags.DEFINE_list("export_formats", list(_R.export_formats), "Export formats, comma list: "
+                  "savedmodel (<export_dir>/<name>/), litert (<name>-litert/: model.tflite "
+                  "for CPU processes and edge devices), litert_int8 (<name>-litert-int8/).")
 flags.DEFINE_integer("speed_batch_size", _R.speed_batch_size,
                      "Batch size of the speed measurement.")
 flags.DEFINE_integer("speed_seq_length", _R.speed_seq_length,
@@ -229,6 +232,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         export_dir=f.export_dir,
         export_name=f.export_name,
         export_teacher=f.export_teacher,
+        export_formats=tuple(f.export_formats),
         speed_batch_size=f.speed_batch_size,
         speed_seq_length=f.speed_seq_length,
         xla=f.xla,

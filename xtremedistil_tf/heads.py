@@ -63,7 +63,8 @@ class TaggingHead(keras.layers.Layer):
         x = sequence
         if self.attention is not None:
             mask = tf.cast(attention_mask, tf.bool)
-            attended = self.attention(x, x, attention_mask=mask[:, None, :], training=training)
+            attended = self.attention(x, x, attention_mask=tf.expand_dims(mask, 1),
+                                      training=training)
             x = self.attention_norm(x + self.dropout(attended, training=training))
         emissions = self.classifier(self.dropout(x, training=training))
         if self.crf is not None:
@@ -100,7 +101,7 @@ class TaggingHead(keras.layers.Layer):
         if self.crf is None:
             return soft
         marginals = tf.cast(self.crf.marginals(emissions, token_mask), tf.float32)
-        return tf.where(tf.cast(token_mask, tf.bool)[..., None], marginals, soft)
+        return tf.where(tf.expand_dims(tf.cast(token_mask, tf.bool), -1), marginals, soft)
 
     def get_config(self):
         config = super().get_config()

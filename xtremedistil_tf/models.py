@@ -130,7 +130,8 @@ class TokenClassifier(keras.Model):
         mask = tf.cast(attention_mask, tf.bool)
         if self.special_ids:
             special = tf.reduce_any(
-                tf.equal(input_ids[..., None], tf.constant(self.special_ids, input_ids.dtype)), -1)
+                tf.equal(tf.expand_dims(input_ids, -1),
+                         tf.constant(self.special_ids, input_ids.dtype)), -1)
             mask &= ~special
         return mask
 

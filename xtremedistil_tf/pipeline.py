@@ -662,10 +662,16 @@ def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok) 
     if state.done("export"):
         return state.done("export")
     name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
-    paths = {"student": export_lib.export(student, labels, s_tok, cfg.export_dir, name)}
-    if cfg.export_teacher:
-        paths["teacher"] = export_lib.export(teacher, teacher_labels, t_tok, cfg.export_dir,
-                                             name + "-teacher")
+    paths = {}
+    for which, model, model_labels, tok, model_name in (
+            ("student", student, labels, s_tok, name),
+            ("teacher", teacher, teacher_labels, t_tok, name + "-teacher")):
+        if which == "student" or cfg.export_teacher:
+            done = export_lib.export_formats(model, model_labels, tok, cfg.export_dir,
+                                             model_name, cfg.export_formats)
+            # "student" / "teacher" name the SavedModel, "student-litert" ... the others.
+            paths.update({which if fmt == "savedmodel" else f"{which}-{fmt}": path
+                          for fmt, path in done.items()})
     state.mark("export", paths)
     for k, p in paths.items():
         log(f"exported {k} to {p}")

@@ -3,6 +3,9 @@
     python -m xtremedistil_tf.predict --model saved_models/default/1 --input text.txt \
         [--output tagged.conll] [--format conll|jsonl] [--batch_size 64]
 
+`--model` is a SavedModel version folder or a LiteRT one (`saved_models/default-litert/1`,
+see `litert`): the same outputs either way.
+
 The input is raw text (one sentence per line, whitespace-separated words) or a CoNLL file (first
 column read, tags ignored; "lang:token" prefixes stripped as in training files). It is read
 incrementally, `--chunk_size` sentences at a time, so memory does not grow with the file.
@@ -39,7 +42,8 @@ from xtremedistil_tf import startup
 if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of its output
     startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
 
-from xtremedistil_tf import data as data_lib, export as export_lib, features, serving_text
+from xtremedistil_tf import (data as data_lib, export as export_lib, features, litert,
+                             serving_text)
 
 FLAGS = flags.FLAGS
 
@@ -48,7 +52,8 @@ def define_flags() -> None:
     """The CLI's flags; defined only when run as a program, so that importing this module
     next to `xtremedistil_tf.flags` (which has its own --batch_size, --max_seq_length) works."""
     flags.DEFINE_string("model", None, "An exported SavedModel folder "
-                        "(saved_models/<name>/<version>).")
+                        "(saved_models/<name>/<version>) or LiteRT folder "
+                        "(saved_models/<name>-litert[-int8]/<version>).")
     flags.DEFINE_string("input", None, "Raw text (one sentence per line) or CoNLL file.")
     flags.DEFINE_string("output", "-", "Output file ('-': stdout).")
     flags.DEFINE_enum("format", "conll", ["conll", "jsonl"], "conll: token<TAB>tag lines; jsonl: "
@@ -62,10 +67,11 @@ def define_flags() -> None:
 
 
 class ExportedTagger:
-    """An exported model with its labels and tokenizer, read from its `assets/` folder."""
+    """An exported model with its labels and tokenizer, read from its `assets/` folder: a
+    SavedModel (`saved_models/<name>/<version>`) or a LiteRT export
+    (`saved_models/<name>-litert[-int8]/<version>`, see `litert`)."""
 
     def __init__(self, model_dir: str):
-        import tensorflow as tf
         import transformers
 
         assets = os.path.join(model_dir, "assets")
@@ -75,25 +81,33 @@ class ExportedTagger:
         with open(os.path.join(assets, export_lib.LABELS_FILE), encoding="utf-8") as f:
             self.labels = [line.rstrip("\n") for line in f if line.strip()]
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(assets)
+        if litert.is_litert(model_dir):
+            self.run = litert.Model(model_dir)
+            return
+        import tensorflow as tf
+
         # Exports with `tag_text` hold tensorflow-text ops, registered by importing it.
         serving_text.available()
-        loaded = tf.saved_model.load(model_dir)
-        self.serve = loaded.signatures["serving_default"]
+        self.serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+
+        def run(input_ids, attention_mask):
+            out = self.serve(input_ids=tf.constant(input_ids),
+                             attention_mask=tf.constant(attention_mask))
+            return {k: v.numpy() for k, v in out.items()}
+
+        self.run = run
 
     def tag_with_scores(self, sentences: Sequence[data_lib.Sentence], batch_size: int,
                         max_seq_length: int) -> tuple[list[list[str]], list[np.ndarray]]:
         """Tags of every word of every sentence (first sub-word's label), and their probability."""
-        import tensorflow as tf
-
         windows = features.make_windows(sentences, self.tokenizer, None, max_seq_length)
         batches = features.make_batches(windows, batch_size, max_seq_length,
                                         self.tokenizer.pad_token_id)
         per_window: list = [None] * len(windows)
         for batch in batches:
-            out = self.serve(input_ids=tf.constant(batch["input_ids"]),
-                             attention_mask=tf.constant(batch["attention_mask"]))
-            ids = np.take_along_axis(out["label_ids"].numpy(), batch["word_index"], axis=1)
-            probs = np.take_along_axis(out["probabilities"].numpy(),
+            out = self.run(batch["input_ids"], batch["attention_mask"])
+            ids = np.take_along_axis(out["label_ids"], batch["word_index"], axis=1)
+            probs = np.take_along_axis(out["probabilities"],
                                        batch["word_index"][..., None], axis=1)
             scores = np.take_along_axis(probs, ids[..., None], axis=2)[..., 0]
             for row, arr in features.batch_rows(batch, np.stack([ids, scores], -1)):
