@@ -238,9 +238,15 @@ def load_tokenizer(name_or_path: str):
     try:
         tok = transformers.AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     except (OSError, ValueError) as e:
-        raise ValueError(
-            f"cannot load a tokenizer from {name_or_path!r} ({str(e).splitlines()[0]})"
-        ) from None
+        first = str(e).splitlines()[0]
+        if "SentencePiece" in first and not transformers.utils.is_sentencepiece_available():
+            # Folders with sentencepiece.bpe.model and no tokenizer.json (XLM-R checkpoints
+            # such as jplu/tf-xlm-r-ner-40-lang) are converted, which needs the package.
+            raise ValueError(
+                f"cannot load the tokenizer of {name_or_path!r}: it has a SentencePiece model "
+                "and no tokenizer.json; pip install sentencepiece==0.2.* (in requirements.txt)"
+            ) from None
+        raise ValueError(f"cannot load a tokenizer from {name_or_path!r} ({first})") from None
     if not tok.is_fast:
         raise ValueError(f"{name_or_path!r} has no fast tokenizer (tokenizer.json); add one")
     return tok
