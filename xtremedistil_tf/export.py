@@ -344,7 +344,7 @@ def _rebuild(run_dir: str, which: str):
     t_tok = models.load_tokenizer(cfg.teacher.model)
     teacher, teacher_labels, _ = models.build_teacher(
         cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
-        cfg.teacher.aux_from_layer)
+        cfg.teacher.aux_from_layer, new_head=cfg.teacher.new_head)
     if which == "teacher":
         _load_checked(teacher, folder)
         return cfg, teacher, teacher_labels, t_tok

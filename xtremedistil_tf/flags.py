@@ -53,7 +53,13 @@ flags.DEFINE_bool("freeze_encoder", False, "Fine-tune the teacher's head only.")
 flags.DEFINE_bool("teacher_freeze_embeddings", False, "Fine-tune the teacher without its "
                   "embeddings (much faster with 250k-row multilingual vocabularies).")
 flags.DEFINE_enum("teacher_fine_tune", "auto", ["auto", "yes", "no"],
-                  "auto: fine-tune unless the teacher is a ready token classifier.")
+                  "auto: fine-tune unless the teacher is a ready token classifier; yes: also "
+                  "fine-tune a ready one further (its own head and labels, which must cover "
+                  "the data's types).")
+flags.DEFINE_bool("teacher_new_head", False, "A ready token classifier as teacher: keep its "
+                  "encoder, drop its head and labels, and fine-tune a new --head on the data's "
+                  "labels (like Hugging Face's ignore_mismatched_sizes). For data with entity "
+                  "types the teacher lacks.")
 flags.DEFINE_bool("aux_heads", False, "Per-layer classifiers on the teacher's layers from "
                   "--aux_from_layer to the last-but-one, trained with the main loss.")
 flags.DEFINE_integer("aux_from_layer", 4, "First teacher layer (1-based block output) with a "
@@ -156,6 +162,7 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         freeze_embeddings=f.teacher_freeze_embeddings,
         dropout=f.dropout,
         fine_tune=f.teacher_fine_tune,
+        new_head=f.teacher_new_head,
         aux_from_layer=f.aux_from_layer if f.aux_heads else 0,
         aux_weight=f.aux_weight,
         checkpoint=f.teacher_checkpoint,

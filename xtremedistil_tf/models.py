@@ -253,7 +253,7 @@ def load_tokenizer(name_or_path: str):
 
 
 def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: str = "softmax",
-                  special_ids=(), aux_from_layer: int = 0):
+                  special_ids=(), aux_from_layer: int = 0, new_head: bool = False):
     """Builds the teacher.
 
     Args:
@@ -264,18 +264,21 @@ def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: st
         special_ids: the tokenizer's special token ids.
         aux_from_layer: if > 0, per-layer classifiers on `hidden_states` aux_from_layer .. L-1
             (block outputs up to the last-but-one; the last block feeds the main head).
+        new_head: a ready token classifier keeps only its encoder and gets a fresh `head` for
+            `labels` (its own classifier and label names are dropped).
 
     Returns:
         (model, teacher_labels, ready): `ready` is True when the checkpoint already was a token
-        classifier, in which case its own head and label names are kept.
+        classifier used with its own head and label names.
     """
     config = read_hf_config(name_or_path)
-    if is_token_classifier(config):
+    if is_token_classifier(config) and not new_head:
         hf = _from_pretrained(transformers.TFAutoModelForTokenClassification, name_or_path)
         teacher_labels = [config.id2label[i] for i in range(len(config.id2label))]
         if head != "softmax":
             raise ValueError(f"--head={head}: {name_or_path} is a ready token classifier with a "
-                             "softmax head, used as is; drop --head or use an encoder checkpoint")
+                             "softmax head, used as is; drop --head, or add --teacher_new_head "
+                             "for a new head on its encoder")
         model = TokenClassifier(_main_layer(hf), len(teacher_labels), dropout,
                                 classifier=hf.classifier, labels=teacher_labels,
                                 special_ids=special_ids, name="teacher")

@@ -179,6 +179,16 @@ def _zero_shot(splits: dict, extra: list, cfg: config_lib.DataConfig):
                            "source": [dataclasses.replace(s, tags=None) for s in train]}
 
 
+def teacher_label_ids(teacher_labels: list[str], labels: list[str]) -> dict[str, int]:
+    """Data label -> the id the teacher learns it as: its own index, or for a ready teacher
+    with other label names, the index of the teacher label that feeds it
+    (`labels.map_teacher_labels`: B-PER and I-PER both become an IO teacher's PER)."""
+    if teacher_labels == labels:
+        return {label: i for i, label in enumerate(labels)}
+    mapping = labels_lib.map_teacher_labels(teacher_labels, labels)
+    return {label: int(k) for label, k in zip(labels, mapping, strict=True)}
+
+
 def tokenize(sentences, tokenizer, label_ids, cfg: config_lib.DataConfig) -> Split:
     return Split(sentences, features.make_windows(
         sentences, tokenizer, label_ids, cfg.max_seq_length))
@@ -394,17 +404,20 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     t_tok = models.load_tokenizer(cfg.teacher.model)
     teacher, teacher_labels, ready = models.build_teacher(
         cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
-        cfg.teacher.aux_from_layer)
+        cfg.teacher.aux_from_layer, new_head=cfg.teacher.new_head)
     convert = None
     if teacher_labels != labels:
         labels_lib.map_teacher_labels(teacher_labels, labels)  # fails early if unmappable
         def convert(p):
             return labels_lib.teacher_probs_to_data(p, teacher_labels, labels)
-    t_splits = {k: tokenize(v, t_tok, label_ids, dcfg) for k, v in splits.items()}
+    # A ready teacher fine-tuned further learns gold tags in its own label space.
+    t_label_ids = teacher_label_ids(teacher_labels, labels)
+    t_splits = {k: tokenize(v, t_tok, t_label_ids, dcfg) for k, v in splits.items()}
     _check_plan(cfg, teacher)  # before any fine-tuning
     fine_tune = cfg.teacher.fine_tune == "yes" or (cfg.teacher.fine_tune == "auto" and not ready)
-    if fine_tune and ready:
-        raise ValueError("--teacher_fine_tune=yes needs a teacher without its own labels")
+    if ready and fine_tune:
+        log(f"teacher: fine-tuning the ready token classifier further with its own labels "
+            f"({' '.join(teacher_labels)}; the data's tags mapped to them)")
     t_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, xla=cfg.xla)
     history = []
     teacher_dir = os.path.join(out, "teacher")
@@ -452,7 +465,7 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         s_layers, cfg.distil.logit_loss, cfg.distil.temperature, dcfg.label_all_subwords,
         aux_targets=msd_pairs[1] if msd_pairs else (), msd_beta=cfg.distil.msd_beta,
         mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha)
-    s_splits = (t_splits if s_tok is t_tok
+    s_splits = (t_splits if s_tok is t_tok and t_label_ids == label_ids
                 else {k: tokenize(v, s_tok, label_ids, dcfg) for k, v in splits.items()})
     s_tagger = Tagger(student, s_tok, dcfg, labels, xla=cfg.xla)
     schedule = stages_lib.build_schedule(cfg.distil, student.num_blocks,
