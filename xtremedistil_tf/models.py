@@ -348,7 +348,7 @@ def build_student(
             )
         encoder = load_encoder(resolve_student_name(spec))
         if not own_tokenizer and encoder.config.vocab_size != vocab_size:
-            encoder = _with_vocab(encoder, vocab_size)
+            encoder = with_vocab(encoder, vocab_size)
     width = encoder.config.hidden_size
     aux = (stages_lib.msd_layer_pairs(teacher.aux_layers, teacher.num_blocks,
                                       len(encoder.encoder.layer))[0] if msd else ())
@@ -432,11 +432,19 @@ def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int) -> i
     return int(cfg.num_hidden_layers)
 
 
+def _encoder_from_config(cfg):
+    """A randomly initialised main layer for `cfg` (without the pooler where the class allows;
+    TF XLM-R models always build theirs, unused for tagging)."""
+    try:
+        return _main_layer(transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False))
+    except TypeError:
+        return _main_layer(transformers.TFAutoModel.from_config(cfg))
+
+
 def _cut_teacher(teacher: TokenClassifier, layers: list[int]):
     cfg = teacher.encoder.config.__class__.from_dict(teacher.encoder.config.to_dict())
     cfg.num_hidden_layers = len(layers)
-    hf = transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False)
-    encoder = _main_layer(hf)
+    encoder = _encoder_from_config(cfg)
     ids = tf.ones((1, 4), tf.int32)
     encoder(input_ids=ids, attention_mask=ids)
     encoder.embeddings.set_weights(teacher.encoder.embeddings.get_weights())
@@ -445,14 +453,17 @@ def _cut_teacher(teacher: TokenClassifier, layers: list[int]):
     return encoder
 
 
-def _with_vocab(encoder, vocab_size: int):
+def with_vocab(encoder, vocab_size: int, overrides: dict | None = None):
     """Returns a copy of `encoder` whose word-embedding matrix has `vocab_size` rows.
 
     All other weights are copied; the word embeddings are left for the caller to set.
+    `overrides` sets config fields of the copy (e.g. a renumbered `pad_token_id`).
     """
     cfg = encoder.config.__class__.from_dict(encoder.config.to_dict())
     cfg.vocab_size = vocab_size
-    new = _main_layer(transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False))
+    for field, value in (overrides or {}).items():
+        setattr(cfg, field, value)
+    new = _encoder_from_config(cfg)
     ids = tf.ones((1, 4), tf.int32)
     new(input_ids=ids, attention_mask=ids)
 
@@ -471,6 +482,12 @@ def count_params(model: keras.Model) -> int:
     return int(
         sum(int(np.prod(v.shape)) for k, vs in groups.items() if k != "projection" for v in vs)
     )
+
+
+def embedding_params(model: keras.Model) -> int:
+    """Parameters of the word-embedding table alone (vocabulary x width): most of a small
+    student on a 250k multilingual vocabulary (see `vocab_trim`)."""
+    return int(np.prod(model.encoder.embeddings.weight.shape))
 
 
 def save_weights(model: TokenClassifier, folder: str, labels: list[str] | None = None) -> float:
