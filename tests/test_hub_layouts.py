@@ -64,14 +64,20 @@ def test_headline_command(hub_models, tmp_path):
         [sys.executable, "run_distil.py", "--flagfile=flags/smoke.cfg",
          f"--teacher={hub_models['xlmr_ner']}", f"--student={hub_models['xtremedistil']}",
          f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
-         "--stages=logits", "--nogradual_unfreezing"],
+         "--stages=logits", "--nogradual_unfreezing", "--trim_vocab"],
         capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[teacher]" not in proc.stderr  # a ready token classifier is used as is
     doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(doc["teacher"]["per_type"]) <= {"PER", "LOC", "ORG"}
     assert doc["student"]["params"] < doc["teacher"]["params"]
+    # --trim_vocab: the export keeps the sub-words of the training and transfer text only.
+    trimmed = doc["student"]["trimmed_vocab"]
+    assert trimmed["vocab"][1] < trimmed["vocab"][0] == doc["student"]["embedding_params"] // 16
+    assert trimmed["params"][1] < trimmed["params"][0] == doc["student"]["params"]
     export = tmp_path / "exports" / "run" / "1"
     assert (export / "saved_model.pb").is_file()
     assets = os.listdir(export / "assets")
     assert "tokenizer.json" in assets and "labels.txt" in assets
+    with open(export / "assets" / "tokenizer.json", encoding="utf-8") as f:
+        assert len(json.load(f)["model"]["vocab"]) < trimmed["vocab"][0]

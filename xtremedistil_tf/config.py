@@ -237,6 +237,7 @@ class RunConfig:
     export_dir: str = "saved_models"
     export_name: str = ""
     export_teacher: bool = False
+    trim_vocab: bool = False
     speed_batch_size: int = 32
     speed_seq_length: int = 128
     xla: bool = False

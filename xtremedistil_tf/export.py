@@ -124,6 +124,12 @@ class _TextTagger(_Tagger):
                                          tf.constant(self._labels))
 
 
+def variables_mb(path: str) -> float:
+    """Size of an export's weights (`variables/`), in MB (10^6 bytes)."""
+    folder = os.path.join(path, "variables")
+    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e6
+
+
 def next_version(base: str) -> int:
     """1 + the largest integer-named version folder under `base` (1 when there is none)."""
     if not os.path.isdir(base):
@@ -361,23 +367,40 @@ def _rebuild(run_dir: str, which: str):
 
 def export_run(run_dir: str, which: str = "student", name: str | None = None,
                version: int | None = None, export_dir: str | None = None,
-               text_signature: bool = False, precision: str = "float32") -> str:
+               text_signature: bool = False, precision: str = "float32",
+               trim_vocab: bool = False) -> str:
     """Exports the student (or teacher) of a finished run; returns the version folder.
 
     Defaults follow the run: `export_dir` is the run's `--export_dir`, `name` its
     `--export_name` or the run folder's name (`-teacher` appended for the teacher, then
     `-bf16` for a bfloat16 export), and `tag_text` windows are the run's `--max_seq_length`.
     A bfloat16 export has the same signatures, dtypes and assets as a float32 one.
+    With `trim_vocab` the model keeps only the sub-words of the run's training and transfer
+    text (`vocab_trim`).
     """
     if which not in ("student", "teacher"):
         raise ValueError(f"--which={which}: use student or teacher")
     cfg, model, labels, tokenizer = rebuild(run_dir, which, precision)
+    if trim_vocab:
+        model, tokenizer = _trimmed(cfg, model, tokenizer)
     if not name:
         name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
         name += "-teacher" if which == "teacher" and not name.endswith("-teacher") else ""
         name += "-bf16" if precision == "bfloat16" else ""
     return export(model, labels, tokenizer, export_dir or cfg.export_dir, name, version,
                   text_signature=text_signature, max_seq_length=cfg.data.max_seq_length)
+
+
+def _trimmed(cfg, model, tokenizer):
+    """The model and tokenizer with only the sub-words of the run's training and transfer text."""
+    from xtremedistil_tf import pipeline, vocab_trim
+
+    transfer = pipeline.load_data(cfg.data).unlabelled["transfer"]
+    model, tokenizer, info = vocab_trim.trim(model, tokenizer,
+                                             vocab_trim.covered_ids(tokenizer, transfer))
+    print(f"vocabulary trimmed: {info['vocab'][0]} -> {info['vocab'][1]} sub-words, "
+          f"{info['params'][0]} -> {info['params'][1]} parameters", file=sys.stderr)
+    return model, tokenizer
 
 
 def main(argv=None) -> int:
@@ -397,13 +420,15 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="float32", choices=PRECISIONS,
                         help="bfloat16: bf16 matmuls (float32 weights, inputs and outputs); "
                              "see scripts/compare_precision.py for its F1 and speed")
+    parser.add_argument("--trim_vocab", action="store_true",
+                        help="keep only the sub-words of the run's training and transfer text")
     args = parser.parse_args(argv)
     try:
         import transformers
 
         transformers.logging.set_verbosity_error()
         path = export_run(args.run_dir, args.which, args.name, args.version, args.export_dir,
-                          args.text_signature, args.precision)
+                          args.text_signature, args.precision, args.trim_vocab)
     except (ValueError, OSError, ImportError) as e:
         if os.environ.get("XTREMEDISTIL_DEBUG"):
             raise

@@ -106,6 +106,9 @@ flags.DEFINE_integer("seed", 42, "Random seed (data order, initialisation, dropo
 flags.DEFINE_string("export_dir", "saved_models", "Base folder of SavedModel exports.")
 flags.DEFINE_string("export_name", "", "Export name (default: the output_dir's name).")
 flags.DEFINE_bool("export_teacher", False, "Also export the teacher.")
+flags.DEFINE_bool("trim_vocab", False, "Export the student with only the sub-words of the "
+                  "training and transfer text (+ special tokens): a much smaller embedding "
+                  "table and tokenizer; covered text is tagged the same (see vocab_trim.py).")
 flags.DEFINE_integer("speed_batch_size", 32, "Batch size of the speed measurement.")
 flags.DEFINE_integer("speed_seq_length", 128, "Sequence length of the speed measurement.")
 flags.DEFINE_integer("checkpoint_every", 200, "Training steps between resume checkpoints "
@@ -202,6 +205,7 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         export_dir=f.export_dir,
         export_name=f.export_name,
         export_teacher=f.export_teacher,
+        trim_vocab=f.trim_vocab,
         speed_batch_size=f.speed_batch_size,
         speed_seq_length=f.speed_seq_length,
         xla=f.xla,

@@ -33,6 +33,7 @@ from xtremedistil_tf import (
     speed,
     stages as stages_lib,
     train,
+    vocab_trim,
 )
 
 
@@ -532,7 +533,10 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     if history:
         report.write_json(os.path.join(out, "history.json"), history)
         report.plot_history(history, os.path.join(out, "curves.png"))
-    doc["export"] = _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok)
+    doc["export"] = _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok,
+                            unlabelled["transfer"])
+    if "trimmed_vocab" in doc["export"]:
+        doc["student"]["trimmed_vocab"] = doc["export"].pop("trimmed_vocab")
     doc["wall_seconds"] = time.time() - t_start
     report.write_json(os.path.join(out, "metrics.json"), doc)
     return doc
@@ -617,6 +621,9 @@ def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_
                                     cfg.speed_seq_length)
         entries[name] = report.model_entry(scores, models.count_params(tagger.model),
                                            models.weights_size_mb(folder), timing["ms_per_batch"])
+        # How much of `params` is the word-embedding table (most of a small student on a
+        # 250k multilingual vocabulary; --trim_vocab exports it smaller).
+        entries[name]["embedding_params"] = models.embedding_params(tagger.model)
         entries[name]["dev_f1"] = tagger.score(splits["dev"])["f1"]  # what model choice saw
         entries[name]["timing"] = timing
         if cfg.data.target_langs:
@@ -632,15 +639,26 @@ def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_
     return report.metrics_document(entries["teacher"], entries["student"], extra)
 
 
-def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok) -> dict:
+def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok,
+            transfer) -> dict:
     if state.done("export"):
-        return state.done("export")
+        return dict(state.done("export"))
     name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
+    info = None
+    if cfg.trim_vocab:
+        student, s_tok, info = vocab_trim.trim(student, s_tok,
+                                               vocab_trim.covered_ids(s_tok, transfer))
+        log(f"student vocabulary trimmed to the training and transfer text: "
+            f"{info['vocab'][0]} -> {info['vocab'][1]} sub-words, {info['params'][0]} -> "
+            f"{info['params'][1]} parameters")
     paths = {"student": export_lib.export(student, labels, s_tok, cfg.export_dir, name)}
     if cfg.export_teacher:
         paths["teacher"] = export_lib.export(teacher, teacher_labels, t_tok, cfg.export_dir,
                                              name + "-teacher")
-    state.mark("export", paths)
-    for k, p in paths.items():
+    for k, p in list(paths.items()):
         log(f"exported {k} to {p}")
-    return paths
+    if info:
+        info["export_mb"] = export_lib.variables_mb(paths["student"])
+        paths["trimmed_vocab"] = info
+    state.mark("export", paths)
+    return dict(paths)
