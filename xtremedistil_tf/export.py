@@ -18,9 +18,10 @@ exported model (for `tensorflow_model_server --model_config_file`).
 
     python -m xtremedistil_tf.export --run_dir runs/default [--name N] [--version V] \
         [--export_dir saved_models] [--which student|teacher] [--text_signature] \
-        [--precision float32|bfloat16]
+        [--precision float32|bfloat16] [--format saved_model|hf] [--trim_vocab]
 
-rebuilds a model from a finished run folder and exports it.
+rebuilds a model from a finished run folder and exports it (`--format hf`: a Hugging Face
+token-classification folder, see `export_hf`).
 """
 
 from __future__ import annotations
@@ -315,6 +316,7 @@ def _check_config(model, folder: str) -> None:
 
 
 PRECISIONS = ("float32", "bfloat16")
+FORMATS = ("saved_model", "hf")
 
 
 def rebuild(run_dir: str, which: str = "student", precision: str = "float32"):
@@ -368,7 +370,7 @@ def _rebuild(run_dir: str, which: str):
 def export_run(run_dir: str, which: str = "student", name: str | None = None,
                version: int | None = None, export_dir: str | None = None,
                text_signature: bool = False, precision: str = "float32",
-               trim_vocab: bool = False) -> str:
+               trim_vocab: bool = False, fmt: str = "saved_model") -> str:
     """Exports the student (or teacher) of a finished run; returns the version folder.
 
     Defaults follow the run: `export_dir` is the run's `--export_dir`, `name` its
@@ -376,17 +378,31 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
     `-bf16` for a bfloat16 export), and `tag_text` windows are the run's `--max_seq_length`.
     A bfloat16 export has the same signatures, dtypes and assets as a float32 one.
     With `trim_vocab` the model keeps only the sub-words of the run's training and transfer
-    text (`vocab_trim`).
+    text (`vocab_trim`). `fmt="hf"` writes a Hugging Face token-classification folder
+    (`export_hf`) to `<name>-hf/<version>/` instead of a SavedModel.
     """
     if which not in ("student", "teacher"):
         raise ValueError(f"--which={which}: use student or teacher")
+    if fmt not in FORMATS:
+        raise ValueError(f"--format={fmt}: use one of {', '.join(FORMATS)}")
+    if fmt == "hf" and (precision != "float32" or text_signature):
+        raise ValueError("--format hf writes float32 weights and has no tag_text signature; "
+                         "drop --precision and --text_signature")
     cfg, model, labels, tokenizer = rebuild(run_dir, which, precision)
+    if fmt == "hf":
+        from xtremedistil_tf import export_hf
+
+        export_hf.check_exportable(model)  # before any trimming work
     if trim_vocab:
         model, tokenizer = _trimmed(cfg, model, tokenizer)
     if not name:
         name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
         name += "-teacher" if which == "teacher" and not name.endswith("-teacher") else ""
         name += "-bf16" if precision == "bfloat16" else ""
+        name += "-hf" if fmt == "hf" else ""
+    if fmt == "hf":
+        return export_hf.export_hf(model, labels, tokenizer, export_dir or cfg.export_dir, name,
+                                   version)
     return export(model, labels, tokenizer, export_dir or cfg.export_dir, name, version,
                   text_signature=text_signature, max_seq_length=cfg.data.max_seq_length)
 
@@ -420,6 +436,10 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="float32", choices=PRECISIONS,
                         help="bfloat16: bf16 matmuls (float32 weights, inputs and outputs); "
                              "see scripts/compare_precision.py for its F1 and speed")
+    parser.add_argument("--format", default="saved_model", choices=FORMATS,
+                        help="hf: a Hugging Face token-classification folder (<name>-hf/<v>/: "
+                             "config.json, tf_model.h5, PyTorch-named model.safetensors, "
+                             "tokenizer) for softmax heads")
     parser.add_argument("--trim_vocab", action="store_true",
                         help="keep only the sub-words of the run's training and transfer text")
     args = parser.parse_args(argv)
@@ -428,7 +448,7 @@ def main(argv=None) -> int:
 
         transformers.logging.set_verbosity_error()
         path = export_run(args.run_dir, args.which, args.name, args.version, args.export_dir,
-                          args.text_signature, args.precision, args.trim_vocab)
+                          args.text_signature, args.precision, args.trim_vocab, args.format)
     except (ValueError, OSError, ImportError) as e:
         if os.environ.get("XTREMEDISTIL_DEBUG"):
             raise

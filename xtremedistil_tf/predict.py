@@ -43,7 +43,8 @@ def define_flags() -> None:
     """The CLI's flags; defined only when run as a program, so that importing this module
     next to `xtremedistil_tf.flags` (which has its own --batch_size, --max_seq_length) works."""
     flags.DEFINE_string("model", None, "An exported SavedModel folder "
-                        "(saved_models/<name>/<version>).")
+                        "(saved_models/<name>/<version>) or Hugging Face export "
+                        "(saved_models/<name>-hf/<version>).")
     flags.DEFINE_string("input", None, "Raw text (one sentence per line) or CoNLL file.")
     flags.DEFINE_string("output", "-", "Output file ('-': stdout).")
     flags.DEFINE_enum("format", "conll", ["conll", "jsonl"], "conll: token<TAB>tag lines; jsonl: "
@@ -57,12 +58,16 @@ def define_flags() -> None:
 
 
 class ExportedTagger:
-    """An exported model with its labels and tokenizer, read from its `assets/` folder."""
+    """An exported model with its labels and tokenizer, read from its `assets/` folder (a
+    SavedModel) or from the folder itself (a Hugging Face export, `export_hf`)."""
 
     def __init__(self, model_dir: str):
         import tensorflow as tf
         import transformers
 
+        if os.path.isfile(os.path.join(model_dir, "config.json")):
+            self._load_hf(model_dir)
+            return
         assets = os.path.join(model_dir, "assets")
         if not os.path.isfile(os.path.join(assets, export_lib.LABELS_FILE)):
             raise ValueError(f"{model_dir}: not an exported model (no assets/labels.txt); give "
@@ -74,6 +79,25 @@ class ExportedTagger:
         serving_text.available()
         loaded = tf.saved_model.load(model_dir)
         self.serve = loaded.signatures["serving_default"]
+
+    def _load_hf(self, model_dir: str) -> None:
+        import tensorflow as tf
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(model_dir)
+        self.labels = [config.id2label[i] for i in range(len(config.id2label))]
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        model = transformers.TFAutoModelForTokenClassification.from_pretrained(model_dir)
+
+        @tf.function(reduce_retracing=True)
+        def serve(input_ids, attention_mask):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                           training=False).logits
+            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            return {"label_ids": tf.argmax(probabilities, -1, output_type=tf.int32),
+                    "probabilities": probabilities}
+
+        self.serve = serve
 
     def tag_with_scores(self, sentences: Sequence[data_lib.Sentence], batch_size: int,
                         max_seq_length: int) -> tuple[list[list[str]], list[np.ndarray]]:
@@ -298,6 +322,9 @@ def main(argv):
         if not getattr(FLAGS, name):
             print(f"error: --{name} is required", file=sys.stderr)
             return 2
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # load reports of HF exports are noise
     out = None
     try:
         out = sys.stdout if FLAGS.output == "-" else open(FLAGS.output, "w", encoding="utf-8")
