@@ -21,7 +21,8 @@ def main(argv):
     import transformers
     from absl import logging
 
-    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (saver, fingerprints) are noise
+    if not xflags.FLAGS["verbosity"].present:  # -v / --verbosity given: as asked
+        logging.set_verbosity(logging.WARNING)  # TF's INFO lines (saver, fingerprints) are noise
     transformers.logging.set_verbosity_error()  # load reports are noise; our log says what loaded
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

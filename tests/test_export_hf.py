@@ -111,6 +111,10 @@ def test_transformers_tf_pipeline_finds_our_entities(exported):
     expected = ours(saved, text)
     assert sum(len(s) for s in expected) >= 3  # something to compare
     same(hf_entities(pipe, lines), expected)
+    # Our JSON lines carry the pipeline's keys too, with the same meaning.
+    theirs = pipe(lines[0])[0]
+    assert set(theirs) <= set(expected[0][0]) | {"index"}
+    assert expected[0][0]["entity_group"] == expected[0][0]["type"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,

@@ -419,36 +419,48 @@ def _trimmed(cfg, model, tokenizer):
     return model, tokenizer
 
 
-def main(argv=None) -> int:
-    import argparse
+def define_flags(fv=None) -> None:
+    """The command's flags (absl, like run_distil.py), in `fv` (default the global FLAGS).
 
-    parser = argparse.ArgumentParser(
-        prog="python -m xtremedistil_tf.export",
-        description="Export the student (or teacher) of a finished run_distil.py run as a "
-                    "TF Serving SavedModel, and rewrite <export_dir>/models.config.")
-    parser.add_argument("--run_dir", required=True, help="the run's --output_dir")
-    parser.add_argument("--name", help="model name (default: the run's export name)")
-    parser.add_argument("--version", type=int, help="version (default: the next free one)")
-    parser.add_argument("--export_dir", help="base folder (default: the run's --export_dir)")
-    parser.add_argument("--which", default="student", choices=("student", "teacher"))
-    parser.add_argument("--text_signature", action="store_true",
-                        help="add the tag_text signature (needs tensorflow-text to load)")
-    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
-                        help="bfloat16: bf16 matmuls (float32 weights, inputs and outputs); "
-                             "see scripts/compare_precision.py for its F1 and speed")
-    parser.add_argument("--format", default="saved_model", choices=FORMATS,
-                        help="hf: a Hugging Face token-classification folder (<name>-hf/<v>/: "
-                             "config.json, tf_model.h5, PyTorch-named model.safetensors, "
-                             "tokenizer) for softmax heads")
-    parser.add_argument("--trim_vocab", action="store_true",
-                        help="keep only the sub-words of the run's training and transfer text")
-    args = parser.parse_args(argv)
+    Defined only when run as a program (or into a private FlagValues by `main`), so importing
+    this module next to `xtremedistil_tf.flags` (which has its own --export_dir) works.
+    """
+    from absl import flags
+
+    fv = fv if fv is not None else flags.FLAGS
+    flags.DEFINE_string("run_dir", None, "The run's --output_dir.", flag_values=fv)
+    flags.DEFINE_string("name", None, "Model name (default: the run's export name).",
+                        flag_values=fv)
+    flags.DEFINE_integer("version", None, "Version (default: the next free one).",
+                         flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "Base folder (default: the run's --export_dir).",
+                        flag_values=fv)
+    flags.DEFINE_enum("which", "student", ["student", "teacher"], "Which model to export.",
+                      flag_values=fv)
+    flags.DEFINE_bool("text_signature", False, "Add the tag_text signature (needs "
+                      "tensorflow-text to load).", flag_values=fv)
+    flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "bfloat16: bf16 matmuls "
+                      "(float32 weights, inputs and outputs); see scripts/compare_precision.py "
+                      "for its F1 and speed.", flag_values=fv)
+    flags.DEFINE_enum("format", "saved_model", list(FORMATS), "hf: a Hugging Face "
+                      "token-classification folder (<name>-hf/<version>/: config.json, "
+                      "tf_model.h5, PyTorch-named model.safetensors, tokenizer) for softmax "
+                      "heads.", flag_values=fv)
+    flags.DEFINE_bool("trim_vocab", False, "Keep only the sub-words of the run's training and "
+                      "transfer text (a much smaller embedding table).", flag_values=fv)
+
+
+def run_from_flags(fv) -> int:
+    """Exports as the parsed flags `fv` say; prints the version folder. Returns the exit code."""
+    if not fv.run_dir:
+        print("error: --run_dir is required (the run's --output_dir)", file=sys.stderr)
+        return 2
     try:
         import transformers
 
         transformers.logging.set_verbosity_error()
-        path = export_run(args.run_dir, args.which, args.name, args.version, args.export_dir,
-                          args.text_signature, args.precision, args.trim_vocab, args.format)
+        path = export_run(fv.run_dir, fv.which, fv.name, fv.version, fv.export_dir,
+                          fv.text_signature, fv.precision, fv.trim_vocab, fv.format)
     except (ValueError, OSError, ImportError) as e:
         if os.environ.get("XTREMEDISTIL_DEBUG"):
             raise
@@ -458,5 +470,34 @@ def main(argv=None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """In-process entry (tests, notebooks): `argv` are the flags, parsed into a private
+    FlagValues. `python -m xtremedistil_tf.export` goes through absl's app.run instead."""
+    from absl import flags
+
+    fv = flags.FlagValues()
+    define_flags(fv)
+    try:
+        rest = fv(["export", *(sys.argv[1:] if argv is None else argv)])
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(rest) > 1:
+        print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
+        return 2
+    return run_from_flags(fv)
+
+
+def _app_main(argv) -> int:
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    return run_from_flags(flags.FLAGS)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from absl import app
+
+    define_flags()
+    app.run(_app_main)

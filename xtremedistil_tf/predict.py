@@ -13,7 +13,8 @@ Output, in input order, one record per input sentence:
 - `conll`: `token<TAB>tag` lines with a blank line after each sentence; every input word gets
   exactly one tag (long sentences are windowed and merged back);
 - `jsonl`: one JSON object per sentence, `{"text": ..., "entities": [{"text", "type", "start",
-  "end", "score"}]}`, offsets being character offsets in `text` (the input line for raw text;
+  "end", "score", "entity_group", "word"}]}` (the last two: Hugging Face pipeline's names for
+  type and text), offsets being character offsets in `text` (the input line for raw text;
   the words joined by single spaces for CoNLL) and score the mean probability of the entity's
   word tags.
 
@@ -139,7 +140,9 @@ def word_offsets(text: str) -> list[tuple[int, int]]:
 
 def entity_spans(text: str, offsets: Sequence[tuple[int, int]], tags: Sequence[str],
                  scores: Sequence[float]) -> list[dict]:
-    """IOB2 word tags -> entities `{"text", "type", "start", "end", "score"}`.
+    """IOB2 word tags -> entities `{"text", "type", "start", "end", "score"}`, plus the names
+    Hugging Face's token-classification pipeline gives them: `entity_group` (= type) and
+    `word` (= text), so code written for either reads both.
 
     An `I-` tag that does not continue an entity of its type starts one (as seqeval reads it);
     the score is the mean probability of the entity's word tags, rounded to 4 places.
@@ -151,9 +154,9 @@ def entity_spans(text: str, offsets: Sequence[tuple[int, int]], tags: Sequence[s
         if current and not (tag.startswith("I-") and kind == current[0]):
             t, a, b = current
             start, end = offsets[a][0], offsets[b][1]
+            score = round(float(np.mean([float(s) for s in scores[a:b + 1]])), 4)
             spans.append({"text": text[start:end], "type": t, "start": start, "end": end,
-                          "score": round(float(np.mean([float(s) for s in scores[a:b + 1]])),
-                                         4)})
+                          "score": score, "entity_group": t, "word": text[start:end]})
             current = None
         if kind and current is None:
             current = [kind, i, i]
