@@ -18,7 +18,7 @@ exported model (for `tensorflow_model_server --model_config_file`).
 
     python -m xtremedistil_tf.export --run_dir runs/default [--name N] [--version V] \
         [--export_dir saved_models] [--which student|teacher] [--text_signature] \
-        [--precision float32|bfloat16] [--format saved_model|hf] [--trim_vocab]
+        [--precision float32|bfloat16] [--format savedmodel|hf] [--trim_vocab]
 
 rebuilds a model from a finished run folder and exports it (`--format hf`: a Hugging Face
 token-classification folder, see `export_hf`).
@@ -316,7 +316,7 @@ def _check_config(model, folder: str) -> None:
 
 
 PRECISIONS = ("float32", "bfloat16")
-FORMATS = ("saved_model", "hf")
+FORMATS = ("savedmodel", "hf")
 
 
 def rebuild(run_dir: str, which: str = "student", precision: str = "float32"):
@@ -370,7 +370,7 @@ def _rebuild(run_dir: str, which: str):
 def export_run(run_dir: str, which: str = "student", name: str | None = None,
                version: int | None = None, export_dir: str | None = None,
                text_signature: bool = False, precision: str = "float32",
-               trim_vocab: bool = False, fmt: str = "saved_model") -> str:
+               trim_vocab: bool = False, fmt: str = "savedmodel") -> str:
     """Exports the student (or teacher) of a finished run; returns the version folder.
 
     Defaults follow the run: `export_dir` is the run's `--export_dir`, `name` its
@@ -442,7 +442,7 @@ def define_flags(fv=None) -> None:
     flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "bfloat16: bf16 matmuls "
                       "(float32 weights, inputs and outputs); see scripts/compare_precision.py "
                       "for its F1 and speed.", flag_values=fv)
-    flags.DEFINE_enum("format", "saved_model", list(FORMATS), "hf: a Hugging Face "
+    flags.DEFINE_enum("format", "savedmodel", list(FORMATS), "hf: a Hugging Face "
                       "token-classification folder (<name>-hf/<version>/: config.json, "
                       "tf_model.h5, PyTorch-named model.safetensors, tokenizer) for softmax "
                       "heads.", flag_values=fv)

@@ -34,7 +34,7 @@ def check_exportable(model) -> None:
         raise ValueError(
             f"--format hf: the model's {model.head_kind} head has no Hugging Face class (only a "
             "softmax classifier on the last hidden state has); export a SavedModel instead "
-            "(--format saved_model)")
+            "(--format savedmodel)")
 
 
 def _relative(name: str, prefix: str) -> str:
