@@ -75,6 +75,7 @@ def test_headline_command(hub_models, tmp_path):
     trimmed = doc["student"]["trimmed_vocab"]
     assert trimmed["vocab"][1] < trimmed["vocab"][0] == doc["student"]["embedding_params"] // 16
     assert trimmed["params"][1] < trimmed["params"][0] == doc["student"]["params"]
+    assert "parameters are word embeddings; exported with" in proc.stdout
     export = tmp_path / "exports" / "run" / "1"
     assert (export / "saved_model.pb").is_file()
     assets = os.listdir(export / "assets")

@@ -419,15 +419,10 @@ def _trimmed(cfg, model, tokenizer):
     return model, tokenizer
 
 
-def define_flags(fv=None) -> None:
-    """The command's flags (absl, like run_distil.py), in `fv` (default the global FLAGS).
-
-    Defined only when run as a program (or into a private FlagValues by `main`), so importing
-    this module next to `xtremedistil_tf.flags` (which has its own --export_dir) works.
-    """
+def define_flags(fv) -> None:
+    """The command's flags (absl, like run_distil.py; see `cli`), defined into `fv`."""
     from absl import flags
 
-    fv = fv if fv is not None else flags.FLAGS
     flags.DEFINE_string("run_dir", None, "The run's --output_dir.", flag_values=fv)
     flags.DEFINE_string("name", None, "Model name (default: the run's export name).",
                         flag_values=fv)
@@ -471,33 +466,13 @@ def run_from_flags(fv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """In-process entry (tests, notebooks): `argv` are the flags, parsed into a private
-    FlagValues. `python -m xtremedistil_tf.export` goes through absl's app.run instead."""
-    from absl import flags
+    """In-process entry (tests, notebooks): `argv` are the flags (see `cli`)."""
+    from xtremedistil_tf import cli
 
-    fv = flags.FlagValues()
-    define_flags(fv)
-    try:
-        rest = fv(["export", *(sys.argv[1:] if argv is None else argv)])
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
-    return run_from_flags(fv)
-
-
-def _app_main(argv) -> int:
-    from absl import app, flags
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    return run_from_flags(flags.FLAGS)
+    return cli.main(define_flags, run_from_flags, "export", argv)
 
 
 if __name__ == "__main__":
-    from absl import app
+    from xtremedistil_tf import cli
 
-    define_flags()
-    app.run(_app_main)
+    cli.run_app(define_flags, run_from_flags)
