@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from xtremedistil_tf import models
-from conftest import REPO
+from conftest import REPO, fixture_path
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
@@ -82,3 +82,20 @@ def test_headline_command(hub_models, tmp_path):
     assert "tokenizer.json" in assets and "labels.txt" in assets
     with open(export / "assets" / "tokenizer.json", encoding="utf-8") as f:
         assert len(json.load(f)["model"]["vocab"]) < trimmed["vocab"][0]
+
+    # The Hugging Face export of the same run (vocabulary trimmed the same way) tags the test
+    # file as the SavedModel does, and transformers' own pipeline loads it.
+    import transformers
+
+    from xtremedistil_tf import data, export as export_lib, predict
+
+    assert export_lib.main([f"--run_dir={tmp_path}/run", "--format=hf", "--trim_vocab"]) == 0
+    hf_dir = tmp_path / "exports" / "run-hf" / "1"
+    with open(hf_dir / "config.json") as f:
+        assert json.load(f)["architectures"] == ["BertForTokenClassification"]
+    test = data.read_labelled_files([fixture_path("tiny_test.conll")])
+    tags = [predict.ExportedTagger(str(p)).tag(test, 8, 32) for p in (export, hf_dir)]
+    assert tags[0] == tags[1]
+    pipe = transformers.pipeline("token-classification", model=str(hf_dir), framework="tf",
+                                 torch_dtype=None)
+    assert all(e["entity"] in LABELS for e in pipe("John Smith visited Paris ."))
