@@ -99,6 +99,27 @@ def test_safetensors_have_pytorch_names_and_layouts(exported):
     assert not any("pooler" in k for k in state)
 
 
+def test_safetensors_alone_load_with_transformers_pytorch_name_mapping(exported, tmp_path):
+    """transformers maps PyTorch names to TF ones when a folder has only model.safetensors:
+    every weight must be found there, none left over, and the logits must be ours."""
+    import shutil
+
+    import transformers
+
+    kind, model, _, hf_dir, _, _ = exported
+    folder = tmp_path / "pt_only"
+    shutil.copytree(hf_dir, folder)
+    os.remove(folder / "tf_model.h5")
+    hf, info = transformers.TFAutoModelForTokenClassification.from_pretrained(
+        str(folder), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ids = tf.constant([[0, 5, 9, 7, 2]])
+    mask = tf.ones_like(ids)
+    np.testing.assert_allclose(hf(input_ids=ids, attention_mask=mask).logits.numpy(),
+                               model({"input_ids": ids, "attention_mask": mask})["logits"],
+                               atol=1e-5)
+
+
 def test_transformers_tf_pipeline_finds_our_entities(exported):
     import transformers
 
