@@ -129,3 +129,64 @@ def test_retimed_speed_replaces_the_per_run_timing(tmp_path):
     assert float(rows[1]["speedup"]) == 2.0
     assert float(rows[1]["tokens_per_s"]) == pytest.approx(32 * 128 / 0.2)
     assert "idle CPU (`--retime`)" in (tmp_path / "res" / "summary.md").read_text()
+
+
+def test_scale_transfer_pool_is_train_text_only_without_the_labelled_sample(tmp_path):
+    import reproduce_wikiann_scale as rs
+
+    full = rw.data_lib.read_conll(str(FIXTURES / "tiny_train.conll"))
+    for corpus, lang in (("a", "en"), ("a", "de"), ("b", "es")):
+        folder = tmp_path / corpus / lang
+        folder.mkdir(parents=True)
+        for split in ("train", "dev", "test"):
+            sentences = [rw.data_lib.Sentence(words=s.words + (split, lang), tags=s.tags + (
+                "O", "O")) for s in full]
+            rw.data_lib.write_conll(str(folder / f"{split}.conll"), sentences)
+    args = rw.argparse.Namespace(train_per_lang=3, dev_per_lang=0, test_per_lang=0, seed=1)
+    files = rw.sample_data(str(tmp_path / "a"), str(tmp_path / "d"), ["en", "de"], args)
+    pool = rs.transfer_pool([str(tmp_path / "a"), str(tmp_path / "b")], files["train"], 1)
+    assert len(pool) == 3 * len(full) - 2 * 3  # the labelled sample is not in it again
+    assert all(s.tags is None and s.words[-2] == "train" for s in pool)  # never dev or test
+    assert {s.lang for s in pool} == {"en", "de", "es"}
+    assert pool == rs.transfer_pool([str(tmp_path / "a"), str(tmp_path / "b")],
+                                    files["train"], 1)  # seeded
+    small = rs.write_transfer(pool, 4, str(tmp_path / "out"))
+    every = rs.write_transfer(pool, 0, str(tmp_path / "out"))
+    read = rw.data_lib.read_unlabelled_files
+    assert len(read(small)) == 4 and len(read(every)) == len(pool)
+    assert {s.words for s in read(small)} <= {s.words for s in read(every)}  # nested samples
+    assert all(spec.split("=")[0] in ("en", "de", "es") for spec in every.split(","))
+
+
+def test_scale_summary_tables_curve_and_readme(tmp_path):
+    import reproduce_wikiann_scale as rs
+
+    teacher = _entry({"en": 0.9, "de": 0.8}, 100_000_000, 400.0)
+    run = tmp_path / "teacher_run"
+    (run / "teacher").mkdir(parents=True)
+    (run / "state.json").write_text(json.dumps({"done": {"teacher": {"seconds": 3600.0,
+        "history": [{"epoch": 1, "dev_f1": 0.8}, {"epoch": 2, "dev_f1": 0.84}]}}}))
+    for name, f1, transfer in (("l6-h256", 0.82, 230_000), ("l6-h256 select 10k", 0.7, 56_000),
+                               ("l6-h256 svd 20k", 0.6, 66_000)):
+        _fake_run(tmp_path, name, teacher, _entry({"en": f1, "de": f1}, 20_000_000, 80.0),
+                  5.0, 7200.0)
+        doc = json.loads((tmp_path / "runs" / name.replace(" ", "_") / "metrics.json").read_text())
+        doc["data"] = {"transfer": transfer}
+        (tmp_path / "runs" / name.replace(" ", "_") / "metrics.json").write_text(json.dumps(doc))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{rs.BEGIN}\nold\n{rs.END}\nb\n")
+    code = rs.main(["--data", "x", "--transfer_from", "y", "--teacher", "t", "--output_dir",
+                    str(tmp_path), "--results", str(tmp_path / "res"), "--langs", "en,de",
+                    "--summary_only", "--readme", str(readme),
+                    "--teacher_checkpoint", str(run / "teacher")])
+    assert code == 0
+    rows = list(csv.DictReader(open(tmp_path / "res" / "summary.csv")))
+    assert [r["model"] for r in rows] == ["teacher", "l6-h256 svd 20k", "l6-h256",
+                                          "l6-h256 select 10k"]
+    assert float(rows[0]["wall_s"]) == 3600.0 and rows[2]["transfer"] == "230000"
+    assert float(rows[2]["kept"]) == pytest.approx(0.82 / 0.85, abs=1e-4)
+    text = readme.read_text()
+    assert "**Students**" in text and "| l6-h256 | 230k |" in text and "old" not in text
+    assert "dev F1 per epoch: 80.0, 84.0" in text
+    assert (tmp_path / "res" / "scale.png").stat().st_size > 0
+    assert (tmp_path / "res" / "teacher_curve.csv").read_text().count("\n") == 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 TAG_SCHEMES = ("auto", "iob1", "iob2", "io", "bioes")
 HEADS = ("softmax", "crf", "attention_softmax", "attention_crf")
@@ -154,6 +155,10 @@ class StudentConfig:
         copy_transitions: with CRF heads on both, start from the teacher's transition scores.
         embeddings: "teacher" (the teacher's word embeddings, SVD-compressed to the student's
             width) or "random" (the initialisation of the preset or checkpoint).
+        init: how a preset student's weights start: "random" (random blocks; word embeddings
+            as `embeddings` says) or "select" (weight selection from the fine-tuned teacher:
+            evenly spaced layers, one subset of residual dimensions, whole heads and FFN
+            neurons by measured importance; see `student_init`).
     """
 
     model: str
@@ -163,8 +168,19 @@ class StudentConfig:
     head: str = "softmax"
     copy_transitions: bool = True
     embeddings: str = "teacher"
+    init: str = "random"
 
     def __post_init__(self):
+        _check(self.init in ("random", "select"), "--student_init must be random or select")
+        _check(self.init == "random" or self.embeddings == "teacher",
+               "--student_init=select takes the embeddings from the teacher too; drop "
+               "--student_embeddings=random")
+        _check(self.init == "random" or not self.own_tokenizer,
+               "--student_init=select reads the teacher's vocabulary; drop "
+               "--student_own_tokenizer")
+        _check(self.init == "random" or bool(re.match(r"^l\d+-h\d+$", self.model)),
+               f"--student_init=select builds a preset student (l6-h256, l4-h256, ...), not "
+               f"--student={self.model}; a teacher:i,j student already starts from the teacher")
         _check(self.embeddings in ("teacher", "random"),
                "--student_embeddings must be teacher or random")
         _check(bool(self.model), "--student is empty: give a student name, preset or teacher:i,j")

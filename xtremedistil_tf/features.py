@@ -178,21 +178,35 @@ def make_batches(
         `window` [B] int32 (index into `windows`) and the `word_targets` keys.
     """
     rng = np.random.default_rng(seed)
+    groups = batch_groups(windows, range(len(windows)), batch_size, max_seq_length, rng, shuffle)
+    return [pad_batch(windows, idx, t, pad_id, word_targets) for t, idx in groups]
+
+
+def batch_groups(windows: Sequence[Window], members, batch_size: int, max_seq_length: int,
+                 rng: np.random.Generator, shuffle: bool) -> list[tuple[int, list[int]]]:
+    """Splits the windows `members` (indices into `windows`) into batches of one bucket each.
+
+    Returns `(padded length, window indices)` per batch: by bucket then position unless
+    `shuffle`, which shuffles windows within each bucket and then the batches (with `rng`).
+    """
     lengths = bucket_lengths(max_seq_length)
     by_bucket: dict[int, list[int]] = {}
-    for i, w in enumerate(windows):
-        b = next(b for b in lengths if len(w.input_ids) <= b)
-        by_bucket.setdefault(b, []).append(i)
+    for i in members:
+        b = next(b for b in lengths if len(windows[i].input_ids) <= b)
+        by_bucket.setdefault(b, []).append(int(i))
     groups = []
     for b, idx in sorted(by_bucket.items()):
-        idx = list(rng.permutation(idx)) if shuffle else idx
+        idx = [int(i) for i in rng.permutation(idx)] if shuffle else idx
         groups.extend((b, idx[k : k + batch_size]) for k in range(0, len(idx), batch_size))
     if shuffle:
         groups = [groups[k] for k in rng.permutation(len(groups))]
-    return [_pad_batch(windows, idx, t, pad_id, word_targets) for t, idx in groups]
+    return groups
 
 
-def _pad_batch(windows, idx, t, pad_id, word_targets):
+def pad_batch(windows: Sequence[Window], idx: Sequence[int], t: int, pad_id: int,
+              word_targets=None) -> dict[str, np.ndarray]:
+    """One batch of the windows `idx` padded to length `t` (see `make_batches` for the keys);
+    `word_targets` maps a key to anything indexable by window index giving `[W, ...]`."""
     n = len(idx)
     batch = {
         "input_ids": np.full((n, t), pad_id, np.int32),

@@ -80,6 +80,10 @@ flags.DEFINE_string("student", "teacher:0,2,4", "Student: hub id or folder, shor
 flags.DEFINE_bool("student_own_tokenizer", False, "Keep the student's own tokenizer; losses are "
                   "then computed on word-level vectors.")
 flags.DEFINE_bool("freeze_embeddings", False, "Do not train the student's word embeddings.")
+flags.DEFINE_enum("student_init", "random", ["random", "select"], "How a preset student "
+                  "starts: random blocks, or weight selection from the fine-tuned teacher "
+                  "(evenly spaced layers, residual dimensions by variance, heads and FFN "
+                  "neurons by importance; the teacher's head size is kept).")
 flags.DEFINE_enum("student_embeddings", "teacher", ["teacher", "random"], "Student word "
                   "embeddings: the teacher's, SVD-compressed to the student's width, or random.")
 flags.DEFINE_enum("strategy", "xtremedistil", list(config_lib.STRATEGIES),
@@ -178,6 +182,7 @@ def configs_from_flags(default_assets=None) -> config_lib.RunConfig:
         head=f.student_head,
         copy_transitions=f.copy_transitions,
         embeddings=f.student_embeddings,
+        init=f.student_init,
     )
     distil = config_lib.DistilConfig(
         stages=tuple(f.stages),

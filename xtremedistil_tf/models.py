@@ -16,7 +16,12 @@ import numpy as np
 import tensorflow as tf
 import transformers
 
-from xtremedistil_tf import embeddings as embeddings_lib, heads as heads_lib, stages as stages_lib
+from xtremedistil_tf import (
+    embeddings as embeddings_lib,
+    heads as heads_lib,
+    stages as stages_lib,
+    student_init,
+)
 
 keras = tf.keras
 # Dropout layers draw from `tf.random.Generator`s (instead of stateful random ops whose state
@@ -311,6 +316,8 @@ def build_student(
     special_ids=(),
     embeddings: str = "teacher",
     msd: bool = False,
+    init: str = "random",
+    select_batches=None,
 ) -> TokenClassifier:
     """Makes the student described by `spec` (see `StudentConfig.model`).
 
@@ -318,14 +325,23 @@ def build_student(
     `embeddings="teacher"` its word embeddings become the teacher's, compressed to the student
     width by truncated SVD when the widths differ ("random" keeps the initialisation).
     With `msd`, the student gets per-layer classifiers on the layers that
-    `stages.msd_layer_pairs` pairs with the teacher's.
+    `stages.msd_layer_pairs` pairs with the teacher's. With `init="select"` a preset student
+    is cut from the teacher by weight selection (`student_init`), measured on
+    `select_batches` (dicts of `input_ids`/`attention_mask`: a sample of the transfer text);
+    its `selection` attribute says what was kept.
     """
     t_cfg = teacher.encoder.config
     if not own_tokenizer:  # the teacher's tokenizer indexes the teacher's table, which can be
         vocab_size = teacher.encoder.embeddings.weight.shape[0]  # longer than len(tokenizer)
     cut = _CUT.match(spec)
     preset = _PRESET.match(spec)
-    if cut:
+    selection = None
+    if init == "select":
+        if not preset:
+            raise ValueError(f"--student_init=select needs a preset student (l6-h256, ...), "
+                             f"not {spec}")
+        encoder, selection = _selected_encoder(spec, teacher, vocab_size, select_batches)
+    elif cut:
         encoder = _cut_teacher(teacher, check_cut(spec, teacher.num_blocks))
     elif preset:
         n_layers, hidden, heads = preset_shape(spec)
@@ -363,12 +379,39 @@ def build_student(
         aux_layers=aux,
         name="student",
     ).build_with_dummy()
-    if not cut and not own_tokenizer and embeddings == "teacher":
+    if selection is not None:
+        student_init.apply_head(student, teacher, selection.dims)
+        student.selection = selection
+    elif not cut and not own_tokenizer and embeddings == "teacher":
         teacher_emb = teacher.encoder.embeddings.weight.numpy()
         encoder.embeddings.weight.assign(
             embeddings_lib.compress(teacher_emb, width).astype(np.float32)
         )
     return student
+
+
+def _selected_encoder(spec: str, teacher: TokenClassifier, vocab_size: int, batches):
+    """A preset-shaped encoder of the teacher's own kind, its weights selected from the
+    teacher's (see `student_init`); returns (encoder, selection)."""
+    t_cfg = teacher.encoder.config
+    n_layers, hidden, _ = preset_shape(spec)
+    intermediate = 4 * hidden
+    n_heads = student_init.check_select(t_cfg, n_layers, hidden, intermediate)
+    cfg = t_cfg.__class__.from_dict(t_cfg.to_dict())
+    cfg.hidden_size, cfg.num_hidden_layers = hidden, n_layers
+    cfg.num_attention_heads, cfg.intermediate_size = n_heads, intermediate
+    cfg.vocab_size = vocab_size
+    encoder = _encoder_from_config(cfg)
+    ids = tf.ones((1, 4), tf.int32)
+    encoder(input_ids=ids, attention_mask=ids)
+    if batches is None:
+        raise ValueError("--student_init=select needs text to measure the teacher on")
+    importance = student_init.measure(teacher.encoder, batches)
+    selection = student_init.choose(importance, teacher.num_blocks, n_layers, hidden, n_heads,
+                                    intermediate)
+    head_size = t_cfg.hidden_size // t_cfg.num_attention_heads
+    student_init.apply(encoder, teacher.encoder, selection, head_size)
+    return encoder, selection
 
 
 def check_cut(spec: str, teacher_blocks: int) -> list[int]:
@@ -406,7 +449,8 @@ def max_positions(cfg) -> int:
     return int(cfg.max_position_embeddings) - offset
 
 
-def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int) -> int:
+def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int,
+                  init: str = "random") -> int:
     """Fails for a student that cannot be built or read `max_seq_length` tokens; returns its blocks.
 
     Reads configs only, so it runs before the teacher fine-tunes: a wrong student must not cost
@@ -415,7 +459,10 @@ def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int) -> i
     if spec.startswith("teacher:"):
         return len(check_cut(spec, teacher.num_blocks))
     if _PRESET.match(spec):
-        return preset_shape(spec)[0]
+        blocks, hidden, _ = preset_shape(spec)
+        if init == "select":
+            student_init.check_select(teacher.encoder.config, blocks, hidden, 4 * hidden)
+        return blocks
     name = resolve_student_name(spec)
     cfg = read_hf_config(name)
     for field in ("hidden_size", "num_attention_heads", "num_hidden_layers"):
@@ -433,12 +480,12 @@ def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int) -> i
 
 
 def _encoder_from_config(cfg):
-    """A randomly initialised main layer for `cfg` (without the pooler where the class allows;
-    TF XLM-R models always build theirs, unused for tagging)."""
+    """A randomly initialised main layer for `cfg`, without the pooler where the class allows."""
     try:
-        return _main_layer(transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False))
-    except TypeError:
-        return _main_layer(transformers.TFAutoModel.from_config(cfg))
+        hf = transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False)
+    except TypeError:  # RoBERTa-style classes take no add_pooling_layer here
+        hf = transformers.TFAutoModel.from_config(cfg)
+    return _main_layer(hf)
 
 
 def _cut_teacher(teacher: TokenClassifier, layers: list[int]):

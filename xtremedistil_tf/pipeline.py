@@ -32,6 +32,7 @@ from xtremedistil_tf import (
     report,
     speed,
     stages as stages_lib,
+    teacher_cache,
     train,
     vocab_trim,
 )
@@ -115,6 +116,8 @@ def load_data(cfg: config_lib.DataConfig) -> Data:
             log(f"warning: {name}: {info['repaired']} tags repaired while converting "
                 f"{info['scheme']} to IOB2")
         splits[name] = sentences
+    if cfg.transfer_files:
+        _check_transfer_files(cfg)
     extra = data_lib.read_unlabelled_files(cfg.transfer_files) if cfg.transfer_files else []
     unlabelled = {}
     if cfg.source_lang:
@@ -127,6 +130,18 @@ def load_data(cfg: config_lib.DataConfig) -> Data:
         labels_lib.check_labels_known(splits[name], labels, name)
     unlabelled["transfer"] = [dataclasses.replace(s, tags=None) for s in splits["train"]] + extra
     return Data(splits, labels, unlabelled, cfg)
+
+
+def _check_transfer_files(cfg: config_lib.DataConfig) -> None:
+    """Dev and test files are never transfer text (the student would distil on them)."""
+    def real(specs):
+        return {os.path.realpath(data_lib.file_language(p)[1]): p
+                for p in data_lib.split_paths(specs)}
+    held_out = {**real(cfg.dev_files), **real(cfg.test_files)}
+    for path, spec in real(cfg.transfer_files).items():
+        if path in held_out:
+            raise data_lib.DataError(spec, "this --transfer_file is also a dev or test file",
+                                     "distil on training or other unlabelled text only")
 
 
 def _zero_shot(splits: dict, extra: list, cfg: config_lib.DataConfig):
@@ -258,45 +273,40 @@ def window_targets(targets: dict, windows: list[features.Window]) -> dict:
             for k, v in targets.items()}
 
 
-CACHE_CHUNK = 4096  # sentences per file of the on-disk teacher cache
-
-
 def cached_teacher_targets(tagger: Tagger, sentences, dcfg, folder: str | None,
-                           chunk: int = CACHE_CHUNK) -> dict[str, list[np.ndarray]]:
-    """`teacher_targets` of `sentences`, computed chunk by chunk and kept under `folder`.
+                           chunk: int = teacher_cache.CACHE_CHUNK) -> dict[str, list[np.ndarray]]:
+    """`teacher_targets` of `sentences`, all in memory, computed chunk by chunk and kept under
+    `folder` (see `teacher_cache.TeacherCache`): a crash after hours of teacher inference loses
+    at most one chunk. Large sets stream instead (`_transfer_cache`)."""
+    if not folder:
+        return teacher_targets(tagger, tokenize(sentences, tagger.tokenizer, None, dcfg))
+    return teacher_cache.TeacherCache.build(_teacher_compute(tagger, dcfg), sentences, folder,
+                                            chunk).load_all()
 
-    Each chunk of `chunk` sentences is written atomically to `folder/chunk-NNNNN.npz` as soon as
-    it is computed, and read back instead of recomputed when the run resumes, so a crash after
-    hours of teacher inference on a large transfer set loses at most one chunk.
-    """
-    targets: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(sentences), chunk):
-        part = sentences[start:start + chunk]
-        path = os.path.join(folder, f"chunk-{start // chunk:05d}.npz") if folder else None
-        if path and os.path.exists(path):
-            with np.load(path) as saved:
-                ends = np.cumsum(saved["lengths"])[:-1]
-                values = {k: np.split(saved[k], ends) for k in saved.files if k != "lengths"}
-        else:
-            values = teacher_targets(tagger, tokenize(part, tagger.tokenizer, None, dcfg))
-            if path:
-                os.makedirs(folder, exist_ok=True)
-                tmp = path + ".tmp.npz"
-                np.savez(tmp, lengths=np.array([len(s.words) for s in part]),
-                         **{k: np.concatenate(v) for k, v in values.items()})
-                os.replace(tmp, path)
-        for k, v in values.items():
-            targets.setdefault(k, []).extend(v)
-    return targets
+
+def _teacher_compute(tagger: Tagger, dcfg):
+    def compute(part):
+        return teacher_targets(tagger, tokenize(part, tagger.tokenizer, None, dcfg))
+    return compute
 
 
 def _teacher_cache(tagger: Tagger, sentences, s_tok, dcfg, folder: str | None = None
                    ) -> tuple[Split, dict]:
-    """The student's split of unlabelled `sentences` and the teacher's word targets for it
-    (kept in chunks under `folder`, see `cached_teacher_targets`)."""
+    """The student's split of unlabelled `sentences` and the teacher's word targets for it,
+    in memory (kept in chunks under `folder`, see `cached_teacher_targets`)."""
     s_split = tokenize(sentences, s_tok, None, dcfg)
     targets = cached_teacher_targets(tagger, sentences, dcfg, folder)
     return s_split, window_targets(targets, s_split.windows)
+
+
+def _transfer_cache(tagger: Tagger, sentences, s_tok, dcfg, folder: str
+                    ) -> tuple[Split, teacher_cache.TeacherCache]:
+    """The student's split of the transfer sentences and the teacher's targets on disk,
+    streamed into training a few chunks at a time (memory does not grow with the set)."""
+    s_split = tokenize(sentences, s_tok, None, dcfg)
+    cache = teacher_cache.TeacherCache.build(_teacher_compute(tagger, dcfg), sentences, folder,
+                                             log=log)
+    return s_split, cache
 
 
 def _sentence_cls(model, split: Split, tokenizer, dcfg) -> list[np.ndarray]:
@@ -375,7 +385,7 @@ def _check_plan(cfg: config_lib.RunConfig, teacher) -> None:
     if length > teacher_positions:
         raise ValueError(f"--max_seq_length={length} is longer than the {teacher_positions} "
                          f"positions of teacher {cfg.teacher.model}; lower --max_seq_length")
-    blocks = models.check_student(cfg.student.model, teacher, length)
+    blocks = models.check_student(cfg.student.model, teacher, length, cfg.student.init)
     stages_lib.representation_pairs(cfg.distil.teacher_layer, teacher.num_blocks, blocks)
     if cfg.strategy == "msd" and not stages_lib.msd_layer_pairs(
             teacher.aux_layers, teacher.num_blocks, blocks)[0]:
@@ -453,7 +463,14 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
         dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
         cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
-        msd=cfg.strategy == "msd")
+        msd=cfg.strategy == "msd", init=cfg.student.init,
+        select_batches=(_select_sample(unlabelled["transfer"], t_tok, dcfg, cfg.seed)
+                        if cfg.student.init == "select" else None))
+    if cfg.student.init == "select":
+        sel = student.selection
+        log(f"student: weight selection from the teacher: blocks {sel.layers}, "
+            f"{len(sel.dims)} of {teacher.hidden_size} residual dimensions, "
+            f"{len(sel.heads[0])} heads and {len(sel.neurons[0])} FFN neurons per block")
     msd_pairs = (stages_lib.msd_layer_pairs(teacher.aux_layers, teacher.num_blocks,
                                             student.num_blocks)
                  if cfg.strategy == "msd" else None)
@@ -490,7 +507,7 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         log(f"caching teacher outputs (logits, hidden states {list(cached_layers)}) on transfer "
             "and dev data")
         cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, hidden_layers=cached_layers)
-        s_splits["transfer"], targets["transfer"] = _teacher_cache(
+        s_splits["transfer"], targets["transfer"] = _transfer_cache(
             cache_tagger, unlabelled["transfer"], s_tok, dcfg,
             _cache_dir(cfg, "transfer", cached_layers))
         targets["dev"] = window_targets(teacher_targets(cache_tagger, t_splits["dev"]),
@@ -533,11 +550,14 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     if history:
         report.write_json(os.path.join(out, "history.json"), history)
         report.plot_history(history, os.path.join(out, "curves.png"))
+    doc["data"] = {**{k: len(v) for k, v in splits.items()},
+                   **{k: len(v) for k, v in unlabelled.items()}}
     doc["export"] = _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok,
                             unlabelled["transfer"])
     if "trimmed_vocab" in doc["export"]:
         doc["student"]["trimmed_vocab"] = doc["export"].pop("trimmed_vocab")
     doc["wall_seconds"] = time.time() - t_start
+    doc["peak_rss_mb"] = train.peak_rss_mb()  # of this process (a resumed run: since it resumed)
     report.write_json(os.path.join(out, "metrics.json"), doc)
     return doc
 
@@ -548,9 +568,15 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
     dcfg = cfg.data
     source = splits[stage.data]
     keys = train.batch_keys(stage.objective)
-    word_targets = {k: v for k, v in (targets or {}).get(stage.data, {}).items() if k in keys}
+    stage_targets = (targets or {}).get(stage.data, {})
+    streamed = isinstance(stage_targets, teacher_cache.TeacherCache)
+    word_targets = {} if streamed else {k: v for k, v in stage_targets.items() if k in keys}
 
     def make(epoch):
+        if streamed:  # chunks of the on-disk cache, a few at a time
+            return stage_targets.batches(source.windows, keys, dcfg.batch_size,
+                                         dcfg.max_seq_length, tagger.tokenizer.pad_token_id,
+                                         seed=cfg.seed * 1000 + epoch)
         batches = features.make_batches(source.windows, dcfg.batch_size, dcfg.max_seq_length,
                                         tagger.tokenizer.pad_token_id, word_targets or None,
                                         shuffle=True, seed=cfg.seed * 1000 + epoch)
@@ -579,6 +605,19 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
         reduce_lr_on_plateau=reduce_lr,
         log_dir=os.path.join(cfg.output_dir, "tensorboard", log_name), xla=cfg.xla,
         baseline=baseline)
+
+
+SELECT_SENTENCES = 1024  # transfer sentences the weight selection measures the teacher on
+
+
+def _select_sample(sentences, tokenizer, dcfg, seed: int) -> list[dict]:
+    """Batches of a seeded sample of the transfer text, for `student_init.measure`."""
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(sentences), min(SELECT_SENTENCES, len(sentences)),
+                             replace=False))
+    split = tokenize([sentences[i] for i in pick], tokenizer, None, dcfg)
+    return features.make_batches(split.windows, dcfg.eval_batch_size, dcfg.max_seq_length,
+                                 tokenizer.pad_token_id)
 
 
 def _add_source_batches(batches, source: Split, cls: list, dcfg, pad_id: int, seed: int):

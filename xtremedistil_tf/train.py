@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import resource
 import sys
 import time
 import zlib
@@ -448,7 +449,7 @@ def run_stage(
         row = {"stage": stage.name, "epoch": epoch + 1,
                "train_loss": _value(progress.loss_sum) / max(_value(progress.step), 1),
                stage.monitor: -value if stage.monitor == "dev_loss" else value,
-               "seconds": time.time() - e0}
+               "seconds": time.time() - e0, "peak_rss_mb": peak_rss_mb()}
         history.append(row)
         improved = value > _value(progress.best)
         if verbose:
@@ -516,6 +517,12 @@ class _BestWeights:
         if self.values is not None:
             for v, w in zip(self.model.weights, self.values):
                 v.assign(w)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux and macOS units differ)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def epoch_batches(make: Callable[[int], Sequence[dict]]) -> BatchesFn:
