@@ -49,7 +49,17 @@ def main(argv):
     print(report.comparison_table(doc))
     if languages := report.language_table(doc):
         print(languages)
-    print(f"\nspeed-up {doc['speedup']:.2f}x at batch {config.speed_batch_size} x "
+    student = doc["student"]
+    share = student["embedding_params"] / student["params"]
+    note = f"\nstudent: {share:.0%} of its {student['params']:,} parameters are word embeddings"
+    if "trimmed_vocab" in student:
+        kept = student["trimmed_vocab"]
+        note += (f"; exported with {kept['vocab'][1]:,} of {kept['vocab'][0]:,} sub-words, "
+                 f"{kept['params'][1]:,} parameters (--trim_vocab)")
+    elif share > 0.5:
+        note += "; --trim_vocab exports only the sub-words of the training and transfer text"
+    print(note)
+    print(f"speed-up {doc['speedup']:.2f}x at batch {config.speed_batch_size} x "
           f"{config.speed_seq_length} tokens; metrics in "
           f"{os.path.join(config.output_dir, 'metrics.json')}; student export "
           f"{doc['export']['student']}")

@@ -7,7 +7,8 @@
 It tokenizes with the tokenizer exported in `<version>/assets/` (so it must match the served
 version), calls `POST http://HOST:PORT/v1/models/NAME:predict` on the `serving_default`
 signature, and prints one JSON object per sentence:
-`{"text": ..., "entities": [{"text", "type", "start", "end", "score"}], "tags": [...]}` with
+`{"text": ..., "entities": [{"text", "type", "start", "end", "score", "entity_group", "word"}],
+"tags": [...]}` with
 character offsets into the sentence. Long sentences are split into windows of whole words of at
 most `--max_seq_length` sub-words (as `python -m xtremedistil_tf.predict` does), so every word
 gets a tag.
@@ -100,7 +101,8 @@ def build_request(tokenizer, sentences: list[str], max_seq_length: int = 128,
 
 
 def entity_spans(text: str, offsets, tags, scores) -> list[dict]:
-    """IOB2 word tags -> `{"text", "type", "start", "end", "score"}` (mean word probability).
+    """IOB2 word tags -> `{"text", "type", "start", "end", "score"}` (mean word probability),
+    plus Hugging Face pipeline's names `entity_group` (= type) and `word` (= text).
 
     An `I-` tag that does not continue an entity of its type starts one (as seqeval reads it).
     """
@@ -112,7 +114,8 @@ def entity_spans(text: str, offsets, tags, scores) -> list[dict]:
             start, end = offsets[a][0], offsets[b][1]
             score = sum(float(x) for x in scores[a:b + 1]) / (b + 1 - a)
             spans.append({"text": text[start:end], "type": t, "start": start, "end": end,
-                          "score": round(score, 4)})
+                          "score": round(score, 4), "entity_group": t,
+                          "word": text[start:end]})
             current = None
         if kind and current is None:
             current = [kind, i, i]

@@ -2,7 +2,7 @@
 
     python scripts/reproduce_zero_shot.py --data ../shared/data/wikiann \
         --teacher /path/to/multilingual-e5-small --output_dir runs/zero_shot \
-        --results results/zero_shot --readme README.md
+        --results results/zero_shot --readme docs/zero-shot.md
 
 Rows, as in the cross-lingual NER papers: direct transfer (the teacher fine-tuned on the source
 language, applied to the targets as is), TSL, MSD, MTMT and the XtremeDistil stages, all with the

@@ -26,3 +26,22 @@ def _quiet_transformers():
     import transformers
 
     transformers.logging.set_verbosity_error()
+
+
+@pytest.fixture(scope="session")
+def hub_models(tmp_path_factory):
+    """Tiny random-weight twins of jplu/tf-xlm-r-ner-40-lang and
+    microsoft/xtremedistil-l6-h256-uncased with the hub's exact file layouts (hub_layouts.py):
+    {"xlmr_ner": folder, "xtremedistil": folder}."""
+    import tensorflow as tf
+
+    import hub_layouts
+
+    tf.keras.utils.set_random_seed(0)
+    base = tmp_path_factory.mktemp("hub")
+    return {
+        "xlmr_ner": hub_layouts.make_xlmr_ner(str(base / "tf-xlm-r-ner-40-lang"), FIXTURES),
+        "xtremedistil": hub_layouts.make_xtremedistil(
+            str(base / "xtremedistil-l6-h256-uncased"),
+            os.path.join(MODELS, "tiny_bert", "vocab.txt")),
+    }

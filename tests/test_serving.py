@@ -339,8 +339,10 @@ def test_entity_spans_from_iob2():
     tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]
     spans = predict.entity_spans(s, offsets, tags, [0.9, 0.7, 1, 0.5, 0.5, 1])
     assert spans == [
-        {"text": "Angela Merkel", "type": "PER", "start": 2, "end": 15, "score": 0.8},
-        {"text": "New  York", "type": "LOC", "start": 24, "end": 33, "score": 0.5}]
+        {"text": "Angela Merkel", "type": "PER", "start": 2, "end": 15, "score": 0.8,
+         "entity_group": "PER", "word": "Angela Merkel"},
+        {"text": "New  York", "type": "LOC", "start": 24, "end": 33, "score": 0.5,
+         "entity_group": "LOC", "word": "New  York"}]
     assert client.entity_spans(s, client.word_offsets(s), tags, [0.9, 0.7, 1, 0.5, 0.5, 1]) == spans
     # A stray I- starts an entity (as seqeval reads it); a type change closes one.
     assert [e["text"] for e in predict.entity_spans("a b c", predict.word_offsets("a b c"),

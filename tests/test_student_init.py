@@ -186,3 +186,16 @@ def test_select_layers_are_evenly_spaced_with_first_and_last():
     assert student_init.select_layers(12, 4) == [0, 4, 7, 11]
     assert student_init.select_layers(12, 12) == list(range(12))
     assert student_init.select_layers(12, 1) == [11]
+
+
+def test_a_rebuilt_select_student_has_the_same_variables(tmp_path):
+    """export rebuilds a run's student from a dummy batch, then restores its weights."""
+    teacher = _teacher()
+    trained = models.build_student("l2-h16", teacher, 5, VOCAB, 0, 40, 0.0, False,
+                                   init="select", select_batches=_batches())
+    models.save_weights(trained, str(tmp_path / "student"))
+    rebuilt = models.build_student("l2-h16", teacher, 5, VOCAB, 0, 40, 0.0, False,
+                                   init="select", select_batches=models.shape_only_batches())
+    models.load_weights(rebuilt, str(tmp_path / "student"))
+    for a, b in zip(trained.weights, rebuilt.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -61,7 +61,6 @@ row up to this one needed, not what this row needed on its own.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import ctypes
@@ -806,39 +805,56 @@ def write_outputs(config: BenchmarkConfig, rows: list[dict], peaks: dict) -> Non
 # --------------------------------------------------------------------------- entry point
 
 
-def _csv(cast=str):
-    return lambda s: tuple(cast(x.strip()) for x in s.split(",") if x.strip())
+def define_flags(fv) -> None:
+    """The command's flags (absl, like run_distil.py; see `cli`), defined into `fv`."""
+    from absl import flags
+
+    d = BenchmarkConfig
+    flags.DEFINE_string("output_dir", None, "Where the CSV, markdown, plot and log go.",
+                        flag_values=fv)
+    flags.DEFINE_list("models", list(d.models), f"Presets ({', '.join(PRESETS)}) or local HF "
+                      "folders; the first is the teacher that speed-ups are relative to.",
+                      flag_values=fv)
+    flags.DEFINE_list("batch_sizes", [str(x) for x in d.batch_sizes], "Batch sizes.",
+                      flag_values=fv)
+    flags.DEFINE_list("seq_lengths", [str(x) for x in d.seq_lengths], "Sequence lengths.",
+                      flag_values=fv)
+    flags.DEFINE_list("modes", list(d.modes), ", ".join(MODES), flag_values=fv)
+    flags.DEFINE_list("dtypes", list(d.dtypes), ", ".join(DTYPES), flag_values=fv)
+    flags.DEFINE_list("peers", list(d.peers), f"{', '.join(PEERS)} (needs 'pip install -r "
+                      "requirements-peers.txt').", flag_values=fv)
+    flags.DEFINE_integer("repeats", d.repeats, "Timed calls (median).", flag_values=fv)
+    flags.DEFINE_integer("warmup", d.warmup, "Untimed calls first.", flag_values=fv)
+    flags.DEFINE_integer("peak_matmul_size", d.peak_matmul_size, "Matmul size of the peak "
+                         "measurement.", flag_values=fv)
+    flags.DEFINE_integer("peak_repeats", d.peak_repeats, "Calls of the peak measurement.",
+                         flag_values=fv)
+    flags.DEFINE_integer("seed", d.seed, "Random seed of the weights and inputs.",
+                         flag_values=fv)
 
 
-def parse_args(argv=None) -> BenchmarkConfig:
-    p = argparse.ArgumentParser(prog="python -m xtremedistil_tf.benchmark",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--models", type=_csv(), default=BenchmarkConfig.models,
-                   help=f"presets ({', '.join(PRESETS)}) or local HF folders; the first is the "
-                        "teacher that speed-ups are relative to")
-    p.add_argument("--batch_sizes", type=_csv(int), default=BenchmarkConfig.batch_sizes)
-    p.add_argument("--seq_lengths", type=_csv(int), default=BenchmarkConfig.seq_lengths)
-    p.add_argument("--modes", type=_csv(), default=BenchmarkConfig.modes,
-                   help=", ".join(MODES))
-    p.add_argument("--dtypes", type=_csv(), default=BenchmarkConfig.dtypes,
-                   help=", ".join(DTYPES))
-    p.add_argument("--peers", type=_csv(), default=BenchmarkConfig.peers,
-                   help=f"{', '.join(PEERS)} (needs 'pip install -r requirements-peers.txt')")
-    p.add_argument("--repeats", type=int, default=BenchmarkConfig.repeats)
-    p.add_argument("--warmup", type=int, default=BenchmarkConfig.warmup)
-    p.add_argument("--peak_matmul_size", type=int, default=BenchmarkConfig.peak_matmul_size)
-    p.add_argument("--peak_repeats", type=int, default=BenchmarkConfig.peak_repeats)
-    p.add_argument("--seed", type=int, default=BenchmarkConfig.seed)
-    startup.add_verbosity_argument(p)
-    args = vars(p.parse_args(argv))
-    startup.quiet_tensorflow(args.pop("verbosity"))
-    return BenchmarkConfig(**args)
+def config_from_flags(fv) -> BenchmarkConfig:
+    """The `BenchmarkConfig` of parsed flags (ValueError, naming the flag, when invalid)."""
+    if not fv.output_dir:
+        raise ValueError("--output_dir is required")
+
+    def ints(name):
+        try:
+            return tuple(int(x) for x in getattr(fv, name))
+        except ValueError:
+            raise ValueError(f"--{name} takes comma-separated integers") from None
+
+    return BenchmarkConfig(
+        output_dir=fv.output_dir, models=tuple(fv.models), batch_sizes=ints("batch_sizes"),
+        seq_lengths=ints("seq_lengths"), modes=tuple(fv.modes), dtypes=tuple(fv.dtypes),
+        peers=tuple(fv.peers), repeats=fv.repeats, warmup=fv.warmup,
+        peak_matmul_size=fv.peak_matmul_size, peak_repeats=fv.peak_repeats, seed=fv.seed)
 
 
-def main(argv=None) -> int:
+def run_from_flags(fv) -> int:
+    """Runs the benchmark the parsed flags describe; returns the exit status."""
     try:
-        config = parse_args(argv)
+        config = config_from_flags(fv)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -854,5 +870,14 @@ def main(argv=None) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    """In-process entry (tests, notebooks): `argv` are the flags (see `cli`)."""
+    from xtremedistil_tf import cli
+
+    return cli.main(define_flags, run_from_flags, "benchmark", argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from xtremedistil_tf import cli
+
+    cli.run_app(define_flags, run_from_flags)

@@ -103,7 +103,10 @@ class TeacherConfig:
             otherwise updates the whole 250k-row table every step, and rare languages' rows drift).
         dropout: dropout before the classifier.
         fine_tune: "auto" fine-tunes unless the checkpoint is a ready token classifier;
-            "yes" / "no" force it.
+            "yes" / "no" force it ("yes" on a ready one fine-tunes its own head and labels
+            further, mapped from the data's as in distillation).
+        new_head: a ready token classifier loses its head and labels: its encoder gets a new
+            `head` for the data's labels and is fine-tuned (an encoder checkpoint: no change).
         aux_from_layer: 0 = no per-layer classifiers; n > 0 = a linear classifier on every
             encoder layer from n to the last-but-one, trained with the main loss.
         aux_weight: weight of the per-layer classifiers' loss.
@@ -123,6 +126,7 @@ class TeacherConfig:
     freeze_embeddings: bool = False
     dropout: float = 0.1
     fine_tune: str = "auto"
+    new_head: bool = False
     aux_from_layer: int = 0
     aux_weight: float = 0.1
     checkpoint: str = ""
@@ -136,6 +140,8 @@ class TeacherConfig:
         _check(self.patience >= 1, "--patience must be >= 1")
         _check(0 <= self.dropout < 1, "--dropout must be in [0, 1)")
         _check(self.fine_tune in ("auto", "yes", "no"), "--teacher_fine_tune must be auto|yes|no")
+        _check(not (self.new_head and self.fine_tune == "no"),
+               "--teacher_new_head trains a new head: drop --teacher_fine_tune=no")
         _check(self.aux_from_layer >= 0, "--aux_from_layer must be >= 0 (0: none)")
         _check(self.aux_weight >= 0, "--aux_weight must be >= 0")
 
@@ -254,6 +260,7 @@ class RunConfig:
     export_name: str = ""
     export_teacher: bool = False
     export_formats: tuple[str, ...] = ("savedmodel",)
+    trim_vocab: bool = False
     speed_batch_size: int = 32
     speed_seq_length: int = 128
     xla: bool = False

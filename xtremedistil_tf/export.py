@@ -18,11 +18,12 @@ exported model (for `tensorflow_model_server --model_config_file`).
 
     python -m xtremedistil_tf.export --run_dir runs/default [--name N] [--version V] \
         [--export_dir saved_models] [--which student|teacher] [--text_signature] \
-        [--precision float32|bfloat16] [--format savedmodel|litert] \
-        [--quantize none|dynamic_int8]
+        [--precision float32|bfloat16] [--format savedmodel|litert|hf] \
+        [--quantize none|dynamic_int8] [--trim_vocab]
 
 rebuilds a model from a finished run folder and exports it. `--format litert` writes
-`<name>-litert[-int8]/<version>/model.tflite` beside the SavedModels instead (see `litert`).
+`<name>-litert[-int8]/<version>/model.tflite` beside the SavedModels instead (see `litert`),
+`--format hf` a Hugging Face token-classification folder `<name>-hf/<version>/` (`export_hf`).
 """
 
 from __future__ import annotations
@@ -138,6 +139,12 @@ class _TextTagger(_Tagger):
         out = self._forward(inputs["input_ids"], inputs["attention_mask"])
         return serving_text.word_outputs(inputs, out["label_ids"], out["probabilities"],
                                          tf.constant(self._labels))
+
+
+def variables_mb(path: str) -> float:
+    """Size of an export's weights (`variables/`), in MB (10^6 bytes)."""
+    folder = os.path.join(path, "variables")
+    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e6
 
 
 def next_version(base: str) -> int:
@@ -353,6 +360,7 @@ def _check_config(model, folder: str) -> None:
 
 
 PRECISIONS = ("float32", "bfloat16")
+FORMATS = ("savedmodel", "litert", "hf")  # --format of this command (LiteRT takes --quantize)
 
 
 def rebuild(run_dir: str, which: str = "student", precision: str = "float32"):
@@ -388,7 +396,7 @@ def _rebuild(run_dir: str, which: str):
     t_tok = models.load_tokenizer(cfg.teacher.model)
     teacher, teacher_labels, _ = models.build_teacher(
         cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
-        cfg.teacher.aux_from_layer)
+        cfg.teacher.aux_from_layer, new_head=cfg.teacher.new_head)
     if which == "teacher":
         _load_checked(teacher, folder)
         return cfg, teacher, teacher_labels, t_tok
@@ -398,12 +406,12 @@ def _rebuild(run_dir: str, which: str):
         cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
         cfg.data.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
         cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
-        msd=cfg.strategy == "msd")
+        msd=cfg.strategy == "msd", init=cfg.student.init,
+        select_batches=models.shape_only_batches())  # the weights are loaded next
     _load_checked(student, folder)
     return cfg, student, labels, s_tok
 
 
-FORMATS = ("savedmodel", "litert")  # --format of this command (LiteRT takes --quantize)
 # --export_formats of a run: litert_int8 = litert with --quantize=dynamic_int8.
 EXPORT_FORMATS = ("savedmodel", "litert", "litert_int8")
 
@@ -437,68 +445,105 @@ def export_formats(model, labels, tokenizer, export_dir: str, name: str,
 def export_run(run_dir: str, which: str = "student", name: str | None = None,
                version: int | None = None, export_dir: str | None = None,
                text_signature: bool = False, precision: str = "float32",
-               export_format: str = "savedmodel", quantize: str = "none") -> str:
+               export_format: str = "savedmodel", quantize: str = "none",
+               trim_vocab: bool = False) -> str:
     """Exports the student (or teacher) of a finished run; returns the version folder.
 
     Defaults follow the run: `export_dir` is the run's `--export_dir`, `name` its
     `--export_name` or the run folder's name (`-teacher` appended for the teacher, then
     `-bf16` for a bfloat16 export), and `tag_text` windows are the run's `--max_seq_length`.
     A bfloat16 export has the same signatures, dtypes and assets as a float32 one.
-    `export_format="litert"` writes `<name>-litert[-int8]/<version>/model.tflite` instead.
+    `export_format="litert"` writes `<name>-litert[-int8]/<version>/model.tflite` instead,
+    `export_format="hf"` a Hugging Face token-classification folder (`export_hf`) to
+    `<name>-hf/<version>/`. With `trim_vocab` the model keeps only the sub-words of the run's
+    training and transfer text (`vocab_trim`).
     """
     if which not in ("student", "teacher"):
         raise ValueError(f"--which={which}: use student or teacher")
     if export_format not in FORMATS:
         raise ValueError(f"--format={export_format}: use one of {', '.join(FORMATS)}")
-    if export_format == "litert" and (text_signature or precision != "float32"):
-        raise ValueError("--format=litert takes neither --text_signature nor --precision "
-                         "(use --quantize)")
-    if export_format == "savedmodel" and quantize != "none":
+    if export_format in ("litert", "hf") and (text_signature or precision != "float32"):
+        raise ValueError(f"--format={export_format} takes neither --text_signature nor "
+                         "--precision" + (" (use --quantize)" if export_format == "litert"
+                                          else ""))
+    if export_format != "litert" and quantize != "none":
         raise ValueError("--quantize applies to --format=litert only")
+    fmt = export_format
     cfg, model, labels, tokenizer = rebuild(run_dir, which, precision)
+    if fmt == "hf":
+        from xtremedistil_tf import export_hf
+
+        export_hf.check_exportable(model)  # before any trimming work
+    if trim_vocab:
+        model, tokenizer = _trimmed(cfg, model, tokenizer)
     if not name:
         name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
         name += "-teacher" if which == "teacher" and not name.endswith("-teacher") else ""
         name += "-bf16" if precision == "bfloat16" else ""
+        name += "-hf" if fmt == "hf" else ""
+    if fmt == "hf":
+        return export_hf.export_hf(model, labels, tokenizer, export_dir or cfg.export_dir, name,
+                                   version)
     kwargs = ({"text_signature": text_signature, "max_seq_length": cfg.data.max_seq_length}
-              if export_format == "savedmodel" else {})
-    fmt = "litert_int8" if quantize == "dynamic_int8" else export_format
+              if fmt == "savedmodel" else {})
+    fmt = "litert_int8" if quantize == "dynamic_int8" else fmt
     return export_formats(model, labels, tokenizer, export_dir or cfg.export_dir, name,
                           (fmt,), version, **kwargs)[fmt]
 
 
-def main(argv=None) -> int:
-    import argparse
+def _trimmed(cfg, model, tokenizer):
+    """The model and tokenizer with only the sub-words of the run's training and transfer text."""
+    from xtremedistil_tf import pipeline, vocab_trim
 
-    parser = argparse.ArgumentParser(
-        prog="python -m xtremedistil_tf.export",
-        description="Export the student (or teacher) of a finished run_distil.py run as a "
-                    "TF Serving SavedModel (and rewrite <export_dir>/models.config), or as a "
-                    "LiteRT model.tflite.")
-    parser.add_argument("--run_dir", required=True, help="the run's --output_dir")
-    parser.add_argument("--name", help="model name (default: the run's export name)")
-    parser.add_argument("--version", type=int, help="version (default: the next free one)")
-    parser.add_argument("--export_dir", help="base folder (default: the run's --export_dir)")
-    parser.add_argument("--which", default="student", choices=("student", "teacher"))
-    parser.add_argument("--text_signature", action="store_true",
-                        help="add the tag_text signature (needs tensorflow-text to load)")
-    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
-                        help="bfloat16: bf16 matmuls (float32 weights, inputs and outputs); "
-                             "see scripts/compare_precision.py for its F1 and speed")
-    startup.add_verbosity_argument(parser)
-    parser.add_argument("--format", default="savedmodel", choices=FORMATS,
-                        help="litert: <name>-litert[-int8]/<version>/model.tflite (CPU "
-                             "processes and edge devices), same assets")
-    parser.add_argument("--quantize", default="none", choices=("none", "dynamic_int8"),
-                        help="litert only: dynamic_int8 stores weights as int8 (~4x smaller)")
-    args = parser.parse_args(argv)
-    startup.quiet_tensorflow(args.verbosity)
+    transfer = pipeline.load_data(cfg.data).unlabelled["transfer"]
+    model, tokenizer, info = vocab_trim.trim(model, tokenizer,
+                                             vocab_trim.covered_ids(tokenizer, transfer))
+    print(f"vocabulary trimmed: {info['vocab'][0]} -> {info['vocab'][1]} sub-words, "
+          f"{info['params'][0]} -> {info['params'][1]} parameters", file=sys.stderr)
+    return model, tokenizer
+
+
+def define_flags(fv) -> None:
+    """The command's flags (absl, like run_distil.py; see `cli`), defined into `fv`."""
+    from absl import flags
+
+    flags.DEFINE_string("run_dir", None, "The run's --output_dir.", flag_values=fv)
+    flags.DEFINE_string("name", None, "Model name (default: the run's export name).",
+                        flag_values=fv)
+    flags.DEFINE_integer("version", None, "Version (default: the next free one).",
+                         flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "Base folder (default: the run's --export_dir).",
+                        flag_values=fv)
+    flags.DEFINE_enum("which", "student", ["student", "teacher"], "Which model to export.",
+                      flag_values=fv)
+    flags.DEFINE_bool("text_signature", False, "Add the tag_text signature (needs "
+                      "tensorflow-text to load).", flag_values=fv)
+    flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "bfloat16: bf16 matmuls "
+                      "(float32 weights, inputs and outputs); see scripts/compare_precision.py "
+                      "for its F1 and speed.", flag_values=fv)
+    flags.DEFINE_enum("format", "savedmodel", list(FORMATS), "litert: "
+                      "<name>-litert[-int8]/<version>/model.tflite (CPU processes and edge "
+                      "devices), same assets; hf: a Hugging Face token-classification folder "
+                      "(<name>-hf/<version>/: config.json, tf_model.h5, PyTorch-named "
+                      "model.safetensors, tokenizer) for softmax heads.", flag_values=fv)
+    flags.DEFINE_enum("quantize", "none", ["none", "dynamic_int8"], "litert only: "
+                      "dynamic_int8 stores weights as int8 (~4x smaller).", flag_values=fv)
+    flags.DEFINE_bool("trim_vocab", False, "Keep only the sub-words of the run's training and "
+                      "transfer text (a much smaller embedding table).", flag_values=fv)
+
+
+def run_from_flags(fv) -> int:
+    """Exports as the parsed flags `fv` say; prints the version folder. Returns the exit code."""
+    if not fv.run_dir:
+        print("error: --run_dir is required (the run's --output_dir)", file=sys.stderr)
+        return 2
     try:
         import transformers
 
         transformers.logging.set_verbosity_error()
-        path = export_run(args.run_dir, args.which, args.name, args.version, args.export_dir,
-                          args.text_signature, args.precision, args.format, args.quantize)
+        path = export_run(fv.run_dir, fv.which, fv.name, fv.version, fv.export_dir,
+                          fv.text_signature, fv.precision, fv.format, fv.quantize,
+                          fv.trim_vocab)
     except (ValueError, OSError, ImportError) as e:
         if os.environ.get("XTREMEDISTIL_DEBUG"):
             raise
@@ -508,5 +553,14 @@ def main(argv=None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """In-process entry (tests, notebooks): `argv` are the flags (see `cli`)."""
+    from xtremedistil_tf import cli
+
+    return cli.main(define_flags, run_from_flags, "export", argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from xtremedistil_tf import cli
+
+    cli.run_app(define_flags, run_from_flags)

@@ -67,7 +67,13 @@ flags.DEFINE_bool("teacher_freeze_embeddings", _T.freeze_embeddings,
                   "Fine-tune the teacher without its "
                   "embeddings (much faster with 250k-row multilingual vocabularies).")
 flags.DEFINE_enum("teacher_fine_tune", _T.fine_tune, ["auto", "yes", "no"],
-                  "auto: fine-tune unless the teacher is a ready token classifier.")
+                  "auto: fine-tune unless the teacher is a ready token classifier; yes: also "
+                  "fine-tune a ready one further (its own head and labels, which must cover "
+                  "the data's types).")
+flags.DEFINE_bool("teacher_new_head", _T.new_head, "A ready token classifier as teacher: keep "
+                  "its encoder, drop its head and labels, and fine-tune a new --head on the "
+                  "data's labels (like Hugging Face's ignore_mismatched_sizes). For data with "
+                  "entity types the teacher lacks.")
 flags.DEFINE_bool("aux_heads", False, "Per-layer classifiers on the teacher's layers from "
                   "--aux_from_layer to the last-but-one, trained with the main loss.")
 flags.DEFINE_integer("aux_from_layer", config_lib.AUX_FROM_LAYER,
@@ -128,6 +134,9 @@ flags.DEFINE_bool("export_teacher", _R.export_teacher, "Also export the teacher.
 flags.DEFINE_list("export_formats", list(_R.export_formats), "Export formats, comma list: "
                   "savedmodel (<export_dir>/<name>/), litert (<name>-litert/: model.tflite "
                   "for CPU processes and edge devices), litert_int8 (<name>-litert-int8/).")
+flags.DEFINE_bool("trim_vocab", _R.trim_vocab, "Export the student with only the sub-words of "
+                  "the training and transfer text (+ special tokens): a much smaller embedding "
+                  "table and tokenizer; covered text is tagged the same (see vocab_trim.py).")
 flags.DEFINE_integer("speed_batch_size", _R.speed_batch_size,
                      "Batch size of the speed measurement.")
 flags.DEFINE_integer("speed_seq_length", _R.speed_seq_length,
@@ -192,6 +201,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         freeze_embeddings=f.teacher_freeze_embeddings,
         dropout=f.dropout,
         fine_tune=f.teacher_fine_tune,
+        new_head=f.teacher_new_head,
         aux_from_layer=f.aux_from_layer if f.aux_heads else 0,
         aux_weight=f.aux_weight,
         checkpoint=f.teacher_checkpoint,
@@ -233,6 +243,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         export_name=f.export_name,
         export_teacher=f.export_teacher,
         export_formats=tuple(f.export_formats),
+        trim_vocab=f.trim_vocab,
         speed_batch_size=f.speed_batch_size,
         speed_seq_length=f.speed_seq_length,
         xla=f.xla,

@@ -392,7 +392,9 @@ def map_teacher_labels(teacher_labels: Sequence[str], data_labels: Sequence[str]
         if not found:
             raise ValueError(
                 f"data label {label} (type {entity_type}) has no teacher label; the teacher has "
-                f"{list(teacher_labels)}: choose a teacher that knows {entity_type}"
+                f"{list(teacher_labels)}: add --teacher_new_head (keeps the teacher's encoder, "
+                f"fine-tunes a new head on the data's labels) or choose a teacher that knows "
+                f"{entity_type}"
             )
         mapping[d] = found[0]
     return mapping

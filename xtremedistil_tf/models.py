@@ -244,16 +244,22 @@ def load_tokenizer(name_or_path: str):
     try:
         tok = transformers.AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     except (OSError, ValueError) as e:
-        raise ValueError(
-            f"cannot load a tokenizer from {name_or_path!r} ({str(e).splitlines()[0]})"
-        ) from None
+        first = str(e).splitlines()[0]
+        if "SentencePiece" in first and not transformers.utils.is_sentencepiece_available():
+            # Folders with sentencepiece.bpe.model and no tokenizer.json (XLM-R checkpoints
+            # such as jplu/tf-xlm-r-ner-40-lang) are converted, which needs the package.
+            raise ValueError(
+                f"cannot load the tokenizer of {name_or_path!r}: it has a SentencePiece model "
+                "and no tokenizer.json; pip install sentencepiece==0.2.* (in requirements.txt)"
+            ) from None
+        raise ValueError(f"cannot load a tokenizer from {name_or_path!r} ({first})") from None
     if not tok.is_fast:
         raise ValueError(f"{name_or_path!r} has no fast tokenizer (tokenizer.json); add one")
     return tok
 
 
 def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: str = "softmax",
-                  special_ids=(), aux_from_layer: int = 0):
+                  special_ids=(), aux_from_layer: int = 0, new_head: bool = False):
     """Builds the teacher.
 
     Args:
@@ -264,18 +270,21 @@ def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: st
         special_ids: the tokenizer's special token ids.
         aux_from_layer: if > 0, per-layer classifiers on `hidden_states` aux_from_layer .. L-1
             (block outputs up to the last-but-one; the last block feeds the main head).
+        new_head: a ready token classifier keeps only its encoder and gets a fresh `head` for
+            `labels` (its own classifier and label names are dropped).
 
     Returns:
         (model, teacher_labels, ready): `ready` is True when the checkpoint already was a token
-        classifier, in which case its own head and label names are kept.
+        classifier used with its own head and label names.
     """
     config = read_hf_config(name_or_path)
-    if is_token_classifier(config):
+    if is_token_classifier(config) and not new_head:
         hf = _from_pretrained(transformers.TFAutoModelForTokenClassification, name_or_path)
         teacher_labels = [config.id2label[i] for i in range(len(config.id2label))]
         if head != "softmax":
             raise ValueError(f"--head={head}: {name_or_path} is a ready token classifier with a "
-                             "softmax head, used as is; drop --head or use an encoder checkpoint")
+                             "softmax head, used as is; drop --head, or add --teacher_new_head "
+                             "for a new head on its encoder")
         model = TokenClassifier(_main_layer(hf), len(teacher_labels), dropout,
                                 classifier=hf.classifier, labels=teacher_labels,
                                 special_ids=special_ids, name="teacher")
@@ -356,7 +365,7 @@ def build_student(
             )
         encoder = load_encoder(resolve_student_name(spec))
         if not own_tokenizer and encoder.config.vocab_size != vocab_size:
-            encoder = _with_vocab(encoder, vocab_size)
+            encoder = with_vocab(encoder, vocab_size)
     width = encoder.config.hidden_size
     aux = (stages_lib.msd_layer_pairs(teacher.aux_layers, teacher.num_blocks,
                                       len(encoder.encoder.layer))[0] if msd else ())
@@ -404,6 +413,13 @@ def _selected_encoder(spec: str, teacher: TokenClassifier, vocab_size: int, batc
     head_size = t_cfg.hidden_size // t_cfg.num_attention_heads
     student_init.apply(encoder, teacher.encoder, selection, head_size)
     return encoder, selection
+
+
+def shape_only_batches() -> list[dict]:
+    """A token batch for `build_student(init="select")` when only the architecture matters
+    (weights are restored right after, e.g. by export)."""
+    ids = np.full((1, 4), 5, np.int32)
+    return [{"input_ids": ids, "attention_mask": np.ones_like(ids)}]
 
 
 def check_cut(spec: str, teacher_blocks: int) -> list[int]:
@@ -492,13 +508,16 @@ def _cut_teacher(teacher: TokenClassifier, layers: list[int]):
     return encoder
 
 
-def _with_vocab(encoder, vocab_size: int):
+def with_vocab(encoder, vocab_size: int, overrides: dict | None = None):
     """Returns a copy of `encoder` whose word-embedding matrix has `vocab_size` rows.
 
     All other weights are copied; the word embeddings are left for the caller to set.
+    `overrides` sets config fields of the copy (e.g. a renumbered `pad_token_id`).
     """
     cfg = encoder.config.__class__.from_dict(encoder.config.to_dict())
     cfg.vocab_size = vocab_size
+    for field, value in (overrides or {}).items():
+        setattr(cfg, field, value)
     new = _encoder_from_config(cfg)
     ids = tf.ones((1, 4), tf.int32)
     new(input_ids=ids, attention_mask=ids)
@@ -518,6 +537,12 @@ def count_params(model: keras.Model) -> int:
     return int(
         sum(int(np.prod(v.shape)) for k, vs in groups.items() if k != "projection" for v in vs)
     )
+
+
+def embedding_params(model: keras.Model) -> int:
+    """Parameters of the word-embedding table alone (vocabulary x width): most of a small
+    student on a 250k multilingual vocabulary (see `vocab_trim`)."""
+    return int(np.prod(model.encoder.embeddings.weight.shape))
 
 
 def save_weights(model: TokenClassifier, folder: str, labels: list[str] | None = None) -> float:

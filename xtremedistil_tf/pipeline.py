@@ -34,6 +34,7 @@ from xtremedistil_tf import (
     stages as stages_lib,
     teacher_cache,
     train,
+    vocab_trim,
 )
 
 
@@ -192,6 +193,16 @@ def _zero_shot(splits: dict, extra: list, cfg: config_lib.DataConfig):
     extra = [s for s in extra if s.lang == source] + target
     return splits, extra, {"target": target,
                            "source": [dataclasses.replace(s, tags=None) for s in train]}
+
+
+def teacher_label_ids(teacher_labels: list[str], labels: list[str]) -> dict[str, int]:
+    """Data label -> the id the teacher learns it as: its own index, or for a ready teacher
+    with other label names, the index of the teacher label that feeds it
+    (`labels.map_teacher_labels`: B-PER and I-PER both become an IO teacher's PER)."""
+    if teacher_labels == labels:
+        return {label: i for i, label in enumerate(labels)}
+    mapping = labels_lib.map_teacher_labels(teacher_labels, labels)
+    return {label: int(k) for label, k in zip(labels, mapping, strict=True)}
 
 
 def tokenize(sentences, tokenizer, label_ids, cfg: config_lib.DataConfig) -> Split:
@@ -404,17 +415,20 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     t_tok = models.load_tokenizer(cfg.teacher.model)
     teacher, teacher_labels, ready = models.build_teacher(
         cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
-        cfg.teacher.aux_from_layer)
+        cfg.teacher.aux_from_layer, new_head=cfg.teacher.new_head)
     convert = None
     if teacher_labels != labels:
         labels_lib.map_teacher_labels(teacher_labels, labels)  # fails early if unmappable
         def convert(p):
             return labels_lib.teacher_probs_to_data(p, teacher_labels, labels)
-    t_splits = {k: tokenize(v, t_tok, label_ids, dcfg) for k, v in splits.items()}
+    # A ready teacher fine-tuned further learns gold tags in its own label space.
+    t_label_ids = teacher_label_ids(teacher_labels, labels)
+    t_splits = {k: tokenize(v, t_tok, t_label_ids, dcfg) for k, v in splits.items()}
     _check_plan(cfg, teacher)  # before any fine-tuning
     fine_tune = cfg.teacher.fine_tune == "yes" or (cfg.teacher.fine_tune == "auto" and not ready)
-    if fine_tune and ready:
-        raise ValueError("--teacher_fine_tune=yes needs a teacher without its own labels")
+    if ready and fine_tune:
+        log(f"teacher: fine-tuning the ready token classifier further with its own labels "
+            f"({' '.join(teacher_labels)}; the data's tags mapped to them)")
     t_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, xla=cfg.xla)
     history = []
     teacher_dir = os.path.join(out, "teacher")
@@ -469,7 +483,7 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         s_layers, cfg.distil.logit_loss, cfg.distil.temperature, dcfg.label_all_subwords,
         aux_targets=msd_pairs[1] if msd_pairs else (), msd_beta=cfg.distil.msd_beta,
         mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha)
-    s_splits = (t_splits if s_tok is t_tok
+    s_splits = (t_splits if s_tok is t_tok and t_label_ids == label_ids
                 else {k: tokenize(v, s_tok, label_ids, dcfg) for k, v in splits.items()})
     s_tagger = Tagger(student, s_tok, dcfg, labels, xla=cfg.xla)
     schedule = stages_lib.build_schedule(cfg.distil, student.num_blocks,
@@ -538,7 +552,10 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         report.plot_history(history, os.path.join(out, "curves.png"))
     doc["data"] = {**{k: len(v) for k, v in splits.items()},
                    **{k: len(v) for k, v in unlabelled.items()}}
-    doc["export"] = _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok)
+    doc["export"] = _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok,
+                            unlabelled["transfer"])
+    if "trimmed_vocab" in doc["export"]:
+        doc["student"]["trimmed_vocab"] = doc["export"].pop("trimmed_vocab")
     doc["wall_seconds"] = time.time() - t_start
     doc["peak_rss_mb"] = train.peak_rss_mb()  # of this process (a resumed run: since it resumed)
     report.write_json(os.path.join(out, "metrics.json"), doc)
@@ -643,6 +660,9 @@ def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_
                                     cfg.speed_seq_length)
         entries[name] = report.model_entry(scores, models.count_params(tagger.model),
                                            models.weights_size_mb(folder), timing["ms_per_batch"])
+        # How much of `params` is the word-embedding table (most of a small student on a
+        # 250k multilingual vocabulary; --trim_vocab exports it smaller).
+        entries[name]["embedding_params"] = models.embedding_params(tagger.model)
         entries[name]["dev_f1"] = tagger.score(splits["dev"])["f1"]  # what model choice saw
         entries[name]["timing"] = timing
         if cfg.data.target_langs:
@@ -658,10 +678,18 @@ def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_
     return report.metrics_document(entries["teacher"], entries["student"], extra)
 
 
-def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok) -> dict:
+def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok,
+            transfer) -> dict:
     if state.done("export"):
-        return state.done("export")
+        return dict(state.done("export"))
     name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
+    info = None
+    if cfg.trim_vocab:
+        student, s_tok, info = vocab_trim.trim(student, s_tok,
+                                               vocab_trim.covered_ids(s_tok, transfer))
+        log(f"student vocabulary trimmed to the training and transfer text: "
+            f"{info['vocab'][0]} -> {info['vocab'][1]} sub-words, {info['params'][0]} -> "
+            f"{info['params'][1]} parameters")
     paths = {}
     for which, model, model_labels, tok, model_name in (
             ("student", student, labels, s_tok, name),
@@ -672,7 +700,10 @@ def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok) 
             # "student" / "teacher" name the SavedModel, "student-litert" ... the others.
             paths.update({which if fmt == "savedmodel" else f"{which}-{fmt}": path
                           for fmt, path in done.items()})
-    state.mark("export", paths)
-    for k, p in paths.items():
+    for k, p in list(paths.items()):
         log(f"exported {k} to {p}")
-    return paths
+    if info:
+        info["export_mb"] = export_lib.variables_mb(paths["student"])
+        paths["trimmed_vocab"] = info
+    state.mark("export", paths)
+    return dict(paths)

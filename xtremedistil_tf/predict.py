@@ -16,7 +16,8 @@ Output, in input order, one record per input sentence:
 - `conll`: `token<TAB>tag` lines with a blank line after each sentence; every input word gets
   exactly one tag (long sentences are windowed and merged back);
 - `jsonl`: one JSON object per sentence, `{"text": ..., "entities": [{"text", "type", "start",
-  "end", "score"}]}`, offsets being character offsets in `text` (the input line for raw text;
+  "end", "score", "entity_group", "word"}]}` (the last two: Hugging Face pipeline's names for
+  type and text), offsets being character offsets in `text` (the input line for raw text;
   the words joined by single spaces for CoNLL) and score the mean probability of the entity's
   word tags.
 
@@ -52,8 +53,9 @@ def define_flags() -> None:
     """The CLI's flags; defined only when run as a program, so that importing this module
     next to `xtremedistil_tf.flags` (which has its own --batch_size, --max_seq_length) works."""
     flags.DEFINE_string("model", None, "An exported SavedModel folder "
-                        "(saved_models/<name>/<version>) or LiteRT folder "
-                        "(saved_models/<name>-litert[-int8]/<version>).")
+                        "(saved_models/<name>/<version>), LiteRT folder "
+                        "(saved_models/<name>-litert[-int8]/<version>) or Hugging Face export "
+                        "(saved_models/<name>-hf/<version>).")
     flags.DEFINE_string("input", None, "Raw text (one sentence per line) or CoNLL file.")
     flags.DEFINE_string("output", "-", "Output file ('-': stdout).")
     flags.DEFINE_enum("format", "conll", ["conll", "jsonl"], "conll: token<TAB>tag lines; jsonl: "
@@ -68,12 +70,16 @@ def define_flags() -> None:
 
 class ExportedTagger:
     """An exported model with its labels and tokenizer, read from its `assets/` folder: a
-    SavedModel (`saved_models/<name>/<version>`) or a LiteRT export
-    (`saved_models/<name>-litert[-int8]/<version>`, see `litert`)."""
+    SavedModel (`saved_models/<name>/<version>`), a LiteRT export
+    (`saved_models/<name>-litert[-int8]/<version>`, see `litert`), or from the folder itself
+    (a Hugging Face export, `export_hf`)."""
 
     def __init__(self, model_dir: str):
         import transformers
 
+        if os.path.isfile(os.path.join(model_dir, "config.json")):
+            self._load_hf(model_dir)
+            return
         assets = os.path.join(model_dir, "assets")
         if not os.path.isfile(os.path.join(assets, export_lib.LABELS_FILE)):
             raise ValueError(f"{model_dir}: not an exported model (no assets/labels.txt); give "
@@ -93,6 +99,31 @@ class ExportedTagger:
         def run(input_ids, attention_mask):
             out = self.serve(input_ids=tf.constant(input_ids),
                              attention_mask=tf.constant(attention_mask))
+            return {k: v.numpy() for k, v in out.items()}
+
+        self.run = run
+
+    def _load_hf(self, model_dir: str) -> None:
+        import tensorflow as tf
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(model_dir)
+        self.labels = [config.id2label[i] for i in range(len(config.id2label))]
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        model = transformers.TFAutoModelForTokenClassification.from_pretrained(model_dir)
+
+        @tf.function(reduce_retracing=True)
+        def serve(input_ids, attention_mask):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                           training=False).logits
+            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            return {"label_ids": tf.argmax(probabilities, -1, output_type=tf.int32),
+                    "probabilities": probabilities}
+
+        self.serve = serve
+
+        def run(input_ids, attention_mask):
+            out = serve(tf.constant(input_ids), tf.constant(attention_mask))
             return {k: v.numpy() for k, v in out.items()}
 
         self.run = run
@@ -134,7 +165,9 @@ def word_offsets(text: str) -> list[tuple[int, int]]:
 
 def entity_spans(text: str, offsets: Sequence[tuple[int, int]], tags: Sequence[str],
                  scores: Sequence[float]) -> list[dict]:
-    """IOB2 word tags -> entities `{"text", "type", "start", "end", "score"}`.
+    """IOB2 word tags -> entities `{"text", "type", "start", "end", "score"}`, plus the names
+    Hugging Face's token-classification pipeline gives them: `entity_group` (= type) and
+    `word` (= text), so code written for either reads both.
 
     An `I-` tag that does not continue an entity of its type starts one (as seqeval reads it);
     the score is the mean probability of the entity's word tags, rounded to 4 places.
@@ -146,9 +179,9 @@ def entity_spans(text: str, offsets: Sequence[tuple[int, int]], tags: Sequence[s
         if current and not (tag.startswith("I-") and kind == current[0]):
             t, a, b = current
             start, end = offsets[a][0], offsets[b][1]
+            score = round(float(np.mean([float(s) for s in scores[a:b + 1]])), 4)
             spans.append({"text": text[start:end], "type": t, "start": start, "end": end,
-                          "score": round(float(np.mean([float(s) for s in scores[a:b + 1]])),
-                                         4)})
+                          "score": score, "entity_group": t, "word": text[start:end]})
             current = None
         if kind and current is None:
             current = [kind, i, i]
@@ -318,6 +351,9 @@ def main(argv):
         if not getattr(FLAGS, name):
             print(f"error: --{name} is required", file=sys.stderr)
             return 2
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # load reports of HF exports are noise
     out = None
     try:
         out = sys.stdout if FLAGS.output == "-" else open(FLAGS.output, "w", encoding="utf-8")

@@ -3,15 +3,11 @@
 Prints a markdown table with, per split: sentences, tokens, unique tokens, mean and max sentence
 length, entities (number of B- tags after conversion to IOB2) and the count of every tag; then one
 row per split and language when the data names its languages. A bad file prints its one-line
-DataError on stderr and exits with status 2.
-
-This is a small standalone command, so it parses its own arguments with argparse instead of the
-package's absl flags.
+DataError on stderr and exits with status 2. Flags are absl flags, as in every command (`cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -107,23 +103,32 @@ def read_split(
     return sentences, notes
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m xtremedistil_tf.stats", description="Print NER dataset statistics."
-    )
+def define_flags(fv) -> None:
+    """The command's flags, defined into `fv` (see `cli`)."""
+    from absl import flags
+
     for split in _SPLITS:
-        parser.add_argument(f"--{split}_file", help=f"{split} CoNLL file(s), comma-separated")
-    parser.add_argument("--transfer_file", help="unlabelled transfer text file(s)")
-    parser.add_argument("--tag_scheme", default="auto", choices=labels.SCHEMES)
-    args = parser.parse_args(argv)
-    if not any(getattr(args, f"{split}_file") for split in (*_SPLITS, "transfer")):
-        parser.error("give at least one of --train_file, --dev_file, --test_file, --transfer_file")
-    return args
+        flags.DEFINE_string(f"{split}_file", None, f"{split} CoNLL file(s), comma-separated.",
+                            flag_values=fv)
+    flags.DEFINE_string("transfer_file", None, "Unlabelled transfer text file(s).",
+                        flag_values=fv)
+    flags.DEFINE_enum("tag_scheme", "auto", list(labels.SCHEMES), "Tag scheme of the files.",
+                      flag_values=fv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command; returns the exit status (0, or 2 for bad data)."""
-    args = _parse_args(argv)
+    """Runs the command on the flags `argv`; returns the exit status (0, or 2 for bad input)."""
+    from xtremedistil_tf import cli
+
+    return cli.main(define_flags, run_from_flags, "stats", argv)
+
+
+def run_from_flags(args) -> int:
+    """Prints the statistics the parsed flags ask for; returns the exit status."""
+    if not any(getattr(args, f"{split}_file") for split in (*_SPLITS, "transfer")):
+        print("error: give at least one of --train_file, --dev_file, --test_file, "
+              "--transfer_file", file=sys.stderr)
+        return 2
     splits = [(split, getattr(args, f"{split}_file"), True) for split in _SPLITS]
     splits.append(("transfer", args.transfer_file, False))
     stats, notes = {}, []
@@ -143,4 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xtremedistil_tf import cli
+
+    cli.run_app(define_flags, run_from_flags)
