@@ -2,6 +2,9 @@
 
 import os
 
+# The suite never reaches the Hugging Face hub: every model is a local folder (subprocesses too).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import pytest
 
