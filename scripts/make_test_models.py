@@ -24,11 +24,11 @@ from xtremedistil_tf import startup
 if __name__ == "__main__":  # TensorFlow's start-up lines stay out of the output
     startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
 
-import numpy as np
 import tensorflow as tf
 import transformers
 from safetensors.numpy import save_file
-from transformers.modeling_tf_pytorch_utils import convert_tf_weight_name_to_pt_weight_name
+
+from xtremedistil_tf.export_hf import pytorch_state_dict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
@@ -55,19 +55,6 @@ def config(vocab_size: int, **kwargs) -> transformers.BertConfig:
     return transformers.BertConfig(
         vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=128, **kwargs)
-
-
-def pytorch_state_dict(model) -> dict[str, np.ndarray]:
-    """The model's weights with PyTorch names and layouts (kernels transposed)."""
-    state = {}
-    for v in model.weights:
-        name, transpose = convert_tf_weight_name_to_pt_weight_name(
-            v.name, tf_weight_shape=v.shape)
-        value = v.numpy()
-        if transpose.name == "SIMPLE":
-            value = value.T
-        state[name] = np.ascontiguousarray(value)
-    return state
 
 
 def main():
