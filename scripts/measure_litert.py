@@ -171,18 +171,9 @@ def main(argv=None) -> int:
 
 def _fixed_shape_file(model, work: str, batch: int, length: int):
     """A float32 `.tflite` converted for exactly `[batch, length]` inputs, as a callable."""
-    from xtremedistil_tf import crf
-
-    spec = [tf.TensorSpec([batch, length], tf.int32, name="input_ids"),
-            tf.TensorSpec([batch, length], tf.int32, name="attention_mask")]
-    serve = tf.function(lambda input_ids, attention_mask: export.serving_outputs(
-        model, input_ids, attention_mask), input_signature=spec)
-    with crf.without_tensor_lists():
-        concrete = serve.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
     path = os.path.join(work, f"fixed-{batch}x{length}.tflite")
     with open(path, "wb") as f:
-        f.write(converter.convert())
+        f.write(litert.convert(model, batch=batch, length=length))
     return litert.Model(path)
 
 

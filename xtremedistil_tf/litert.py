@@ -80,12 +80,14 @@ def _first_error(text: str) -> str:
     return lines[0] if lines else "unknown converter error"
 
 
-def convert(model, quantize: str = "none") -> bytes:
+def convert(model, quantize: str = "none", batch: int | None = None,
+            length: int | None = None) -> bytes:
     """The `.tflite` flatbuffer of a `TokenClassifier`'s serving computation.
 
     Args:
         model: a `TokenClassifier` (float32; any head).
         quantize: `none` or `dynamic_int8`.
+        batch, length: fixed input shape (None: resized at run time, what exports use).
 
     Raises:
         ConversionError: an op has no builtin LiteRT kernel (the message names it).
@@ -94,8 +96,8 @@ def convert(model, quantize: str = "none") -> bytes:
 
     if quantize not in QUANTIZE:
         raise ValueError(f"--quantize={quantize}: use one of {', '.join(QUANTIZE)}")
-    spec = [tf.TensorSpec([None, None], tf.int32, name="input_ids"),
-            tf.TensorSpec([None, None], tf.int32, name="attention_mask")]
+    spec = [tf.TensorSpec([batch, length], tf.int32, name="input_ids"),
+            tf.TensorSpec([batch, length], tf.int32, name="attention_mask")]
     serve = tf.function(lambda input_ids, attention_mask: export.serving_outputs(
         model, input_ids, attention_mask), input_signature=spec)
     with crf.without_tensor_lists():

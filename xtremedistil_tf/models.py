@@ -402,11 +402,11 @@ def _selected_encoder(spec: str, teacher: TokenClassifier, vocab_size: int, batc
     cfg.hidden_size, cfg.num_hidden_layers = hidden, n_layers
     cfg.num_attention_heads, cfg.intermediate_size = n_heads, intermediate
     cfg.vocab_size = vocab_size
+    if batches is None:
+        raise ValueError("--student_init=select needs text to measure the teacher on")
     encoder = _encoder_from_config(cfg)
     ids = tf.ones((1, 4), tf.int32)
     encoder(input_ids=ids, attention_mask=ids)
-    if batches is None:
-        raise ValueError("--student_init=select needs text to measure the teacher on")
     importance = student_init.measure(teacher.encoder, batches)
     selection = student_init.choose(importance, teacher.num_blocks, n_layers, hidden, n_heads,
                                     intermediate)
