@@ -58,6 +58,35 @@ def test_save_and_reload_gives_identical_outputs(teacher, tmp_path):
                                atol=1e-6)
 
 
+def test_ready_teacher_and_crf_models_are_rebuilt_from_their_folders(tmp_path):
+    """`load_model` needs only the folder: a ready token classifier (its own head and labels,
+    no pooler) and a CRF teacher with per-layer classifiers come back with identical outputs."""
+    ready, ready_labels, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert_ner"),
+                                                  LABELS, 0.0)
+    crf, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.0,
+                                     head="attention_crf", special_ids=(2, 3), aux_from_layer=1)
+    for model, labels in ((ready, ready_labels), (crf, LABELS)):
+        folder = str(tmp_path / model.name / "teacher")
+        models.save_weights(model, folder, labels)
+        again, read = models.load_model(folder)
+        assert read == labels and again.get_config() == model.get_config()
+        out, expected = again(IDS), model(IDS)
+        np.testing.assert_allclose(out["logits"], expected["logits"], atol=1e-6)
+        for a, b in zip(out.get("aux_logits", []), expected.get("aux_logits", []), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_array_equal(again.decode(out["logits"], **IDS),
+                                      model.decode(expected["logits"], **IDS))
+
+
+def test_a_folder_without_its_encoder_config_is_a_one_line_error(teacher, tmp_path):
+    folder = str(tmp_path / "student")
+    models.save_weights(teacher, folder, LABELS)
+    os.remove(os.path.join(folder, models.ENCODER_FILE))
+    with pytest.raises(ValueError, match="encoder.json") as e:
+        models.load_model(folder)
+    assert "\n" not in str(e.value)
+
+
 def test_student_cut_from_teacher_copies_layers(teacher):
     student = models.build_student("teacher:1", teacher, len(LABELS), 185, 0, 32, 0.1, False)
     assert student.num_blocks == 1

@@ -212,26 +212,26 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
 
 
 def test_resume_tolerates_fields_added_at_their_defaults(tmp_path):
-    from xtremedistil_tf import config, pipeline
+    from xtremedistil_tf import config, run_state
 
     cfg = config.RunConfig(
         data=config.DataConfig(train_files=("a",), dev_files=("b",), test_files=("c",)),
         teacher=config.TeacherConfig(model="m"), student=config.StudentConfig(model="s"),
         distil=config.DistilConfig(), output_dir=str(tmp_path))
-    state = pipeline.RunState(str(tmp_path), cfg)
+    state = run_state.RunState(str(tmp_path), cfg)
     state.mark("teacher", {"history": []})
     saved = json.loads((tmp_path / "state.json").read_text())
     del saved["settings"]["distil"]["mtmt_alpha"]  # as written by a version before that field
     del saved["settings"]["tpu"]
     (tmp_path / "state.json").write_text(json.dumps(saved))
-    assert pipeline.RunState(str(tmp_path), cfg).done("teacher") == {"history": []}
+    assert run_state.RunState(str(tmp_path), cfg).done("teacher") == {"history": []}
     import dataclasses
 
     changed = dataclasses.replace(cfg, distil=config.DistilConfig(mtmt_alpha=2.0))
     with pytest.raises(ValueError, match=r"distil.mtmt_alpha: \(unset\) -> 2.0"):
-        pipeline.RunState(str(tmp_path), changed)
+        run_state.RunState(str(tmp_path), changed)
     with pytest.raises(ValueError, match="teacher.model: m -> n"):
-        pipeline.RunState(str(tmp_path), dataclasses.replace(
+        run_state.RunState(str(tmp_path), dataclasses.replace(
             cfg, teacher=config.TeacherConfig(model="n")))
 
 

@@ -232,7 +232,7 @@ def test_serving_default_rejects_bad_inputs_clearly(text_export):
 
 def test_export_command_rebuilds_a_run(tmp_path):
     """A run folder as run_distil.py leaves it (relative paths from its working directory)."""
-    from xtremedistil_tf import pipeline
+    from xtremedistil_tf import run_data
 
     (tmp_path / "data").mkdir()
     for name in ("tiny_train.conll", "tiny_dev.conll", "tiny_test.conll"):
@@ -252,14 +252,15 @@ def test_export_command_rebuilds_a_run(tmp_path):
         cfg.data, train_files=(str(tmp_path / "data/tiny_train.conll"),),
         dev_files=(str(tmp_path / "data/tiny_dev.conll"),),
         test_files=(str(tmp_path / "data/tiny_test.conll"),)))
-    labels = pipeline.load_data(absolute.data).labels
+    labels = run_data.load_data(absolute.data).labels
     tok = models.load_tokenizer(cfg.teacher.model)
     teacher, _, _ = models.build_teacher(cfg.teacher.model, labels, 0.1, "softmax",
                                          tok.all_special_ids)
     student = models.build_student("l1-h16", teacher, len(labels), len(tok), tok.pad_token_id,
                                    32, 0.1, False, "softmax", labels, tok.all_special_ids)
-    models.save_weights(teacher, str(run / "teacher"))
-    models.save_weights(student, str(run / "student"))
+    models.save_weights(teacher, str(run / "teacher"), labels, tok)
+    models.save_weights(student, str(run / "student"), labels, tok)
+    shutil.rmtree(tmp_path / "data")  # export reads the run folder only, never the data
 
     assert export.main(["--run_dir", str(run)]) == 0
     path = tmp_path / "exports" / "run" / "1"
@@ -287,9 +288,13 @@ def test_export_command_rebuilds_a_run(tmp_path):
                for n in f.node_def if n.op in ("MatMul", "BatchMatMulV2")]
     assert matmuls and set(matmuls) == {tf.bfloat16.as_datatype_enum}
     assert export.main(["--run_dir", str(tmp_path / "nowhere")]) == 2
-    # A checkpoint that does not fit the rebuilt model is refused, never half loaded.
-    shutil.rmtree(run / "student")
-    shutil.copytree(run / "teacher", run / "student")
+    # Weights that do not fit the model their folder describes are refused, never half loaded.
+    for f in os.listdir(run / "student"):
+        if f.startswith("weights"):
+            os.remove(run / "student" / f)
+    for f in os.listdir(run / "teacher"):
+        if f.startswith("weights"):
+            shutil.copy(run / "teacher" / f, run / "student" / f)
     assert export.main(["--run_dir", str(run)]) == 2
 
 

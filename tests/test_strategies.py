@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import config, labels as labels_lib, losses, pipeline, stages
+from xtremedistil_tf import config, labels as labels_lib, losses, run_data, stages
 from conftest import REPO, fixture_path
 
 
@@ -139,7 +139,7 @@ def _data_config(**kw):
 def test_zero_shot_split_keeps_target_labels_out_of_training():
     cfg = _data_config(train_files=(f"en={fixture_path('tiny_train.conll')}",
                                     f"de={fixture_path('tiny_de_test.conll')}"))
-    loaded = pipeline.load_data(cfg)
+    loaded = run_data.load_data(cfg)
     assert loaded.config.target_langs == ("de",)  # inferred: every other language
     assert {s.lang for s in loaded.splits["train"]} == {"en"}
     assert {s.lang for s in loaded.splits["dev"]} == {"en"}
@@ -160,7 +160,7 @@ def test_zero_shot_split_keeps_target_labels_out_of_training():
 ])
 def test_zero_shot_data_errors_say_what_to_fix(change, needle):
     with pytest.raises(ValueError, match=needle):
-        pipeline.load_data(_data_config(**change))
+        run_data.load_data(_data_config(**change))
 
 
 def test_strategy_settings_are_checked():

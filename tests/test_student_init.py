@@ -188,14 +188,19 @@ def test_select_layers_are_evenly_spaced_with_first_and_last():
     assert student_init.select_layers(12, 1) == [11]
 
 
-def test_a_rebuilt_select_student_has_the_same_variables(tmp_path):
-    """export rebuilds a run's student from a dummy batch, then restores its weights."""
-    teacher = _teacher()
-    trained = models.build_student("l2-h16", teacher, 5, VOCAB, 0, 40, 0.0, False,
+def test_a_saved_student_is_rebuilt_from_its_folder_alone(tmp_path):
+    """export rebuilds a run's student from student/ (no teacher, no selection text)."""
+    teacher = _teacher("xlmr")
+    trained = models.build_student("l2-h16", teacher, 5, VOCAB, 1, 40, 0.0, False,
                                    init="select", select_batches=_batches())
-    models.save_weights(trained, str(tmp_path / "student"))
-    rebuilt = models.build_student("l2-h16", teacher, 5, VOCAB, 0, 40, 0.0, False,
-                                   init="select", select_batches=models.shape_only_batches())
-    models.load_weights(rebuilt, str(tmp_path / "student"))
+    labels = ["O", "B-A", "I-A", "B-B", "I-B"]
+    models.save_weights(trained, str(tmp_path / "student"), labels)
+    del teacher
+    rebuilt, read = models.load_model(str(tmp_path / "student"))
+    assert read == labels and rebuilt.name == "student"
     for a, b in zip(trained.weights, rebuilt.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    batch = _batches(1)[0]
+    np.testing.assert_allclose(rebuilt(batch)["logits"], trained(batch)["logits"], atol=1e-6)
+    assert rebuilt.projection is not None and rebuilt.encoder.pooler is None
+

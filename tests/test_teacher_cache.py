@@ -140,7 +140,7 @@ def _dcfg(transfer, **kw):
 def test_transfer_files_drop_their_tags_and_never_are_dev_or_test(tmp_path):
     from conftest import fixture_path
 
-    from xtremedistil_tf import pipeline
+    from xtremedistil_tf import run_data
 
     rows = open(fixture_path("tiny_test.conll"), encoding="utf-8").read().splitlines()
     rng = np.random.default_rng(0)
@@ -151,10 +151,10 @@ def test_transfer_files_drop_their_tags_and_never_are_dev_or_test(tmp_path):
     copy.write_text("\n".join(rows) + "\n", encoding="utf-8")
     other = tmp_path / "scrambled.conll"
     other.write_text(scrambled, encoding="utf-8")
-    a = pipeline.load_data(_dcfg((f"de={copy}",))).unlabelled["transfer"]
-    b = pipeline.load_data(_dcfg((f"de={other}",))).unlabelled["transfer"]
+    a = run_data.load_data(_dcfg((f"de={copy}",))).unlabelled["transfer"]
+    b = run_data.load_data(_dcfg((f"de={other}",))).unlabelled["transfer"]
     assert [(s.words, s.lang) for s in a] == [(s.words, s.lang) for s in b]
     assert all(s.tags is None for s in a)
     assert sum(s.lang == "de" for s in a) == sum(1 for _ in data.read_conll(str(copy)))
     with pytest.raises(data.DataError, match="also a dev or test file"):
-        pipeline.load_data(_dcfg((fixture_path("tiny_test.conll"),)))
+        run_data.load_data(_dcfg((fixture_path("tiny_test.conll"),)))

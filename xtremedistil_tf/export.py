@@ -341,24 +341,6 @@ def _run_config(run_dir: str):
     return cfg, state.get("done", {})
 
 
-def _load_checked(model, folder: str) -> None:
-    """Restores `folder`'s weights strictly and checks the saved model config agrees."""
-    from xtremedistil_tf import models
-
-    models.load_weights(model, folder)
-    _check_config(model, folder)
-
-
-def _check_config(model, folder: str) -> None:
-    with open(os.path.join(folder, "model.json"), encoding="utf-8") as f:
-        saved = json.load(f)
-    built = json.loads(json.dumps(model.get_config()))
-    # Older runs wrote fewer keys; every key they wrote must agree.
-    if any(built.get(k) != v for k, v in saved.items()):
-        raise ValueError(f"{folder}/model.json is {saved} but the run's flags rebuild {built}; "
-                         "was the run folder made by another version?")
-
-
 PRECISIONS = ("float32", "bfloat16")
 FORMATS = ("savedmodel", "litert", "hf")  # --format of this command (LiteRT takes --quantize)
 
@@ -385,31 +367,22 @@ def rebuild(run_dir: str, which: str = "student", precision: str = "float32"):
 
 
 def _rebuild(run_dir: str, which: str):
-    from xtremedistil_tf import models, pipeline
+    """The run's `which` model from its own folder (`models.load_model`: no teacher, no data),
+    with the tokenizer it reads (saved beside it; runs that did not save it name it)."""
+    from xtremedistil_tf import models
 
-    cfg, done = _run_config(run_dir)
+    cfg, _ = _run_config(run_dir)
     folder = os.path.join(run_dir, which)
     if not os.path.isfile(os.path.join(folder, "model.json")):
         raise ValueError(f"{folder}: no trained {which} (model.json) in this run; let the run "
                          "finish first")
-    labels = pipeline.load_data(cfg.data).labels
-    t_tok = models.load_tokenizer(cfg.teacher.model)
-    teacher, teacher_labels, _ = models.build_teacher(
-        cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
-        cfg.teacher.aux_from_layer, new_head=cfg.teacher.new_head)
-    if which == "teacher":
-        _load_checked(teacher, folder)
-        return cfg, teacher, teacher_labels, t_tok
-    s_tok = (models.load_tokenizer(models.resolve_student_name(cfg.student.model))
-             if cfg.student.own_tokenizer else t_tok)
-    student = models.build_student(
-        cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
-        cfg.data.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
-        cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
-        msd=cfg.strategy == "msd", init=cfg.student.init,
-        select_batches=models.shape_only_batches())  # the weights are loaded next
-    _load_checked(student, folder)
-    return cfg, student, labels, s_tok
+    model, labels = models.load_model(folder, name=which)
+    saved = os.path.join(folder, models.TOKENIZER_DIR)
+    own = which == "student" and cfg.student.own_tokenizer
+    tokenizer = models.load_tokenizer(
+        saved if os.path.isdir(saved)
+        else models.resolve_student_name(cfg.student.model) if own else cfg.teacher.model)
+    return cfg, model, labels, tokenizer
 
 
 # --export_formats of a run: litert_int8 = litert with --quantize=dynamic_int8.
@@ -493,9 +466,9 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
 
 def _trimmed(cfg, model, tokenizer):
     """The model and tokenizer with only the sub-words of the run's training and transfer text."""
-    from xtremedistil_tf import pipeline, vocab_trim
+    from xtremedistil_tf import run_data, vocab_trim
 
-    transfer = pipeline.load_data(cfg.data).unlabelled["transfer"]
+    transfer = run_data.load_data(cfg.data).unlabelled["transfer"]
     model, tokenizer, info = vocab_trim.trim(model, tokenizer,
                                              vocab_trim.covered_ids(tokenizer, transfer))
     print(f"vocabulary trimmed: {info['vocab'][0]} -> {info['vocab'][1]} sub-words, "

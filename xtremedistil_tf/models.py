@@ -38,6 +38,8 @@ STUDENT_SHORT_NAMES = {
 _PRESET = re.compile(r"^l(\d+)-h(\d+)$")
 _CUT = re.compile(r"^teacher:(\d+(,\d+)*)$")
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
+ENCODER_FILE = "encoder.json"  # written by `save_weights`, read by `load_model`
+TOKENIZER_DIR = "tokenizer"  # the tokenizer a saved model reads, beside its weights
 
 
 class TokenClassifier(keras.Model):
@@ -415,13 +417,6 @@ def _selected_encoder(spec: str, teacher: TokenClassifier, vocab_size: int, batc
     return encoder, selection
 
 
-def shape_only_batches() -> list[dict]:
-    """A token batch for `build_student(init="select")` when only the architecture matters
-    (weights are restored right after, e.g. by export)."""
-    ids = np.full((1, 4), 5, np.int32)
-    return [{"input_ids": ids, "attention_mask": np.ones_like(ids)}]
-
-
 def check_cut(spec: str, teacher_blocks: int) -> list[int]:
     """The teacher layers of a `teacher:i,j,...` student; fails for layers the teacher lacks.
 
@@ -487,13 +482,18 @@ def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int,
     return int(cfg.num_hidden_layers)
 
 
-def _encoder_from_config(cfg):
-    """A randomly initialised main layer for `cfg`, without the pooler where the class allows."""
-    try:
-        hf = transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False)
-    except TypeError:  # RoBERTa-style classes take no add_pooling_layer here
-        hf = transformers.TFAutoModel.from_config(cfg)
-    return _main_layer(hf)
+def _encoder_from_config(cfg, pooler: bool = False):
+    """A randomly initialised main layer for `cfg` (its variables are made on the first call).
+
+    Without `pooler`, the main layer has none (tagging never uses it), whatever the class's
+    default: `TFAutoModel.from_config` only names the main-layer class here, nothing is built.
+    """
+    main = _main_layer(transformers.TFAutoModel.from_config(cfg))
+    return type(main)(cfg, add_pooling_layer=pooler, name=main.name)
+
+
+def _has_pooler(encoder) -> bool:
+    return getattr(encoder, "pooler", None) is not None
 
 
 def _cut_teacher(teacher: TokenClassifier, layers: list[int]):
@@ -518,7 +518,7 @@ def with_vocab(encoder, vocab_size: int, overrides: dict | None = None):
     cfg.vocab_size = vocab_size
     for field, value in (overrides or {}).items():
         setattr(cfg, field, value)
-    new = _encoder_from_config(cfg)
+    new = _encoder_from_config(cfg, pooler=_has_pooler(encoder))
     ids = tf.ones((1, 4), tf.int32)
     new(input_ids=ids, attention_mask=ids)
 
@@ -545,13 +545,24 @@ def embedding_params(model: keras.Model) -> int:
     return int(np.prod(model.encoder.embeddings.weight.shape))
 
 
-def save_weights(model: TokenClassifier, folder: str, labels: list[str] | None = None) -> float:
-    """Writes the model's weights (and label names) under `folder` atomically; returns MB."""
+def save_weights(model: TokenClassifier, folder: str, labels: list[str] | None = None,
+                 tokenizer=None) -> float:
+    """Writes the model's weights (and label names) under `folder` atomically; returns MB.
+
+    Next to the weights go `model.json` (the `TokenClassifier`'s settings), `encoder.json`
+    (the encoder's Hugging Face config) and, when given, the tokenizer it reads (`tokenizer/`):
+    `load_model` rebuilds the model from the folder alone.
+    """
     tmp = folder + ".tmp"
     tf.io.gfile.makedirs(tmp)
     model.save_weights(os.path.join(tmp, "weights"))
     with open(os.path.join(tmp, "model.json"), "w") as f:
         json.dump(model.get_config(), f)
+    with open(os.path.join(tmp, ENCODER_FILE), "w") as f:  # enough to rebuild it: `load_model`
+        json.dump({"config": model.encoder.config.to_dict(),
+                   "pooler": _has_pooler(model.encoder)}, f, indent=1)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(os.path.join(tmp, TOKENIZER_DIR))
     if labels is not None:
         with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as f:
             f.write("".join(f"{label}\n" for label in labels))
@@ -617,3 +628,37 @@ def load_weights(model: TokenClassifier, folder: str) -> None:
             "variables of this model; it was written by another version of xtremedistil_tf or "
             "with other settings: rerun the training, or use a new --output_dir") from None
     status.expect_partial()
+
+
+def load_model(folder: str, name: str | None = None) -> tuple[TokenClassifier, list[str]]:
+    """Rebuilds the model that `save_weights` wrote to `folder`, with its weights and labels.
+
+    Needs nothing but the folder: no teacher, no data, no hub (its tokenizer, if saved, is
+    `load_tokenizer(os.path.join(folder, TOKENIZER_DIR))`). `name` defaults to the folder's
+    name (`teacher`, `student`).
+    """
+    needed = ("model.json", ENCODER_FILE, "labels.txt")
+    missing = [f for f in needed if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise ValueError(f"{folder}: no {', '.join(missing)}; give a teacher/ or student/ "
+                         "folder of a finished run (older versions did not write "
+                         f"{ENCODER_FILE}: rerun the training there)")
+    with open(os.path.join(folder, "model.json"), encoding="utf-8") as f:
+        settings = json.load(f)
+    with open(os.path.join(folder, ENCODER_FILE), encoding="utf-8") as f:
+        saved = json.load(f)
+    with open(os.path.join(folder, "labels.txt"), encoding="utf-8") as f:
+        labels = [line.rstrip("\n") for line in f if line.strip()]
+    config = dict(saved["config"])
+    hf_config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    encoder = _encoder_from_config(hf_config, pooler=saved["pooler"])
+    model = TokenClassifier(
+        encoder, settings["num_labels"], settings["dropout"],
+        projection_dim=settings["projection_dim"], head=settings["head"], labels=labels,
+        special_ids=settings["special_ids"], aux_layers=settings["aux_layers"],
+        name=name or os.path.basename(os.path.normpath(folder))).build_with_dummy()
+    if model.num_labels != len(labels):
+        raise ValueError(f"{folder}: labels.txt has {len(labels)} labels but the model "
+                         f"{model.num_labels}; was the folder edited?")
+    load_weights(model, folder)
+    return model, labels

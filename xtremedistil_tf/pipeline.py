@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -30,6 +29,8 @@ from xtremedistil_tf import (
     labels as labels_lib,
     models,
     report,
+    run_data,
+    run_state,
     speed,
     stages as stages_lib,
     teacher_cache,
@@ -52,147 +53,6 @@ class Split:
     @property
     def lengths(self) -> list[int]:
         return [len(s.words) for s in self.sentences]
-
-
-class RunState:
-    """Which steps of a run are finished (`state.json`), for resuming.
-
-    A folder is resumed only by a run with the same settings (`config.setting_changes`: fields
-    added by a newer version of this package count only when set away from their defaults).
-    """
-
-    def __init__(self, output_dir: str, cfg: config_lib.RunConfig):
-        self.path = os.path.join(output_dir, "state.json")
-        self.state = {"settings": json.loads(json.dumps(dataclasses.asdict(cfg))), "done": {}}
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                previous = json.load(f)
-            changes = config_lib.setting_changes(previous.get("settings", {}), cfg)
-            if changes:
-                raise ValueError(
-                    f"{output_dir} holds a run with other settings ({'; '.join(changes[:3])}); "
-                    "use a new --output_dir, or delete that folder to start again")
-            self.state = previous
-
-    def done(self, step: str):
-        return self.state["done"].get(step)
-
-    def mark(self, step: str, info) -> None:
-        self.state["done"][step] = info
-        report.write_json(self.path, self.state)
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclasses.dataclass
-class Data:
-    """What `load_data` read.
-
-    Attributes:
-        splits: "train", "dev", "test" labelled sentences (IOB2). Under the zero-shot protocol
-            train and dev hold the source language only.
-        labels: the label list (from train), O first.
-        unlabelled: "transfer" (what the XtremeDistil stages distil on: the training sentences
-            without tags plus the transfer files) and, under the zero-shot protocol, "target"
-            (target-language text, tags dropped) and "source" (source training sentences).
-        config: the data config, with `target_langs` filled in when it was left empty.
-    """
-
-    splits: dict[str, list[data_lib.Sentence]]
-    labels: list[str]
-    unlabelled: dict[str, list[data_lib.Sentence]]
-    config: config_lib.DataConfig
-
-
-def load_data(cfg: config_lib.DataConfig) -> Data:
-    """Reads, validates and converts the data (see `Data`)."""
-    splits = {}
-    for name, files in (("train", cfg.train_files), ("dev", cfg.dev_files),
-                        ("test", cfg.test_files)):
-        sentences = data_lib.read_labelled_files(files)
-        sentences, info = labels_lib.convert_sentences(sentences, cfg.tag_scheme, ",".join(files))
-        if info["repaired"]:
-            log(f"warning: {name}: {info['repaired']} tags repaired while converting "
-                f"{info['scheme']} to IOB2")
-        splits[name] = sentences
-    if cfg.transfer_files:
-        _check_transfer_files(cfg)
-    extra = data_lib.read_unlabelled_files(cfg.transfer_files) if cfg.transfer_files else []
-    unlabelled = {}
-    if cfg.source_lang:
-        if not cfg.target_langs:  # every other language of the unlabelled text
-            found = {s.lang for s in splits["train"] + extra} - {cfg.source_lang, None}
-            cfg = dataclasses.replace(cfg, target_langs=tuple(sorted(found)))
-        splits, extra, unlabelled = _zero_shot(splits, extra, cfg)
-    labels = labels_lib.label_list(splits["train"])
-    for name in ("dev", "test"):
-        labels_lib.check_labels_known(splits[name], labels, name)
-    unlabelled["transfer"] = [dataclasses.replace(s, tags=None) for s in splits["train"]] + extra
-    return Data(splits, labels, unlabelled, cfg)
-
-
-def _check_transfer_files(cfg: config_lib.DataConfig) -> None:
-    """Dev and test files are never transfer text (the student would distil on them)."""
-    def real(specs):
-        return {os.path.realpath(data_lib.file_language(p)[1]): p
-                for p in data_lib.split_paths(specs)}
-    held_out = {**real(cfg.dev_files), **real(cfg.test_files)}
-    for path, spec in real(cfg.transfer_files).items():
-        if path in held_out:
-            raise data_lib.DataError(spec, "this --transfer_file is also a dev or test file",
-                                     "distil on training or other unlabelled text only")
-
-
-def _zero_shot(splits: dict, extra: list, cfg: config_lib.DataConfig):
-    """Splits the data by language for the zero-shot protocol (see `DataConfig`).
-
-    Target-language tags in the training files are dropped here, before anything else sees
-    them: under this protocol gold target labels are read by evaluation only.
-    """
-    source, targets = cfg.source_lang, set(cfg.target_langs)
-    for name, sentences in (("train", splits["train"]), ("dev", splits["dev"]),
-                            ("test", splits["test"]), ("transfer", extra)):
-        for s in sentences:
-            if s.lang is None:
-                raise data_lib.DataError(
-                    s.source, f"a {name} sentence without a language under --source_lang",
-                    "give the file as lang=path (e.g. de=dev.conll) or use lang:token prefixes")
-            if name in ("train", "transfer") and s.lang != source and s.lang not in targets:
-                raise data_lib.DataError(
-                    s.source, f"language {s.lang} is neither --source_lang={source} nor one of "
-                    f"--target_langs={','.join(cfg.target_langs)}", "add it to --target_langs "
-                    "or leave its file out")
-    train = [s for s in splits["train"] if s.lang == source]
-    dev = [s for s in splits["dev"] if s.lang == source]
-    target = [dataclasses.replace(s, tags=None) for s in splits["train"] + extra
-              if s.lang in targets]
-    where = ",".join(cfg.train_files)
-    if not train:
-        raise data_lib.DataError(where, f"no {source} sentences in --train_file",
-                                 f"give {source}=path or {source}:token files")
-    if not targets:
-        raise data_lib.DataError(where, f"no text in a language other than {source}",
-                                 "add target-language text: --transfer_file=de=path")
-    if not dev:
-        raise data_lib.DataError(",".join(cfg.dev_files), f"no {source} dev sentences",
-                                 "model choice uses the source language's dev set: add one")
-    for lang in cfg.target_langs:
-        if not any(s.lang == lang for s in target):
-            raise data_lib.DataError(where, f"no {lang} text for target language {lang}",
-                                     f"add --transfer_file={lang}=path or {lang} sentences to "
-                                     "--train_file (their tags are not used)")
-        if not any(s.lang == lang for s in splits["test"]):
-            raise data_lib.DataError(",".join(cfg.test_files), f"no {lang} test sentences",
-                                     f"add {lang}=path to --test_file to score {lang}")
-    log(f"zero-shot: {source} labels train ({len(train)} sentences); "
-        f"{len(target)} unlabelled sentences of {','.join(cfg.target_langs)}; model choice on "
-        f"{source} dev only ({len(dev)} sentences; {len(splits['dev']) - len(dev)} dev "
-        "sentences of other languages unused)")
-    splits = {"train": train, "dev": dev, "test": splits["test"]}
-    extra = [s for s in extra if s.lang == source] + target
-    return splits, extra, {"target": target,
-                           "source": [dataclasses.replace(s, tags=None) for s in train]}
 
 
 def teacher_label_ids(teacher_labels: list[str], labels: list[str]) -> dict[str, int]:
@@ -341,7 +201,7 @@ def _similarity_teacher(cfg, state, labels, t_tok, t_splits, history):
                         weight_decay=cfg.teacher.weight_decay,
                         warmup_ratio=cfg.teacher.warmup_ratio)
     _finish_stage(cfg, state, "similarity_teacher", "similarity_teacher", model, folder, result,
-                  labels)
+                  labels, t_tok)
     history += result.history
     return model
 
@@ -400,10 +260,10 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     out = cfg.output_dir
     os.makedirs(out, exist_ok=True)
     tf.keras.utils.set_random_seed(cfg.seed)
-    state = RunState(out, settings)
+    state = run_state.RunState(out, settings)
     dcfg = cfg.data
 
-    loaded = load_data(dcfg)
+    loaded = run_data.load_data(dcfg)
     splits, labels, unlabelled, dcfg = (loaded.splits, loaded.labels, loaded.unlabelled,
                                         loaded.config)
     cfg = dataclasses.replace(cfg, data=dcfg)
@@ -451,10 +311,10 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
                             weight_decay=cfg.teacher.weight_decay,
                             warmup_ratio=cfg.teacher.warmup_ratio)
         _finish_stage(cfg, state, "teacher", "teacher", teacher, teacher_dir, result,
-                      teacher_labels)
+                      teacher_labels, t_tok)
         history += result.history
     if not os.path.exists(teacher_dir):
-        models.save_weights(teacher, teacher_dir, teacher_labels)
+        models.save_weights(teacher, teacher_dir, teacher_labels, t_tok)
 
     # Student.
     s_tok = (models.load_tokenizer(models.resolve_student_name(cfg.student.model))
@@ -540,7 +400,8 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
                             targets=targets, log_name=log_name, baseline=baseline)
         if stage.monitor == "dev_f1":
             best_f1 = max(best_f1, result.best)
-        _finish_stage(cfg, state, stage.name, log_name, student, student_dir, result, labels)
+        _finish_stage(cfg, state, stage.name, log_name, student, student_dir, result, labels,
+                      s_tok)
         history += result.history
     shutil.rmtree(os.path.join(out, "teacher_cache"), ignore_errors=True)  # every stage is done
 
@@ -643,9 +504,9 @@ def _checkpoint_dir(cfg, name: str) -> str:
     return os.path.join(cfg.output_dir, "checkpoints", name)
 
 
-def _finish_stage(cfg, state, name, log_name, model, folder, result, labels) -> None:
+def _finish_stage(cfg, state, name, log_name, model, folder, result, labels, tokenizer) -> None:
     """Saves the stage's final weights, marks it done, then drops its resume checkpoints."""
-    models.save_weights(model, folder, labels)
+    models.save_weights(model, folder, labels, tokenizer)
     info = {"history": result.history, "seconds": result.seconds, "best": result.best}
     state.mark(name, info)
     shutil.rmtree(_checkpoint_dir(cfg, log_name), ignore_errors=True)
