@@ -25,7 +25,7 @@ import xtremedistil_tf  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before TensorFlo
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from xtremedistil_tf import benchmark, export, litert, models, peers  # noqa: E402
+from xtremedistil_tf import benchmark, litert, models, peers, savedmodel  # noqa: E402
 
 
 def cpu_line() -> str:
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
              f"model: {args.model} (random weights), "
              f"{models.count_params(model) / 1e6:.1f}M parameters, vocab {vocab}", ""]
     with tempfile.TemporaryDirectory(prefix="litert-") as work:
-        saved = export.export(model, labels, benchmark._NoTokenizer(), work, "m", version=1)
+        saved = savedmodel.export(model, labels, benchmark._NoTokenizer(), work, "m", version=1)
         serving = tf.saved_model.load(saved).signatures["serving_default"]
         fns = {"saved_model": lambda i, m: serving(input_ids=tf.constant(i),
                                                     attention_mask=tf.constant(m))}

@@ -31,8 +31,9 @@ with strategy.scope():
                                          0.0)
 before = [v.numpy().copy() for v in teacher.head.trainable_variables]
 stage = stages.Stage("logits", "logits", "transfer", ("head",), 1e-2, 1, 1, "dev_f1")
-result = train.run_stage(teacher, stage, lambda epoch: batches, lambda: 0.0, verbose=False,
-                         strategy=strategy, skip_nonfinite=2)
+result = train.run_stage(teacher, stage, lambda epoch: batches, lambda: 0.0,
+                         loop=train.LoopConfig(verbose=False, strategy=strategy,
+                                               skip_nonfinite=2))
 change = max(float(np.abs(b - v.numpy()).max())
              for b, v in zip(before, teacher.head.trainable_variables))
 assert len(result.history) == 1 and change < 1e-4, change  # only AdamW's weight decay moved

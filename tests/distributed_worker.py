@@ -59,8 +59,9 @@ else:
     model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
 stage = stages.Stage("labels", "labels", "train", tuple(model.variable_groups()), 1e-2, 3, 5,
                      "dev_f1")
-result = train.run_stage(model, stage, lambda epoch: batches, lambda: 0.0, verbose=False,
-                         strategy=strategy, checkpoint_dir=ckpt_dir)
+result = train.run_stage(model, stage, lambda epoch: batches, lambda: 0.0,
+                         loop=train.LoopConfig(verbose=False, strategy=strategy),
+                         checkpoint_dir=ckpt_dir)
 with open(out_path, "w") as f:
     json.dump({"losses": [row["train_loss"] for row in result.history],
                "weights": float(sum(np.square(w).sum() for w in model.get_weights())),

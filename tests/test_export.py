@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import export, models
+from xtremedistil_tf import models, savedmodel
 from conftest import MODELS, REPO
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
@@ -33,7 +33,7 @@ print(json.dumps({"label_ids": out["label_ids"].numpy().tolist(),
 def exported(tmp_path_factory, tiny_tokenizer):
     model, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1)
     base = str(tmp_path_factory.mktemp("export"))
-    path = export.export(model, LABELS, tiny_tokenizer, base, "tagger")
+    path = savedmodel.export(model, LABELS, tiny_tokenizer, base, "tagger")
     return model, base, path
 
 
@@ -68,10 +68,10 @@ def test_clean_process_reload_gives_same_predictions(exported):
 
 def test_new_versions_never_overwrite(exported, tiny_tokenizer):
     model, base, _ = exported
-    second = export.export(model, LABELS, tiny_tokenizer, base, "tagger")
+    second = savedmodel.export(model, LABELS, tiny_tokenizer, base, "tagger")
     assert second.endswith(os.path.join("tagger", "2"))
     with pytest.raises(FileExistsError):
-        export.export(model, LABELS, tiny_tokenizer, base, "tagger", version=1)
+        savedmodel.export(model, LABELS, tiny_tokenizer, base, "tagger", version=1)
 
 
 def test_predict_cli_tags_every_word(exported, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import export, export_hf, models, predict
+from xtremedistil_tf import export_hf, models, predict, savedmodel
 from conftest import MODELS, fixture_path
 from hub_layouts import fixture_sentences
 
@@ -36,7 +36,7 @@ def exported(request, hub_models, tmp_path_factory):
                                        new_head=True)
     model.classifier.kernel.assign(model.classifier.kernel * 300.0)  # varied tags
     base = str(tmp_path_factory.mktemp("hf"))
-    saved = export.export(model, LABELS, tok, base, "tagger")
+    saved = savedmodel.export(model, LABELS, tok, base, "tagger")
     hf_dir = export_hf.export_hf(model, LABELS, tok, base, "tagger-hf")
     text = tmp_path_factory.mktemp("text") / "in.txt"
     lines = single_piece_text(tok)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import crf, export, heads, models
+from xtremedistil_tf import crf, heads, models, savedmodel
 from conftest import MODELS
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -106,7 +106,7 @@ print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
 
 def test_crf_export_decodes_like_the_model(tmp_path, tiny_tokenizer):
     m = model("attention_crf")
-    path = export.export(m, LABELS, tiny_tokenizer, str(tmp_path), "crf")
+    path = savedmodel.export(m, LABELS, tiny_tokenizer, str(tmp_path), "crf")
     proc = subprocess.run([sys.executable, "-c", CLEAN_LOAD, path, json.dumps(IDS.numpy().tolist()),
                            json.dumps(MASK.numpy().tolist())], capture_output=True, text=True,
                           cwd="/", timeout=300)
@@ -119,7 +119,7 @@ def test_crf_export_decodes_like_the_model(tmp_path, tiny_tokenizer):
 
 
 def test_per_layer_classifiers_loss_and_groups():
-    from xtremedistil_tf import features, inference, losses, train, data
+    from xtremedistil_tf import data, features, inference, losses, objectives
 
     m, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.0,
                                    special_ids=(0, 1, 2, 3, 4), aux_from_layer=1)
@@ -132,8 +132,8 @@ def test_per_layer_classifiers_loss_and_groups():
     first = tf.constant([[0, 1, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]], tf.float32)
     batch = {"input_ids": IDS, "attention_mask": MASK, "token_labels": labels,
              "token_first": first}
-    got = float(train.objective_loss(m, "labels", train.LossSettings(aux_weight=0.5), batch,
-                                     training=False))
+    got = float(objectives.objective_loss(m, "labels", objectives.LossSettings(aux_weight=0.5),
+                                          batch, training=False))
     counted = (labels >= 0) & (first > 0)
     main = float(losses.cross_entropy(out["logits"], labels, counted))
     aux = float(losses.cross_entropy(out["aux_logits"][0], labels, counted))  # softmax([w]) = 1

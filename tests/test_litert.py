@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import crf, export, litert, models, predict
+from xtremedistil_tf import crf, export, export_folders, litert, models, predict
 from conftest import MODELS, REPO
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
@@ -101,7 +101,7 @@ def test_folders_assets_and_info(exports):
         assert info["vocab_size"] == 185 and info["max_positions"] == 128
         assert not [d for d in os.listdir(os.path.dirname(folder)) if d.startswith(".")]
     # TF Serving's config lists SavedModels only.
-    with open(os.path.join(base, export.MODELS_CONFIG)) as f:
+    with open(os.path.join(base, export_folders.MODELS_CONFIG)) as f:
         assert "litert" not in f.read()
     lite = litert.Model(paths["litert"])
     sig = lite.interpreter.get_signature_list()["serving_default"]

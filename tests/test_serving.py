@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import config as config_lib, export, models, predict, serving_text
+from xtremedistil_tf import (config as config_lib, export, export_folders, models, predict,
+                             savedmodel, serving_text)
 from conftest import MODELS, REPO, fixture_path
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
@@ -128,7 +129,7 @@ def test_sentencepiece_export_tags_text(sentencepiece_tokenizer, tmp_path):
     tok = sentencepiece_tokenizer
     model, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1,
                                        special_ids=tok.all_special_ids)
-    path = export.export(model, LABELS, tok, str(tmp_path), "sp", text_signature=True,
+    path = savedmodel.export(model, LABELS, tok, str(tmp_path), "sp", text_signature=True,
                          max_seq_length=MAX_LEN)
     tag_text = tf.saved_model.load(path).signatures["tag_text"]
     out = tag_text(sentences=tf.constant(SENTENCES[:2]))
@@ -143,7 +144,7 @@ def text_export(tmp_path_factory, tiny_tokenizer):
     model, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1,
                                        special_ids=tiny_tokenizer.all_special_ids)
     base = str(tmp_path_factory.mktemp("text_export"))
-    path = export.export(model, LABELS, tiny_tokenizer, base, "tagger", text_signature=True,
+    path = savedmodel.export(model, LABELS, tiny_tokenizer, base, "tagger", text_signature=True,
                          max_seq_length=MAX_LEN)
     return model, base, path
 
@@ -194,15 +195,15 @@ def test_tag_text_in_a_clean_process_equals_the_predict_tagger(text_export):
 
 def test_plain_export_has_only_serving_default(tmp_path, tiny_tokenizer):
     model, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1)
-    path = export.export(model, LABELS, tiny_tokenizer, str(tmp_path), "plain")
+    path = savedmodel.export(model, LABELS, tiny_tokenizer, str(tmp_path), "plain")
     assert list(tf.saved_model.load(path).signatures) == ["serving_default"]
 
 
 def test_models_config_lists_every_model(text_export, tiny_tokenizer):
     model, base, _ = text_export
-    export.export(model, LABELS, tiny_tokenizer, base, "other")
+    savedmodel.export(model, LABELS, tiny_tokenizer, base, "other")
     os.makedirs(os.path.join(base, "not-a-model"))
-    with open(os.path.join(base, export.MODELS_CONFIG)) as f:
+    with open(os.path.join(base, export_folders.MODELS_CONFIG)) as f:
         text = f.read()
     assert text == (
         'model_config_list {\n'

@@ -1,12 +1,15 @@
 """The stage schedule, and which variables actually train in each stage."""
 
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 
-from xtremedistil_tf import config, features, models, stages, train
+from xtremedistil_tf import config, features, models, objectives, stages, train
 from conftest import MODELS
+
+QUIET = train.LoopConfig(verbose=False)
 
 
 def test_schedule_with_gradual_unfreezing():
@@ -80,7 +83,7 @@ def test_only_the_stage_variables_change(tiny_student, tiny_tokenizer, stage_ind
     before = {g: [v.numpy().copy() for v in vs] for g, vs in groups.items()}
     batches = _batches(tiny_tokenizer)
     train.run_stage(tiny_student, stage, lambda epoch: batches, lambda: 1.0,
-                    train.LossSettings(student_layers=(2,)), verbose=False)
+                    objectives.LossSettings(student_layers=(2,)), QUIET)
     for group, values in before.items():
         changed = any(not np.array_equal(a, v.numpy()) for a, v in zip(values, groups[group]))
         assert changed == (group in stage.trainable), (stage.name, group)
@@ -96,7 +99,7 @@ def test_best_dev_weights_are_restored(tiny_student, tiny_tokenizer):
         return next(scores)
 
     batches = _batches(tiny_tokenizer)
-    result = train.run_stage(tiny_student, stage, lambda e: batches, monitor, verbose=False)
+    result = train.run_stage(tiny_student, stage, lambda e: batches, monitor, loop=QUIET)
     assert result.best_epoch == 2 and result.best == 0.9
     for kept, best in zip(tiny_student.classifier.weights, snapshots[1]):
         np.testing.assert_array_equal(kept.numpy(), best)
@@ -107,7 +110,7 @@ def test_stage_that_does_not_beat_the_baseline_keeps_entering_weights(tiny_stude
     entering = [v.numpy().copy() for v in tiny_student.weights]
     batches = _batches(tiny_tokenizer)
     result = train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.3,
-                             baseline=0.5, verbose=False)
+                             loop=QUIET, baseline=0.5)
     assert result.best == 0.5 and result.best_epoch == 0
     for kept, before in zip(tiny_student.weights, entering):
         np.testing.assert_array_equal(kept.numpy(), before)
@@ -119,7 +122,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_student, tiny_tokenizer):
     for b in batches:
         b["teacher_logits"][:] = np.nan
     with pytest.raises(FloatingPointError, match="loss became nan"):
-        train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.0, verbose=False)
+        train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.0, loop=QUIET)
 
 
 def test_teacher_stage_trains_per_layer_classifiers_when_present():
@@ -166,10 +169,11 @@ def test_interrupted_stage_resumes_to_the_same_result(tiny_tokenizer, tmp_path, 
         return lambda: -float(np.abs(model.classifier.kernel.numpy()).sum())
 
     reference = _fresh_student(tiny_tokenizer)
-    expected = train.run_stage(reference, stage, batches, monitor_for(reference), verbose=False)
+    expected = train.run_stage(reference, stage, batches, monitor_for(reference), loop=QUIET)
 
     model = _fresh_student(tiny_tokenizer)
     ckpt = str(tmp_path / "ckpt")
+    every_step = dataclasses.replace(QUIET, checkpoint_every=1)
 
     calls = {"n": 0}
 
@@ -183,16 +187,16 @@ def test_interrupted_stage_resumes_to_the_same_result(tiny_tokenizer, tmp_path, 
     import tensorflow as tf
 
     with pytest.raises((TypeError, tf.errors.InvalidArgumentError)):  # the None batch
-        train.run_stage(model, stage, crashing, monitor_for(model), verbose=False,
-                        checkpoint_dir=ckpt, checkpoint_every=1)
+        train.run_stage(model, stage, crashing, monitor_for(model), loop=every_step,
+                        checkpoint_dir=ckpt)
 
     reader = tf.train.load_checkpoint(ckpt)  # the crash left a checkpoint at the crash point
     done = [reader.get_tensor(f"progress/{k}/.ATTRIBUTES/VARIABLE_VALUE")
             for k in ("epoch", "step")]
     assert done == list(crash_at)
     again = _fresh_student(tiny_tokenizer)  # a new process: fresh weights, then the checkpoint
-    result = train.run_stage(again, stage, batches, monitor_for(again), verbose=False,
-                             checkpoint_dir=ckpt, checkpoint_every=1)
+    result = train.run_stage(again, stage, batches, monitor_for(again), loop=every_step,
+                             checkpoint_dir=ckpt)
     assert result.best_epoch == expected.best_epoch
     assert [r["epoch"] for r in result.history] == [r["epoch"] for r in expected.history]
     for r, e in zip(result.history, expected.history):
@@ -214,13 +218,13 @@ def test_nonfinite_batches_are_skipped_without_touching_the_weights(tiny_student
     batches = _batches(tiny_tokenizer)[:1]
     batches[0]["teacher_logits"][:] = np.nan
     before = [v.numpy().copy() for v in tiny_student.head.trainable_variables]
-    result = train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.0, verbose=False,
-                             skip_nonfinite=3)
+    result = train.run_stage(tiny_student, stage, lambda e: batches, lambda: 0.0,
+                             loop=dataclasses.replace(QUIET, skip_nonfinite=3))
     assert len(result.history) == 1  # the stage finished
     for b, v in zip(before, tiny_student.head.trainable_variables, strict=True):
         np.testing.assert_array_equal(b, v.numpy())  # no update from the NaN batch
     assert "batch skipped, learning rate halved (1/3 skips)" in capsys.readouterr().err
     twice = [batches[0], batches[0]]
     with pytest.raises(FloatingPointError, match="1 batches were skipped already"):
-        train.run_stage(tiny_student, stage, lambda e: twice, lambda: 0.0, verbose=False,
-                        skip_nonfinite=1)
+        train.run_stage(tiny_student, stage, lambda e: twice, lambda: 0.0,
+                        loop=dataclasses.replace(QUIET, skip_nonfinite=1))

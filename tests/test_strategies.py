@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import config, labels as labels_lib, losses, run_data, stages
+from xtremedistil_tf import config, labels as labels_lib, losses, objectives, run_data, stages
 from conftest import REPO, fixture_path
 
 
@@ -204,6 +204,11 @@ def test_strategy_runs_on_smoke_and_scores_every_target(tmp_path, strategy, extr
     assert f"stages: {strategy}" in proc.stderr and "model choice: en dev only" in proc.stdout
     assert "| model | de | en | target avg |" in proc.stdout
     assert (tmp_path / "exports" / "run" / "1" / "saved_model.pb").is_file()
+    # Every term of the distiller's loss was active (MSD: outputs, paired layers, both MMD²).
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    terms = [r for r in history if r["stage"] == strategy][0]["train_terms"]
+    assert tuple(terms) == objectives.get(strategy).term_names
+    assert all(v > 0 for v in terms.values()), terms
     if strategy == "mtmt":
         assert "[similarity_teacher] epoch 2/2" in proc.stderr
         assert (tmp_path / "run" / "similarity_teacher" / "model.json").is_file()

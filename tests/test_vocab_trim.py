@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import data, export, models, predict, vocab_trim
+from xtremedistil_tf import data, models, predict, savedmodel, vocab_trim
 from conftest import MODELS, fixture_path
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -69,8 +69,8 @@ def test_uncovered_text_still_gets_valid_ids(case):
 @pytest.mark.parametrize("case", ["unigram"], indirect=True)  # WordPiece: same code path
 def test_export_is_smaller_and_predicts_the_same_tags(case, tmp_path):
     kind, model, tok, trimmed, trimmed_tok, info, keep = case
-    full = export.export(model, LABELS, tok, str(tmp_path), "full")
-    small = export.export(trimmed, LABELS, trimmed_tok, str(tmp_path), "small")
+    full = savedmodel.export(model, LABELS, tok, str(tmp_path), "full")
+    small = savedmodel.export(trimmed, LABELS, trimmed_tok, str(tmp_path), "small")
     covered = sentences()
     tags = [predict.ExportedTagger(p).tag(covered, 8, 32) for p in (full, small)]
     assert tags[0] == tags[1]

@@ -314,7 +314,7 @@ class _NoTokenizer:
 
 
 def _forward_fn(model):
-    """The serving computation (see `export._Tagger._forward`) without the input checks."""
+    """The serving computation (see `savedmodel._Tagger._forward`) without the input checks."""
 
     def forward(input_ids, attention_mask):
         logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
@@ -334,11 +334,12 @@ def make_callable(model, mode: str, workdir: str):
         return tf.function(forward)
     if mode == "xla":
         return tf.function(forward, jit_compile=True)
-    from xtremedistil_tf import export
+
+    from xtremedistil_tf import savedmodel
 
     labels = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC", "MISC") for p in "BI"]
-    path = export.export(model, labels[:NUM_LABELS], _NoTokenizer(), workdir, model.name,
-                         version=1, max_seq_length=max(8, export.max_positions(model)))
+    path = savedmodel.export(model, labels[:NUM_LABELS], _NoTokenizer(), workdir, model.name,
+                             version=1, max_seq_length=max(8, savedmodel.max_positions(model)))
     serving = tf.saved_model.load(path).signatures["serving_default"]
     return lambda input_ids, attention_mask: serving(input_ids=input_ids,
                                                      attention_mask=attention_mask)
@@ -370,33 +371,24 @@ def _to_host(t):
 def make_train_step(model, objective: str, steps: int):
     """`step(batch) -> loss`: one optimizer step of the `objective` distillation stage.
 
-    The same pieces `train.run_stage` assembles, without a pipeline: the stage from
+    The pieces `train.run_stage` assembles, without a pipeline: the stage from
     `stages.build_schedule` (default `DistilConfig`, no gradual unfreezing, so every layer of
     the stage trains: representations = embeddings, blocks and projection; logits and labels =
     embeddings, blocks and head), its variables (`train.stage_variables`), the stage's optimizer
     (`train.make_optimizer`: AdamW, LayerNorm and biases not decayed, warm-up/decay over
-    `steps`) and `train.objective_loss` (training=True, so the encoder's own dropout runs).
-    Inside one `tf.function`: forward, loss, gradients and the AdamW update. Left out: the
-    `tf.data` feed, distribution strategies, NaN skipping and checkpoints.
+    `steps`) and the training step itself (`train.make_train_step`: forward, loss with
+    dropout, gradients and the AdamW update in one `tf.function`). Left out: the `tf.data`
+    feed, distribution strategies, NaN skipping, dropout reseeding and checkpoints.
     """
-    from xtremedistil_tf import config as config_lib, stages, train
+    from xtremedistil_tf import config as config_lib, objectives, stages, train
 
     distil = config_lib.DistilConfig(stages=(objective,), gradual_unfreezing=False)
     (stage,) = stages.build_schedule(distil, model.num_blocks, freeze_embeddings=False)
     variables = train.stage_variables(model, stage)
     optimizer, _ = train.make_optimizer(variables, stage.learning_rate, steps,
                                         distil.warmup_ratio, distil.weight_decay)
-    settings = train.LossSettings(logit_loss=distil.logit_loss)
-
-    @tf.function
-    def step(batch):
-        with tf.GradientTape() as tape:
-            loss = train.objective_loss(model, objective, settings, batch, training=True)
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        return loss
-
-    return step
+    settings = objectives.LossSettings(logit_loss=distil.logit_loss)
+    return train.make_train_step(model, objective, settings, variables, optimizer)
 
 
 def random_targets(objective: str, rng, batch: int, length: int, num_labels: int,
@@ -404,7 +396,7 @@ def random_targets(objective: str, rng, batch: int, length: int, num_labels: int
     """The batch entries besides the inputs that `objective` reads, random, shaped as
     `features.make_batches` pads them, with every sub-word a word: cached teacher hidden states
     (float16, `[B, T, 1, H_teacher]`), teacher logits (`[B, T, K]`) or gold label ids."""
-    from xtremedistil_tf import train
+    from xtremedistil_tf import objectives
 
     every = {
         "word_index": np.tile(np.arange(length, dtype=np.int32), (batch, 1)),
@@ -415,7 +407,7 @@ def random_targets(objective: str, rng, batch: int, length: int, num_labels: int
         "token_labels": rng.integers(0, num_labels, (batch, length)).astype(np.int32),
         "token_first": np.ones((batch, length), np.float32),
     }
-    keys = [k for k in train.batch_keys(objective) if k not in ("input_ids", "attention_mask")]
+    keys = [k for k in objectives.batch_keys(objective) if k not in ("input_ids", "attention_mask")]
     return {k: tf.constant(every[k]) for k in keys}
 
 
@@ -423,7 +415,7 @@ def train_callable(step, targets: dict):
     """`fn(input_ids, attention_mask) -> {"loss": ...}`: one `step` (from `make_train_step`) on
     the inputs and `targets`."""
     return lambda input_ids, attention_mask: {"loss": step(
-        {"input_ids": input_ids, "attention_mask": attention_mask, **targets})}
+        {"input_ids": input_ids, "attention_mask": attention_mask, **targets})[0]}
 
 
 # --------------------------------------------------------------------------- peers
@@ -687,11 +679,11 @@ def _time_peers(config, model, label, inputs, timed, workdir, log) -> list[dict]
             log(f"{label}: no onnxruntime bfloat16 row (the peer runs float32 only)")
     if "openvino" in config.peers:
         if peers.openvino_available():
-            from xtremedistil_tf import export
+            from xtremedistil_tf import savedmodel
 
-            saved = export.export(model, [f"L{i}" for i in range(model.num_labels)],
-                                  _NoTokenizer(), os.path.join(workdir, "openvino"), model.name,
-                                  version=1)
+            saved = savedmodel.export(model, [f"L{i}" for i in range(model.num_labels)],
+                                      _NoTokenizer(), os.path.join(workdir, "openvino"),
+                                      model.name, version=1)
             runs.append(("openvino", "float32", peers.openvino_callable(saved, threads)[0],
                          False, None))
         else:

@@ -29,6 +29,19 @@ def next_version(base: str) -> int:
     return max(versions, default=0) + 1
 
 
+def version_folder(export_dir: str, name: str, version: int | None = None) -> str:
+    """`export_dir/name/version` (default: the next free version), checked to be new.
+
+    Raises:
+        FileExistsError: that version exists (versions are never overwritten).
+    """
+    base = os.path.join(export_dir, name)
+    final = os.path.join(base, str(version or next_version(base)))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} exists; exported versions are never overwritten")
+    return final
+
+
 def exported_models(export_dir: str) -> list[str]:
     """Names of the models under `export_dir`: folders with a version holding saved_model.pb."""
     if not os.path.isdir(export_dir):

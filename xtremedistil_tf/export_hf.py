@@ -20,12 +20,12 @@ per-layer classifiers are not part of tagging and are left out.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
-LABELS_FILE = "labels.txt"
+from xtremedistil_tf import export_folders
+
+LABELS_FILE = export_folders.LABELS_FILE
 
 
 def check_exportable(model) -> None:
@@ -102,18 +102,11 @@ def export_hf(model, labels, tokenizer, export_dir: str, name: str,
     """
     from safetensors.numpy import save_file
 
-    from xtremedistil_tf import export as export_lib
 
     check_exportable(model)
-    base = os.path.join(export_dir, name)
-    version = version or export_lib.next_version(base)
-    final = os.path.join(base, str(version))
-    if os.path.exists(final):
-        raise FileExistsError(f"{final} exists; exported versions are never overwritten")
+    final = export_folders.version_folder(export_dir, name, version)
     hf = hf_token_classifier(model, labels)
-    os.makedirs(base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base)
-    try:
+    with export_folders.new_version(final) as staging:
         folder = os.path.join(staging, "model")
         hf.save_pretrained(folder, safe_serialization=False)  # config.json + tf_model.h5
         save_file(pytorch_state_dict(hf), os.path.join(folder, "model.safetensors"),
@@ -121,7 +114,4 @@ def export_hf(model, labels, tokenizer, export_dir: str, name: str,
         tokenizer.save_pretrained(folder)
         with open(os.path.join(folder, LABELS_FILE), "w", encoding="utf-8") as f:
             f.write("".join(label + "\n" for label in labels))
-        os.replace(folder, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return final

@@ -38,6 +38,8 @@ import numpy as np
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
+from xtremedistil_tf import export_folders, savedmodel
+
 QUANTIZE = ("none", "dynamic_int8")
 MODEL_FILE = "model.tflite"
 INFO_FILE = "litert.json"
@@ -92,13 +94,13 @@ def convert(model, quantize: str = "none", batch: int | None = None,
     Raises:
         ConversionError: an op has no builtin LiteRT kernel (the message names it).
     """
-    from xtremedistil_tf import crf, export
+    from xtremedistil_tf import crf
 
     if quantize not in QUANTIZE:
         raise ValueError(f"--quantize={quantize}: use one of {', '.join(QUANTIZE)}")
     spec = [tf.TensorSpec([batch, length], tf.int32, name="input_ids"),
             tf.TensorSpec([batch, length], tf.int32, name="attention_mask")]
-    serve = tf.function(lambda input_ids, attention_mask: export.serving_outputs(
+    serve = tf.function(lambda input_ids, attention_mask: savedmodel.serving_outputs(
         model, input_ids, attention_mask), input_signature=spec)
     with crf.without_tensor_lists():
         concrete = serve.get_concrete_function()
@@ -127,20 +129,15 @@ def export(model, labels, tokenizer, export_dir: str, name: str, version: int | 
         FileExistsError: `version` already exists (versions are never overwritten).
         ConversionError: see `convert`.
     """
-    from xtremedistil_tf import export as export_lib
 
-    base = os.path.join(export_dir, folder_name(name, quantize))
-    version = version or export_lib.next_version(base)
-    final = os.path.join(base, str(version))
-    if os.path.exists(final):
-        raise FileExistsError(f"{final} exists; exported versions are never overwritten")
+    final = export_folders.version_folder(export_dir, folder_name(name, quantize), version)
     content = convert(model, quantize)
     info = {"format": FORMAT, "quantize": quantize, "head": model.head_kind,
             "vocab_size": int(model.encoder.config.vocab_size),
-            "max_positions": export_lib.max_positions(model), "labels": len(labels)}
-    with export_lib.new_version(final) as staging:
+            "max_positions": savedmodel.max_positions(model), "labels": len(labels)}
+    with export_folders.new_version(final) as staging:
         folder = os.path.join(staging, "model")
-        export_lib.write_assets(os.path.join(folder, "assets"), labels, tokenizer)
+        export_folders.write_assets(os.path.join(folder, "assets"), labels, tokenizer)
         with open(os.path.join(folder, MODEL_FILE), "wb") as f:
             f.write(content)
         with open(os.path.join(folder, INFO_FILE), "w", encoding="utf-8") as f:

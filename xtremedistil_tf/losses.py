@@ -134,7 +134,14 @@ def balanced_bce(pred: tf.Tensor, same: tf.Tensor) -> tf.Tensor:
 
 def mtmt_loss(student_probs: tf.Tensor, teacher_probs: tf.Tensor, student_vec: tf.Tensor,
               teacher_sim: tf.Tensor, alpha: float = 1.0) -> tf.Tensor:
-    """MTMT's student loss over word pairs (Li et al., ACL 2022).
+    """MTMT's student loss over word pairs: the sum of `mtmt_terms`."""
+    return tf.add_n(list(mtmt_terms(student_probs, teacher_probs, student_vec, teacher_sim,
+                                    alpha).values()))
+
+
+def mtmt_terms(student_probs: tf.Tensor, teacher_probs: tf.Tensor, student_vec: tf.Tensor,
+               teacher_sim: tf.Tensor, alpha: float = 1.0) -> dict[str, tf.Tensor]:
+    """MTMT's student loss over word pairs (Li et al., ACL 2022), as its two terms.
 
     Each word i is paired with word j = `partners(N)[i]`. With the recogniser teacher's
     distributions p, its similarity teacher's score t = σ(cos(vᵢ, vⱼ)) and the student's
@@ -148,6 +155,10 @@ def mtmt_loss(student_probs: tf.Tensor, teacher_probs: tf.Tensor, student_vec: t
         student_vec: `[N, H_s]` the student's word vectors; teacher_sim: `[N, H_t]` the
             similarity teacher's word vectors.
         alpha: weight of the similarity term.
+
+    Returns:
+        `similarity` (alpha · the pair BCE) and `recognition` (the two distribution terms);
+        both 0 with fewer than two words.
     """
     n = tf.shape(student_probs)[0]
     j = partners(n)
@@ -163,7 +174,8 @@ def mtmt_loss(student_probs: tf.Tensor, teacher_probs: tf.Tensor, student_vec: t
     sim = tf.reduce_mean(gamma * beta * binary_cross_entropy(s, t))
     rec_i = tf.reduce_mean(gamma * conf * err)
     rec_j = tf.reduce_mean(gamma * tf.gather(conf, j) * tf.gather(err, j))
-    return tf.math.multiply_no_nan(alpha * sim + 0.5 * rec_i + 0.5 * rec_j, valid)
+    return {"similarity": tf.math.multiply_no_nan(alpha * sim, valid),
+            "recognition": tf.math.multiply_no_nan(0.5 * rec_i + 0.5 * rec_j, valid)}
 
 
 LOSSES = {

@@ -28,9 +28,11 @@ from xtremedistil_tf import (
     inference,
     labels as labels_lib,
     models,
+    objectives,
     report,
     run_data,
     run_state,
+    savedmodel,
     speed,
     stages as stages_lib,
     teacher_cache,
@@ -194,12 +196,12 @@ def _similarity_teacher(cfg, state, labels, t_tok, t_splits, history):
         log("similarity teacher: fine-tuned in an earlier run, weights loaded")
         return model
     log("similarity teacher: fine-tuning on source word pairs (same entity type or not)")
-    settings = train.LossSettings(label_types=labels_lib.label_types(labels))
+    settings = objectives.LossSettings(label_types=labels_lib.label_types(labels))
     tagger = Tagger(model, t_tok, cfg.data, labels)
     result = _run_stage(model, stages_lib.similarity_stage(cfg.teacher, model.num_blocks),
-                        t_splits, tagger, cfg, settings, log_name="similarity_teacher",
-                        weight_decay=cfg.teacher.weight_decay,
-                        warmup_ratio=cfg.teacher.warmup_ratio)
+                        t_splits, tagger, cfg, settings,
+                        dataclasses.replace(teacher_loop(cfg), reduce_lr_on_plateau=False),
+                        log_name="similarity_teacher")
     _finish_stage(cfg, state, "similarity_teacher", "similarity_teacher", model, folder, result,
                   labels, t_tok)
     history += result.history
@@ -305,11 +307,9 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
                                          aux=bool(teacher.aux_layers))
         log(f"teacher: fine-tuning {cfg.teacher.model} ({teacher.num_blocks} blocks)")
         result = _run_stage(teacher, stage, t_splits, t_tagger, cfg,
-                            train.LossSettings(label_all_subwords=dcfg.label_all_subwords,
+                            objectives.LossSettings(label_all_subwords=dcfg.label_all_subwords,
                                                aux_weight=cfg.teacher.aux_weight),
-                            reduce_lr=cfg.teacher.reduce_lr_on_plateau,
-                            weight_decay=cfg.teacher.weight_decay,
-                            warmup_ratio=cfg.teacher.warmup_ratio)
+                            teacher_loop(cfg))
         _finish_stage(cfg, state, "teacher", "teacher", teacher, teacher_dir, result,
                       teacher_labels, t_tok)
         history += result.history
@@ -339,7 +339,7 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
             mine.assign(theirs)
     t_layers, s_layers = stages_lib.representation_pairs(
         cfg.distil.teacher_layer, teacher.num_blocks, student.num_blocks)
-    settings = train.LossSettings(
+    settings = objectives.LossSettings(
         s_layers, cfg.distil.logit_loss, cfg.distil.temperature, dcfg.label_all_subwords,
         aux_targets=msd_pairs[1] if msd_pairs else (), msd_beta=cfg.distil.msd_beta,
         mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha)
@@ -396,7 +396,7 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         # F1 stages must beat the best dev F1 so far: the final student is the best one seen.
         baseline = best_f1 if stage.monitor == "dev_f1" else -math.inf
         log_name = f"student_{stage.name.replace('/', '_')}"
-        result = _run_stage(student, stage, s_splits, s_tagger, cfg, settings,
+        result = _run_stage(student, stage, s_splits, s_tagger, cfg, settings, student_loop(cfg),
                             targets=targets, log_name=log_name, baseline=baseline)
         if stage.monitor == "dev_f1":
             best_f1 = max(best_f1, result.best)
@@ -423,12 +423,27 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     return doc
 
 
-def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None,
-               log_name="teacher", reduce_lr=False, weight_decay=None, warmup_ratio=None,
-               baseline=-math.inf):
+def student_loop(cfg: config_lib.RunConfig) -> train.LoopConfig:
+    """How every distillation stage's loop runs (`train.LoopConfig`)."""
+    return train.LoopConfig(
+        weight_decay=cfg.distil.weight_decay, warmup_ratio=cfg.distil.warmup_ratio, xla=cfg.xla,
+        checkpoint_every=cfg.checkpoint_every, skip_nonfinite=cfg.skip_nonfinite_batches,
+        seed=cfg.seed,
+        strategy=tf.distribute.get_strategy() if tf.distribute.has_strategy() else None)
+
+
+def teacher_loop(cfg: config_lib.RunConfig) -> train.LoopConfig:
+    """The teacher's fine-tuning loop: the student's, with the teacher's optimizer settings."""
+    return dataclasses.replace(student_loop(cfg), weight_decay=cfg.teacher.weight_decay,
+                               warmup_ratio=cfg.teacher.warmup_ratio,
+                               reduce_lr_on_plateau=cfg.teacher.reduce_lr_on_plateau)
+
+
+def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, loop: train.LoopConfig,
+               targets=None, log_name="teacher", baseline=-math.inf):
     dcfg = cfg.data
     source = splits[stage.data]
-    keys = train.batch_keys(stage.objective)
+    keys = objectives.batch_keys(stage.objective)
     stage_targets = (targets or {}).get(stage.data, {})
     streamed = isinstance(stage_targets, teacher_cache.TeacherCache)
     word_targets = {} if streamed else {k: v for k, v in stage_targets.items() if k in keys}
@@ -457,15 +472,9 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, targets=None
             return -train.mean_loss(model, stage.objective, settings, dev_batches)
 
     return train.run_stage(
-        model, stage, train.epoch_batches(make), monitor, settings,
-        strategy=tf.distribute.get_strategy() if tf.distribute.has_strategy() else None,
-        checkpoint_dir=_checkpoint_dir(cfg, log_name), checkpoint_every=cfg.checkpoint_every,
-        skip_nonfinite=cfg.skip_nonfinite_batches, seed=cfg.seed,
-        weight_decay=cfg.distil.weight_decay if weight_decay is None else weight_decay,
-        warmup_ratio=cfg.distil.warmup_ratio if warmup_ratio is None else warmup_ratio,
-        reduce_lr_on_plateau=reduce_lr,
-        log_dir=os.path.join(cfg.output_dir, "tensorboard", log_name), xla=cfg.xla,
-        baseline=baseline)
+        model, stage, train.epoch_batches(make), monitor, settings, loop,
+        checkpoint_dir=_checkpoint_dir(cfg, log_name),
+        log_dir=os.path.join(cfg.output_dir, "tensorboard", log_name), baseline=baseline)
 
 
 SELECT_SENTENCES = 1024  # transfer sentences the weight selection measures the teacher on
@@ -564,7 +573,7 @@ def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok,
     for k, p in list(paths.items()):
         log(f"exported {k} to {p}")
     if info:
-        info["export_mb"] = export_lib.variables_mb(paths["student"])
+        info["export_mb"] = savedmodel.variables_mb(paths["student"])
         paths["trimmed_vocab"] = info
     state.mark("export", paths)
     return dict(paths)

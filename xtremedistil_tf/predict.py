@@ -43,8 +43,7 @@ from xtremedistil_tf import startup
 if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of its output
     startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
 
-from xtremedistil_tf import (data as data_lib, export as export_lib, features, litert,
-                             serving_text)
+from xtremedistil_tf import data as data_lib, export_folders, features, litert, serving_text
 
 FLAGS = flags.FLAGS
 
@@ -81,10 +80,10 @@ class ExportedTagger:
             self._load_hf(model_dir)
             return
         assets = os.path.join(model_dir, "assets")
-        if not os.path.isfile(os.path.join(assets, export_lib.LABELS_FILE)):
+        if not os.path.isfile(os.path.join(assets, export_folders.LABELS_FILE)):
             raise ValueError(f"{model_dir}: not an exported model (no assets/labels.txt); give "
                              "a saved_models/<name>/<version> folder")
-        with open(os.path.join(assets, export_lib.LABELS_FILE), encoding="utf-8") as f:
+        with open(os.path.join(assets, export_folders.LABELS_FILE), encoding="utf-8") as f:
             self.labels = [line.rstrip("\n") for line in f if line.strip()]
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(assets)
         if litert.is_litert(model_dir):

@@ -71,7 +71,11 @@ def language_table(doc: dict) -> str:
 
 
 def plot_history(history: list[dict], path: str) -> None:
-    """Training loss and dev metric per epoch, one line per stage, as a PNG."""
+    """Training loss and dev metric per epoch, one line per stage, as a PNG.
+
+    A stage whose loss has several named terms (`train_terms`: MSD, MTMT, per-layer
+    classifiers) also gets a dashed line per non-zero term.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,11 +88,18 @@ def plot_history(history: list[dict], path: str) -> None:
         x = list(range(step + 1, step + len(rows) + 1))
         step += len(rows)
         ax_loss.plot(x, [r["train_loss"] for r in rows], marker="o", label=stage)
+        terms = rows[0].get("train_terms", {})
+        for term in terms if len(terms) > 1 else ():
+            values = [r["train_terms"][term] for r in rows]
+            if any(v > 0 for v in values):
+                ax_loss.plot(x, values, linestyle="--", linewidth=1, label=f"{stage}: {term}")
         key = "dev_f1" if "dev_f1" in rows[0] else "dev_loss"
         ax_dev.plot(x, [r[key] for r in rows], marker="o", label=f"{stage} ({key})")
     ax_loss.set(title="training loss", xlabel="epoch (all stages)", yscale="log")
     ax_dev.set(title="dev metric", xlabel="epoch (all stages)")
     ax_dev.legend(fontsize=6)
+    if any(len(r.get("train_terms", {})) > 1 for r in history):
+        ax_loss.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

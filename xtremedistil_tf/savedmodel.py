@@ -145,11 +145,7 @@ def export(model, labels, tokenizer, export_dir: str, name: str, version: int | 
         serving_text.UnsupportedTokenizer: `text_signature` with a tokenizer it cannot mirror.
         ImportError: `text_signature` without tensorflow-text installed.
     """
-    base = os.path.join(export_dir, name)
-    version = version or export_folders.next_version(base)
-    final = os.path.join(base, str(version))
-    if os.path.exists(final):
-        raise FileExistsError(f"{final} exists; exported versions are never overwritten")
+    final = export_folders.version_folder(export_dir, name, version)
     if text_signature:
         from xtremedistil_tf import serving_text
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from xtremedistil_tf import config as config_lib
+from xtremedistil_tf import config as config_lib, objectives
 
-OBJECTIVES = ("representations", "logits", "labels", "tsl", "msd", "mtmt", "similarity")
+OBJECTIVES = tuple(objectives.REGISTRY)  # what each reads and computes: `objectives`
 DATA = ("transfer", "train", "target")
 
 

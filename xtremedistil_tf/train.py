@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from xtremedistil_tf import distribute, features, losses, stages as stages_lib
+from xtremedistil_tf import distribute, features, objectives, stages as stages_lib
+from xtremedistil_tf.objectives import LossSettings
 
 keras = tf.keras
 BatchesFn = Callable[[int], Sequence[dict]]
@@ -49,145 +50,6 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"peak": self.peak, "total_steps": self.total_steps,
                 "warmup_steps": self.warmup_steps}
-
-
-@dataclasses.dataclass(frozen=True)
-class LossSettings:
-    """How objectives turn model outputs into a loss.
-
-    Attributes:
-        student_layers: indices into the student's `hidden_states` compared with the teacher's
-            cached `teacher_hidden` (same order) in the representations objective.
-        logit_loss: registered loss name for the logits objective (`mse` or `kl`).
-        temperature: for `kl`.
-        label_all_subwords: softmax heads learn labels on every sub-word, not only the first.
-        aux_weight: weight of the per-layer classifiers' loss, `aux_weight · Σ softmax(ω)ᵢ CEᵢ`.
-        aux_targets: MSD, for each student per-layer classifier the position of its teacher
-            layer in the cached `teacher_aux_logits`.
-        msd_beta, mmd_weight: MSD loss weights (see `DistilConfig`).
-        mtmt_alpha: MTMT, weight of the similarity loss.
-        label_types: label id -> entity type id (B-PER and I-PER share one; O has its own), for
-            the similarity teacher's same-type pairs.
-    """
-
-    student_layers: tuple[int, ...] = (-1,)
-    logit_loss: str = "mse"
-    temperature: float = 1.0
-    label_all_subwords: bool = False
-    aux_weight: float = 0.1
-    aux_targets: tuple[int, ...] = ()
-    msd_beta: float = 0.1
-    mmd_weight: float = 1e-3
-    mtmt_alpha: float = 1.0
-    label_types: tuple[int, ...] = ()
-
-
-def batch_keys(objective: str) -> tuple[str, ...]:
-    """The batch entries an objective reads (others are not fed, to avoid retracing)."""
-    base = ("input_ids", "attention_mask", "word_index", "word_mask")
-    extra = {"representations": ("teacher_hidden",), "logits": ("teacher_logits",),
-             "labels": ("token_labels", "token_first"), "tsl": ("teacher_logits",),
-             "msd": ("teacher_logits", "teacher_aux_logits", "src_input_ids",
-                     "src_attention_mask", "teacher_src_cls"),
-             "mtmt": ("teacher_logits", "teacher_sim"),
-             "similarity": ("word_labels",)}[objective]
-    return base + extra
-
-
-def objective_loss(model, objective: str, settings: LossSettings, batch: dict, training: bool):
-    """The stage loss of one batch (a scalar tensor)."""
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    want_hidden = objective in ("representations", "msd", "mtmt", "similarity")
-    out = model(inputs, training=training, output_hidden_states=want_hidden)
-    if objective in ("msd", "mtmt", "similarity"):
-        return _cross_lingual_loss(model, objective, settings, batch, out, training)
-    if objective == "labels":
-        labels = batch["token_labels"]
-        token_mask = model.token_mask(batch["input_ids"], batch["attention_mask"])
-        loss = model.head.loss(out["logits"], labels, token_mask, batch["token_first"],
-                               settings.label_all_subwords)
-        if "aux_logits" in out and settings.aux_weight:
-            counted = labels >= 0
-            if not settings.label_all_subwords:
-                counted &= batch["token_first"] > 0
-            weights = tf.nn.softmax(model.aux_weights)
-            aux = tf.add_n([weights[i] * losses.cross_entropy(logits, labels, counted)
-                            for i, logits in enumerate(out["aux_logits"])])
-            loss += settings.aux_weight * aux
-        return loss
-    mask = batch["word_mask"]
-    if objective in ("logits", "tsl"):
-        student = losses.gather_words(out["logits"], batch["word_index"])
-        name = "prob_mse" if objective == "tsl" else settings.logit_loss
-        return losses.get(name, settings.temperature)(student, batch["teacher_logits"], mask)
-    hidden = out["hidden_states"]
-    student = tf.stack(
-        [model.project(losses.gather_words(hidden[i], batch["word_index"]))
-         for i in settings.student_layers],
-        axis=2,
-    )  # [B, W, n, H_teacher]
-    shape = tf.shape(student)
-    flat = tf.reshape(student, [shape[0], shape[1], -1])
-    target = tf.reshape(batch["teacher_hidden"], [shape[0], shape[1], -1])
-    return losses.mse(flat, target, mask)
-
-
-def objective_weight(model, objective: str, settings: LossSettings, batch: dict) -> tf.Tensor:
-    """How many positions the objective's loss on `batch` averages over (float32 scalar).
-
-    Under tf.distribute every replica scales its mean loss by its share of the global count, so
-    the summed gradients equal those of one device on the whole batch (sum over positions /
-    global count, not a mean of per-replica means).
-    """
-    if objective == "labels":
-        valid = batch["token_labels"] >= 0
-        if model.head.crf is not None:
-            counted = valid & model.token_mask(batch["input_ids"], batch["attention_mask"])
-        elif settings.label_all_subwords:
-            counted = valid
-        else:
-            counted = valid & (batch["token_first"] > 0)
-        return tf.reduce_sum(tf.cast(counted, tf.float32))
-    return tf.reduce_sum(tf.cast(batch["word_mask"] > 0, tf.float32))
-
-
-def _cross_lingual_loss(model, objective: str, settings: LossSettings, batch: dict, out: dict,
-                        training: bool):
-    """MSD, MTMT and the similarity teacher's losses (see `losses.mmd2`, `losses.mtmt_loss`)."""
-    index, real = batch["word_index"], batch["word_mask"] > 0
-    last = out["hidden_states"][-1]
-    if objective == "similarity":  # source words, labelled: same entity type or not
-        vec = tf.boolean_mask(losses.gather_words(last, index), real)
-        types = tf.gather(tf.constant(settings.label_types, tf.int32),
-                          tf.maximum(tf.boolean_mask(batch["word_labels"], real), 0))
-        j = losses.partners(tf.shape(vec)[0])
-        pred = tf.sigmoid(losses.cosine_similarity(vec, tf.gather(vec, j)))
-        return losses.balanced_bce(pred, tf.equal(types, tf.gather(types, j)))
-    logits = losses.gather_words(out["logits"], index)
-    if objective == "mtmt":
-        return losses.mtmt_loss(
-            tf.nn.softmax(tf.boolean_mask(logits, real), axis=-1),
-            tf.nn.softmax(tf.boolean_mask(tf.cast(batch["teacher_logits"], tf.float32), real)),
-            tf.boolean_mask(losses.gather_words(last, index), real),
-            tf.boolean_mask(batch["teacher_sim"], real), settings.mtmt_alpha)
-    mask = batch["word_mask"]  # MSD: every layer's distributions on target text, then MMD
-    loss = losses.prob_mse(logits, batch["teacher_logits"], mask)
-    if settings.aux_targets and settings.msd_beta:
-        weights = tf.nn.softmax(model.aux_weights)
-        per_layer = [losses.prob_mse(losses.gather_words(x, index),
-                                     batch["teacher_aux_logits"][:, :, k], mask)
-                     for x, k in zip(out["aux_logits"], settings.aux_targets, strict=True)]
-        loss += settings.msd_beta * tf.add_n([weights[i] * x for i, x in enumerate(per_layer)])
-    if settings.mmd_weight:
-        source = model({"input_ids": batch["src_input_ids"],
-                        "attention_mask": batch["src_attention_mask"]},
-                       training=training, output_hidden_states=True)
-        s_cls_target = model.project(last[:, 0])
-        s_cls_source = model.project(source["hidden_states"][-1][:, 0])
-        t_cls = batch["teacher_src_cls"]
-        loss += settings.mmd_weight * (losses.mmd2(t_cls, s_cls_target)      # cross-language
-                                       + losses.mmd2(t_cls, s_cls_source))   # cross-model
-    return loss
 
 
 def stage_variables(model, stage: stages_lib.Stage) -> list[tf.Variable]:
@@ -227,11 +89,12 @@ def _value(variable):
 class _Progress(tf.Module):
     """Where a stage is, saved in its checkpoint with the model and the optimizer."""
 
-    def __init__(self, baseline: float):
+    def __init__(self, baseline: float, terms: int):
         super().__init__()
         self.epoch = tf.Variable(0, dtype=tf.int64)  # finished epochs
         self.step = tf.Variable(0, dtype=tf.int64)  # finished batches of the current epoch
         self.loss_sum = tf.Variable(0.0, dtype=tf.float64)
+        self.term_sums = tf.Variable(tf.zeros(terms, tf.float64))  # the loss's named terms
         self.best = tf.Variable(baseline, dtype=tf.float64)
         self.best_epoch = tf.Variable(0, dtype=tf.int64)
         self.waited = tf.Variable(0, dtype=tf.int64)
@@ -283,44 +146,17 @@ def reseed(generators: Sequence[tf.random.Generator], seed: int, step) -> None:
                                          tf.constant(seed, tf.int64)]))
 
 
-def run_stage(
-    model,
-    stage: stages_lib.Stage,
-    train_batches: BatchesFn,
-    monitor: Callable[[], float],
-    settings: LossSettings = LossSettings(),
-    *,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    reduce_lr_on_plateau: bool = False,
-    log_dir: str | None = None,
-    xla: bool = False,
-    verbose: bool = True,
-    baseline: float = -math.inf,
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int = 0,
-    strategy: tf.distribute.Strategy | None = None,
-    skip_nonfinite: int = 0,
-    seed: int = 0,
-) -> StageResult:
-    """Trains `model` for one stage with early stopping on `monitor`.
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How a stage's loop runs: the optimizer's settings and the run-wide ones.
 
-    Args:
-        model: a `TokenClassifier`.
-        stage: the stage.
-        train_batches: epoch -> list of batches (reshuffled per epoch, deterministic).
-        monitor: evaluates the current model on dev; higher is better (negate losses).
-        settings: loss settings for the objectives.
+    The pipeline builds one for the teacher's stages and one for the student's, once per run.
+
+    Attributes:
         weight_decay, warmup_ratio: AdamW settings (LayerNorm and biases are not decayed).
         reduce_lr_on_plateau: halve the learning rate after an epoch without improvement.
-        log_dir: TensorBoard folder for this stage (None: no logs).
         xla: compile the train step with XLA.
         verbose: print one line per epoch.
-        baseline: the monitor value of the model as it enters the stage (e.g. the best dev F1 of
-            the stages before); if no epoch beats it, the entering weights are kept.
-        checkpoint_dir: if set, the stage is checkpointed there (model, optimizer, data position,
-            best weights, early-stopping state) after every epoch and every `checkpoint_every`
-            steps, and a later call with the same folder continues from the last checkpoint.
         checkpoint_every: steps between mid-epoch checkpoints (0: only at epoch ends).
         strategy: a `tf.distribute.Strategy` whose scope created the model's variables: every
             batch (the global batch) is split row-wise over its replicas, each replica's loss
@@ -334,6 +170,137 @@ def run_stage(
             `reseed`; single-device only: under a distribution strategy each replica's dropout
             streams are its own, so a resumed stage is close to, not equal to, an
             uninterrupted one).
+    """
+
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    reduce_lr_on_plateau: bool = False
+    xla: bool = False
+    verbose: bool = True
+    checkpoint_every: int = 0
+    strategy: tf.distribute.Strategy | None = None
+    skip_nonfinite: int = 0
+    seed: int = 0
+
+
+def make_train_step(model, objective: str, settings: LossSettings, variables, optimizer, *,
+                    strategy: tf.distribute.Strategy | None = None, skip_nonfinite: int = 0,
+                    before_step: Callable[[], None] | None = None, signature=None,
+                    xla: bool = False) -> Callable[[dict], tf.Tensor]:
+    """`step(batch) -> losses`: forward, `objective`'s loss, gradients and one optimizer update
+    of `variables`, compiled as one `tf.function`.
+
+    `losses` is float32 `[1 + terms]`: the loss, then each of the objective's named terms
+    (`objectives.Objective.term_names`; under a strategy, each summed over replicas like the
+    loss).
+
+    Args:
+        strategy, skip_nonfinite: see `LoopConfig`.
+        before_step: called first inside the step (e.g. reseeding dropout from the step).
+        signature: the batch's `TensorSpec`s (one trace for every batch shape), or None.
+        xla: compile with XLA.
+    """
+    def replica_step(batch):
+        if before_step is not None:
+            before_step()
+        with tf.GradientTape() as tape:
+            terms = list(objectives.loss_terms(model, objective, settings, batch,
+                                               training=True).values())
+            loss = tf.add_n(terms)
+            values = tf.stack([loss] + terms)
+            if strategy:
+                weight = objectives.objective_weight(model, objective, settings, batch)
+                total = tf.distribute.get_replica_context().all_reduce("sum", weight)
+                share = tf.math.divide_no_nan(weight, total)
+                loss, values = loss * share, values * share
+        grads = tape.gradient(loss, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if not skip_nonfinite:
+            optimizer.apply_gradients(pairs)
+            return values
+        finite = tf.math.is_finite(loss)
+        for g, _ in pairs:
+            values = g.values if isinstance(g, tf.IndexedSlices) else g
+            finite &= tf.reduce_all(tf.math.is_finite(values))
+        if strategy is None:
+            tf.cond(finite, lambda: optimizer.apply_gradients(pairs), lambda: optimizer.iterations)
+            return values
+        bad = tf.distribute.get_replica_context().all_reduce(
+            "sum", 1.0 - tf.cast(finite, tf.float32))  # any replica's NaN skips the batch
+        optimizer.apply_gradients([(_zero_unless(bad == 0, g), v) for g, v in pairs])
+        return values
+
+    if strategy is None:
+        return tf.function(replica_step, input_signature=[signature] if signature else None,
+                           jit_compile=xla)
+
+    @tf.function(reduce_retracing=True, jit_compile=xla)
+    def distributed_step(batch):
+        losses_ = strategy.run(replica_step, args=(batch,))
+        return strategy.reduce("sum", losses_, axis=None)
+
+    return lambda batch: distributed_step(distribute.split_batch(strategy, batch))
+
+
+class _StageCheckpoints:
+    """A stage's resume checkpoints: model, optimizer, `_Progress` and learning-rate scale,
+    written after every epoch and every `every` optimizer steps (none without a folder)."""
+
+    def __init__(self, folder: str | None, every: int, model, optimizer, progress: _Progress,
+                 schedule, best: _BestWeights):
+        self.every, self.optimizer, self.best = every, optimizer, best
+        self.manager = None
+        if folder:
+            ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress,
+                                       lr_scale=schedule.scale)
+            self.manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=1)
+
+    def restore(self) -> bool:
+        """Continues from the last checkpoint, if there is one; returns whether there was."""
+        if not self.manager or not self.manager.latest_checkpoint:
+            return False
+        self.best.load()  # before the current state: it passes through the model's variables
+        self.manager.checkpoint.restore(
+            self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return True
+
+    def after_step(self) -> None:
+        if self.manager and self.every and _value(self.optimizer.iterations) % self.every == 0:
+            self.manager.save()
+
+    def after_epoch(self) -> None:
+        if self.manager:
+            self.manager.save()
+
+
+def run_stage(
+    model,
+    stage: stages_lib.Stage,
+    train_batches: BatchesFn,
+    monitor: Callable[[], float],
+    settings: LossSettings | None = None,
+    loop: LoopConfig = LoopConfig(),
+    *,
+    log_dir: str | None = None,
+    checkpoint_dir: str | None = None,
+    baseline: float = -math.inf,
+) -> StageResult:
+    """Trains `model` for one stage with early stopping on `monitor`.
+
+    Args:
+        model: a `TokenClassifier`.
+        stage: the stage.
+        train_batches: epoch -> list of batches (reshuffled per epoch, deterministic).
+        monitor: evaluates the current model on dev; higher is better (negate losses).
+        settings: loss settings for the objectives (`objectives.LossSettings`).
+        loop: the optimizer's and the loop's settings (`LoopConfig`).
+        log_dir: TensorBoard folder for this stage (None: no logs).
+        checkpoint_dir: if set, the stage is checkpointed there (model, optimizer, data position,
+            best weights, early-stopping state) after every epoch and every
+            `loop.checkpoint_every` steps, and a later call with the same folder continues from
+            the last checkpoint.
+        baseline: the monitor value of the model as it enters the stage (e.g. the best dev F1 of
+            the stages before); if no epoch beats it, the entering weights are kept.
 
     Returns:
         The stage's history; the model holds the best dev weights on return.
@@ -342,70 +309,32 @@ def run_stage(
         FloatingPointError: the loss became NaN or infinite (the last checkpoint is kept).
     """
     t0 = time.time()
+    settings = settings or LossSettings()
+    strategy = loop.strategy
     variables = stage_variables(model, stage)
     steps_per_epoch = len(train_batches(0))
-    total = steps_per_epoch * stage.max_epochs
     with strategy.scope() if strategy else contextlib.nullcontext():
-        optimizer, schedule = make_optimizer(variables, stage.learning_rate, total,
-                                             warmup_ratio, weight_decay)
-    keys = batch_keys(stage.objective)
-
-    signature = {k: tf.TensorSpec(v.shape, v.dtype)
-                 for k, v in features.to_dataset(train_batches(0), keys).element_spec.items()}
-
+        optimizer, schedule = make_optimizer(variables, stage.learning_rate,
+                                             steps_per_epoch * stage.max_epochs,
+                                             loop.warmup_ratio, loop.weight_decay)
+    keys = objectives.batch_keys(stage.objective)
+    term_names = objectives.get(stage.objective).term_names
     generators = [] if strategy else dropout_generators(model, train_batches(0)[0])
-    stage_seed = (seed * 1_000_003 + zlib.crc32(stage.name.encode())) % 2**62
+    stage_seed = (loop.seed * 1_000_003 + zlib.crc32(stage.name.encode())) % 2**62
+    train_step = make_train_step(
+        model, stage.objective, settings, variables, optimizer, strategy=strategy,
+        skip_nonfinite=loop.skip_nonfinite, xla=loop.xla,
+        before_step=lambda: reseed(generators, stage_seed, optimizer.iterations),
+        signature={k: tf.TensorSpec(v.shape, v.dtype) for k, v in
+                   features.to_dataset(train_batches(0), keys).element_spec.items()})
 
-    def replica_step(batch):
-        reseed(generators, stage_seed, optimizer.iterations)
-        with tf.GradientTape() as tape:
-            loss = objective_loss(model, stage.objective, settings, batch, training=True)
-            if strategy:
-                weight = objective_weight(model, stage.objective, settings, batch)
-                total = tf.distribute.get_replica_context().all_reduce("sum", weight)
-                loss = tf.math.divide_no_nan(loss * weight, total)
-        grads = tape.gradient(loss, variables)
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        if not skip_nonfinite:
-            optimizer.apply_gradients(pairs)
-            return loss
-        finite = tf.math.is_finite(loss)
-        for g, _ in pairs:
-            values = g.values if isinstance(g, tf.IndexedSlices) else g
-            finite &= tf.reduce_all(tf.math.is_finite(values))
-        if strategy is None:
-            tf.cond(finite, lambda: optimizer.apply_gradients(pairs), lambda: optimizer.iterations)
-            return loss
-        bad = tf.distribute.get_replica_context().all_reduce(
-            "sum", 1.0 - tf.cast(finite, tf.float32))  # any replica's NaN skips the batch
-        optimizer.apply_gradients([(_zero_unless(bad == 0, g), v) for g, v in pairs])
-        return loss
-
-    if strategy is None:
-        train_step = tf.function(replica_step, input_signature=[signature], jit_compile=xla)
-    else:
-        @tf.function(reduce_retracing=True, jit_compile=xla)
-        def distributed_step(batch):
-            losses_ = strategy.run(replica_step, args=(batch,))
-            return strategy.reduce("sum", losses_, axis=None)
-
-        def train_step(batch):
-            return distributed_step(distribute.split_batch(strategy, batch))
-
-    progress = _Progress(baseline)
-    checkpoint_dir = distribute.worker_folder(strategy, checkpoint_dir)
-    best = _BestWeights(model, checkpoint_dir, progress)
-    manager = None
-    if checkpoint_dir:
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress,
-                                   lr_scale=schedule.scale)
-        manager = tf.train.CheckpointManager(ckpt, checkpoint_dir, max_to_keep=1)
-        if manager.latest_checkpoint:
-            best.load()  # before the current state: it passes through the model's variables
-            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            if verbose:
-                print(f"  [{stage.name}] resuming at epoch {_value(progress.epoch) + 1}, batch "
-                      f"{_value(progress.step) + 1}", file=sys.stderr, flush=True)
+    progress = _Progress(baseline, len(term_names))
+    best = _BestWeights(model, distribute.worker_folder(strategy, checkpoint_dir), progress)
+    checkpoints = _StageCheckpoints(best.folder, loop.checkpoint_every, model, optimizer,
+                                    progress, schedule, best)
+    if checkpoints.restore() and loop.verbose:
+        print(f"  [{stage.name}] resuming at epoch {_value(progress.epoch) + 1}, batch "
+              f"{_value(progress.step) + 1}", file=sys.stderr, flush=True)
     if baseline > -math.inf and best.empty:
         best.save(0)  # the entering weights are the ones to beat
     writer = tf.summary.create_file_writer(log_dir) if log_dir else None
@@ -415,8 +344,7 @@ def run_stage(
            and _value(progress.waited) < stage.patience):
         epoch = _value(progress.epoch)
         e0 = time.time()
-        done = _value(progress.step)
-        batches = train_batches(epoch)[done:]  # empty if the crash came after the last batch
+        batches = train_batches(epoch)[_value(progress.step):]
         if not batches:  # the crash came after the last batch
             feed = ()
         elif strategy is None:
@@ -424,42 +352,49 @@ def run_stage(
         else:
             feed = ({k: b[k] for k in keys} for b in batches)
         for batch in feed:
-            loss = float(train_step(batch))
-            if not math.isfinite(loss) and skipped < skip_nonfinite:
+            values = train_step(batch).numpy()
+            loss = float(values[0])
+            if not math.isfinite(loss) and skipped < loop.skip_nonfinite:
                 skipped += 1
                 schedule.scale.assign(schedule.scale * 0.5)
                 print(f"  [{stage.name}] warning: loss {loss} at batch {_value(progress.step) + 1}"
                       f" of epoch {epoch + 1}: batch skipped, learning rate halved "
-                      f"({skipped}/{skip_nonfinite} skips)", file=sys.stderr, flush=True)
+                      f"({skipped}/{loop.skip_nonfinite} skips)", file=sys.stderr, flush=True)
                 progress.step.assign_add(1)
                 continue
             if not math.isfinite(loss):
-                more = (f"{skipped} batches were skipped already; " if skip_nonfinite else
+                more = (f"{skipped} batches were skipped already; " if loop.skip_nonfinite else
                         "--skip_nonfinite_batches=N skips such batches, or ")
                 raise FloatingPointError(
                     f"stage {stage.name}: loss became {loss} in epoch {epoch + 1}; {more}lower "
                     "the learning rate (the last checkpoint is kept)"
                 )
             progress.loss_sum.assign_add(loss)
+            progress.term_sums.assign_add(values[1:].astype(np.float64))
             progress.step.assign_add(1)
-            if (manager and checkpoint_every
-                    and _value(optimizer.iterations) % checkpoint_every == 0):
-                manager.save()
+            checkpoints.after_step()
         value = monitor()
+        steps = max(_value(progress.step), 1)
         row = {"stage": stage.name, "epoch": epoch + 1,
-               "train_loss": _value(progress.loss_sum) / max(_value(progress.step), 1),
+               "train_loss": _value(progress.loss_sum) / steps,
+               "train_terms": dict(zip(term_names, (float(x) / steps for x in
+                                                    progress.term_sums.numpy()))),
                stage.monitor: -value if stage.monitor == "dev_loss" else value,
                "seconds": time.time() - e0, "peak_rss_mb": peak_rss_mb()}
         history.append(row)
         improved = value > _value(progress.best)
-        if verbose:
+        if loop.verbose:
+            terms = (" (" + ", ".join(f"{k} {v:.4g}" for k, v in row["train_terms"].items())
+                     + ")" if len(term_names) > 1 else "")
             print(f"  [{stage.name}] epoch {epoch + 1}/{stage.max_epochs} "
-                  f"loss {row['train_loss']:.4f} {stage.monitor} {row[stage.monitor]:.4f}"
-                  f"{' *' if improved else ''} ({row['seconds']:.1f}s)", file=sys.stderr,
-                  flush=True)
+                  f"loss {row['train_loss']:.4f}{terms} {stage.monitor} "
+                  f"{row[stage.monitor]:.4f}{' *' if improved else ''} ({row['seconds']:.1f}s)",
+                  file=sys.stderr, flush=True)
         if writer:
             with writer.as_default(step=epoch + 1):
                 tf.summary.scalar("train_loss", row["train_loss"])
+                for name, term in row["train_terms"].items():
+                    tf.summary.scalar(f"train_loss/{name}", term)
                 tf.summary.scalar(stage.monitor, row[stage.monitor])
         if improved:
             progress.best.assign(value)
@@ -468,20 +403,19 @@ def run_stage(
             best.save(epoch + 1)
         else:
             progress.waited.assign_add(1)
-            if reduce_lr_on_plateau:
+            if loop.reduce_lr_on_plateau:
                 schedule.scale.assign(schedule.scale * 0.5)
         progress.history.assign(json.dumps(history))
         progress.epoch.assign_add(1)
         progress.step.assign(0)
         progress.loss_sum.assign(0.0)
-        if manager:
-            manager.save()
+        progress.term_sums.assign(tf.zeros_like(progress.term_sums))
+        checkpoints.after_epoch()
     best.restore()
     if writer:
         writer.close()
     return StageResult(stage.name, history, _value(progress.best),
-                       _value(progress.best_epoch),
-                       time.time() - t0)
+                       _value(progress.best_epoch), time.time() - t0)
 
 
 class _BestWeights:
@@ -540,11 +474,11 @@ def epoch_batches(make: Callable[[int], Sequence[dict]]) -> BatchesFn:
 
 def mean_loss(model, objective: str, settings: LossSettings, batches: Sequence[dict]) -> float:
     """Average loss over batches, weighted by counted words (for dev-loss monitoring)."""
-    keys = batch_keys(objective)
+    keys = objectives.batch_keys(objective)
 
     @tf.function(input_signature=[features.to_dataset(batches, keys).element_spec])
     def step(batch):
-        return objective_loss(model, objective, settings, batch, training=False)
+        return objectives.objective_loss(model, objective, settings, batch, training=False)
 
     total, weight = 0.0, 0.0
     for batch in batches:
