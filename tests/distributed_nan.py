@@ -32,7 +32,7 @@ with strategy.scope():
 before = [v.numpy().copy() for v in teacher.head.trainable_variables]
 stage = stages.Stage("logits", "logits", "transfer", ("head",), 1e-2, 1, 1, "dev_f1")
 result = train.run_stage(teacher, stage, lambda epoch: batches, lambda: 0.0,
-                         loop=train.LoopConfig(verbose=False, strategy=strategy,
+                         loop=train.LoopConfig(verbose=False, distribution=strategy,
                                                skip_nonfinite=2))
 change = max(float(np.abs(b - v.numpy()).max())
              for b, v in zip(before, teacher.head.trainable_variables))

@@ -60,7 +60,7 @@ else:
 stage = stages.Stage("labels", "labels", "train", tuple(model.variable_groups()), 1e-2, 3, 5,
                      "dev_f1")
 result = train.run_stage(model, stage, lambda epoch: batches, lambda: 0.0,
-                         loop=train.LoopConfig(verbose=False, strategy=strategy),
+                         loop=train.LoopConfig(verbose=False, distribution=strategy),
                          checkpoint_dir=ckpt_dir)
 with open(out_path, "w") as f:
     json.dump({"losses": [row["train_loss"] for row in result.history],

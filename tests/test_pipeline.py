@@ -241,7 +241,7 @@ def test_teacher_cache_is_written_in_chunks_and_reused(tmp_path, monkeypatch):
     import numpy as np
 
     from conftest import MODELS, fixture_path
-    from xtremedistil_tf import config, data, models, pipeline
+    from xtremedistil_tf import config, data, models, tagging, teacher_outputs
 
     sentences = data.read_unlabelled(fixture_path("tiny_unlabelled.txt"))
     assert len(sentences) == 5
@@ -249,17 +249,17 @@ def test_teacher_cache_is_written_in_chunks_and_reused(tmp_path, monkeypatch):
     teacher, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), ["O", "B-X"], 0.0)
     dcfg = config.DataConfig(train_files=("x",), dev_files=("x",), test_files=("x",),
                              max_seq_length=32)
-    tagger = pipeline.Tagger(teacher, tok, dcfg, ["O", "B-X"], hidden_layers=(1,))
-    direct = pipeline.teacher_targets(tagger, pipeline.tokenize(sentences, tok, None, dcfg))
+    tagger = tagging.Tagger(teacher, tok, dcfg, ["O", "B-X"], hidden_layers=(1,))
+    direct = tagging.teacher_targets(tagger, tagging.tokenize(sentences, tok, None, dcfg))
     folder = str(tmp_path / "cache")
-    first = pipeline.cached_teacher_targets(tagger, sentences, dcfg, folder, chunk=2)
+    first = teacher_outputs.cached_teacher_targets(tagger, sentences, dcfg, folder, chunk=2)
     assert sorted(os.listdir(folder)) == ["chunk-00000.npz", "chunk-00001.npz", "chunk-00002.npz"]
 
     def fail(*args):
         raise AssertionError("recomputed instead of read from the cache")
 
-    monkeypatch.setattr(pipeline, "teacher_targets", fail)
-    again = pipeline.cached_teacher_targets(tagger, sentences, dcfg, folder, chunk=2)
+    monkeypatch.setattr(teacher_outputs, "teacher_targets", fail)
+    again = teacher_outputs.cached_teacher_targets(tagger, sentences, dcfg, folder, chunk=2)
     for key in ("teacher_logits", "teacher_hidden"):
         assert len(direct[key]) == len(first[key]) == len(again[key]) == 5
         for a, b, c in zip(direct[key], first[key], again[key], strict=True):

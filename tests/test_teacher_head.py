@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from xtremedistil_tf import labels as labels_lib, models, pipeline
+from xtremedistil_tf import labels as labels_lib, models, pipeline, tagging
 from conftest import MODELS, REPO, fixture_path
 
 NER = os.path.join(MODELS, "tiny_bert_ner")  # ready, IO labels LOC ORG PER O
@@ -52,11 +52,11 @@ def test_new_head_keeps_the_encoder_and_drops_the_labels():
 
 def test_ready_teacher_learns_gold_tags_in_its_own_label_space():
     data = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
-    assert pipeline.teacher_label_ids(["LOC", "ORG", "PER", "O"], data) == {
+    assert tagging.teacher_label_ids(["LOC", "ORG", "PER", "O"], data) == {
         "O": 3, "B-LOC": 0, "I-LOC": 0, "B-PER": 2, "I-PER": 2}
-    assert pipeline.teacher_label_ids(data, data) == {label: i for i, label in enumerate(data)}
+    assert tagging.teacher_label_ids(data, data) == {label: i for i, label in enumerate(data)}
     iob = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-    assert pipeline.teacher_label_ids(iob, data) == {
+    assert tagging.teacher_label_ids(iob, data) == {
         "O": 0, "B-LOC": 3, "I-LOC": 4, "B-PER": 1, "I-PER": 2}
 
 

@@ -1,8 +1,9 @@
-"""The whole job: data → teacher → staged student → evaluation → SavedModel.
+"""The whole job: data → teacher → student → teacher targets → stages → evaluation → export.
 
-`run(config)` is what `run_distil.py` calls. Each finished step (teacher fine-tuning, every student
-stage, the export) is recorded in `<output_dir>/state.json` next to its checkpoint, so rerunning
-the same command after an interruption continues after the last finished step.
+`run(config)` is what `run_distil.py` calls; `_run` reads as those phases, one function each.
+Each finished step (teacher fine-tuning, every student stage, the export) is recorded in
+`<output_dir>/state.json` (`run_state`) next to its weights, so rerunning the same command after
+an interruption continues after the last finished step.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ import tensorflow as tf
 
 from xtremedistil_tf import (
     config as config_lib,
-    data as data_lib,
     distribute as distribute_lib,
-    evaluate,
     export as export_lib,
     features,
-    inference,
     labels as labels_lib,
     models,
     objectives,
@@ -36,8 +34,17 @@ from xtremedistil_tf import (
     speed,
     stages as stages_lib,
     teacher_cache,
+    teacher_outputs,
     train,
     vocab_trim,
+)
+from xtremedistil_tf.tagging import (
+    Split,
+    Tagger,
+    teacher_label_ids,
+    teacher_targets,
+    tokenize,
+    window_targets,
 )
 
 
@@ -45,154 +52,14 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@dataclasses.dataclass
-class Split:
-    """Sentences of one split tokenized for one model."""
-
-    sentences: list[data_lib.Sentence]
-    windows: list[features.Window]
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(s.words) for s in self.sentences]
-
-
-def teacher_label_ids(teacher_labels: list[str], labels: list[str]) -> dict[str, int]:
-    """Data label -> the id the teacher learns it as: its own index, or for a ready teacher
-    with other label names, the index of the teacher label that feeds it
-    (`labels.map_teacher_labels`: B-PER and I-PER both become an IO teacher's PER)."""
-    if teacher_labels == labels:
-        return {label: i for i, label in enumerate(labels)}
-    mapping = labels_lib.map_teacher_labels(teacher_labels, labels)
-    return {label: int(k) for label, k in zip(labels, mapping, strict=True)}
-
-
-def tokenize(sentences, tokenizer, label_ids, cfg: config_lib.DataConfig) -> Split:
-    return Split(sentences, features.make_windows(
-        sentences, tokenizer, label_ids, cfg.max_seq_length))
-
-
-# --------------------------------------------------------------------------- models at work
-
-
-class Tagger:
-    """A model with its tokenizer and a compiled word-level forward pass."""
-
-    def __init__(self, model, tokenizer, cfg: config_lib.DataConfig, labels, convert=None,
-                 hidden_layers=(), xla=False, with_aux=False):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.cfg = cfg
-        self.labels = labels
-        self.convert = convert  # teacher label space -> data label space (ready teachers)
-        self.forward = inference.make_forward(model, hidden_layers, xla, with_aux=with_aux)
-
-    def batches(self, split: Split, word_targets=None):
-        return features.make_batches(split.windows, self.cfg.eval_batch_size,
-                                     self.cfg.max_seq_length, self.tokenizer.pad_token_id,
-                                     word_targets)
-
-    def outputs(self, split: Split) -> dict[str, list[np.ndarray]]:
-        return inference.sentence_outputs(self.forward, split.windows, self.batches(split),
-                                          split.lengths)
-
-    def probabilities(self, logits: list[np.ndarray]) -> list[np.ndarray]:
-        probs = [inference.softmax(x) for x in logits]
-        return [self.convert(p) for p in probs] if self.convert else probs
-
-    def predict(self, split: Split) -> list[list[str]]:
-        out = self.outputs(split)
-        if self.convert:  # a ready teacher's own labels, mapped to the data's
-            ids = [p.argmax(axis=-1) for p in self.probabilities(out["logits"])]
-        else:
-            ids = out["label_ids"]
-        return [[self.labels[i] for i in row] for row in ids]
-
-    def score(self, split: Split) -> dict:
-        gold = [list(s.tags) for s in split.sentences]
-        langs = [s.lang for s in split.sentences]
-        return evaluate.score_tags(gold, self.predict(split), langs)
-
-
-def teacher_targets(tagger: Tagger, split: Split) -> dict[str, list[np.ndarray]]:
-    """Per-sentence word-level teacher outputs: `teacher_logits` [n, K], `teacher_hidden`
-    [n, layers, H] and `teacher_aux_logits` [n, n_aux, K] (per-layer classifiers)."""
-    out = tagger.outputs(split)
-    logits = out["logits"]
-    if tagger.convert:  # a ready teacher speaks its own labels: learn its mapped distribution
-        logits = [np.log(np.maximum(p, 1e-8)) for p in tagger.probabilities(logits)]
-    targets = {"teacher_logits": [x.astype(np.float32) for x in logits]}
-    if "hidden" in out:  # float16 halves the cache; losses compute in float32
-        targets["teacher_hidden"] = [h.astype(np.float16) for h in out["hidden"]]
-    if "aux_logits" in out:
-        targets["teacher_aux_logits"] = [x.astype(np.float32) for x in out["aux_logits"]]
-    return targets
-
-
-def window_targets(targets: dict, windows: list[features.Window]) -> dict:
-    """Slices per-sentence word targets into the student's windows."""
-    return {k: [v[w.sentence][w.word_start:w.word_end] for w in windows]
-            for k, v in targets.items()}
-
-
-def cached_teacher_targets(tagger: Tagger, sentences, dcfg, folder: str | None,
-                           chunk: int = teacher_cache.CACHE_CHUNK) -> dict[str, list[np.ndarray]]:
-    """`teacher_targets` of `sentences`, all in memory, computed chunk by chunk and kept under
-    `folder` (see `teacher_cache.TeacherCache`): a crash after hours of teacher inference loses
-    at most one chunk. Large sets stream instead (`_transfer_cache`)."""
-    if not folder:
-        return teacher_targets(tagger, tokenize(sentences, tagger.tokenizer, None, dcfg))
-    return teacher_cache.TeacherCache.build(_teacher_compute(tagger, dcfg), sentences, folder,
-                                            chunk).load_all()
-
-
-def _teacher_compute(tagger: Tagger, dcfg):
-    def compute(part):
-        return teacher_targets(tagger, tokenize(part, tagger.tokenizer, None, dcfg))
-    return compute
-
-
-def _teacher_cache(tagger: Tagger, sentences, s_tok, dcfg, folder: str | None = None
-                   ) -> tuple[Split, dict]:
-    """The student's split of unlabelled `sentences` and the teacher's word targets for it,
-    in memory (kept in chunks under `folder`, see `cached_teacher_targets`)."""
-    s_split = tokenize(sentences, s_tok, None, dcfg)
-    targets = cached_teacher_targets(tagger, sentences, dcfg, folder)
-    return s_split, window_targets(targets, s_split.windows)
-
-
-def _transfer_cache(tagger: Tagger, sentences, s_tok, dcfg, folder: str
-                    ) -> tuple[Split, teacher_cache.TeacherCache]:
-    """The student's split of the transfer sentences and the teacher's targets on disk,
-    streamed into training a few chunks at a time (memory does not grow with the set)."""
-    s_split = tokenize(sentences, s_tok, None, dcfg)
-    cache = teacher_cache.TeacherCache.build(_teacher_compute(tagger, dcfg), sentences, folder,
-                                             log=log)
-    return s_split, cache
-
-
-def _sentence_cls(model, split: Split, tokenizer, dcfg) -> list[np.ndarray]:
-    """The model's last-layer [CLS] vector of each sentence (of its first window), float32."""
-    batches = features.make_batches(split.windows, dcfg.eval_batch_size, dcfg.max_seq_length,
-                                    tokenizer.pad_token_id)
-    cls = inference.make_cls(model)
-    per_sentence: list = [None] * len(split.sentences)
-    for batch in batches:
-        vectors = cls(batch["input_ids"], batch["attention_mask"]).numpy()
-        for row, w in enumerate(batch["window"]):
-            sentence = split.windows[w].sentence
-            if per_sentence[sentence] is None or split.windows[w].word_start == 0:
-                per_sentence[sentence] = vectors[row]
-    return per_sentence
-
-
-def _similarity_teacher(cfg, state, labels, t_tok, t_splits, history):
+def _similarity_teacher(job: _Job, t_tok, t_splits):
     """MTMT's similarity teacher: the teacher checkpoint fine-tuned on source word pairs."""
+    cfg, state, labels = job.cfg, job.state, job.data.labels
     model, _, _ = models.build_teacher(cfg.teacher.model, labels, cfg.teacher.dropout)
     folder = os.path.join(cfg.output_dir, "similarity_teacher")
     if state.done("similarity_teacher"):
         models.load_weights(model, folder)
-        history += state.done("similarity_teacher")["history"]
+        job.history += state.done("similarity_teacher")["history"]
         log("similarity teacher: fine-tuned in an earlier run, weights loaded")
         return model
     log("similarity teacher: fine-tuning on source word pairs (same entity type or not)")
@@ -204,7 +71,7 @@ def _similarity_teacher(cfg, state, labels, t_tok, t_splits, history):
                         log_name="similarity_teacher")
     _finish_stage(cfg, state, "similarity_teacher", "similarity_teacher", model, folder, result,
                   labels, t_tok)
-    history += result.history
+    job.history += result.history
     return model
 
 
@@ -218,20 +85,21 @@ def run(cfg: config_lib.RunConfig) -> dict:
     training stage runs on all replicas; a non-chief worker runs the same steps (collective ops
     need it) but writes into `<output_dir>/.worker<i>`, so only the chief's files are results.
     """
-    strategy = distribute_lib.make_strategy(cfg.distribution, cfg.tpu, cfg.cpu_devices)
+    distribution = distribute_lib.make_strategy(cfg.distribution, cfg.tpu, cfg.cpu_devices)
     settings = cfg  # what a resumed run must match (before per-worker changes)
-    if not distribute_lib.is_chief(strategy):
-        scratch = distribute_lib.worker_folder(strategy, cfg.output_dir)
+    if not distribute_lib.is_chief(distribution):
+        scratch = distribute_lib.worker_folder(distribution, cfg.output_dir)
         cfg = dataclasses.replace(cfg, output_dir=scratch,
                                   export_dir=os.path.join(scratch, "saved_models"))
     if cfg.per_replica_batch_size:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-            cfg.data, batch_size=cfg.per_replica_batch_size * distribute_lib.replicas(strategy)))
-    if strategy is not None:
-        log(f"distribution: {distribute_lib.describe(strategy)}; global batch "
-            f"{cfg.data.batch_size} ({cfg.data.batch_size / strategy.num_replicas_in_sync:g} "
-            "per replica)")
-    with strategy.scope() if strategy else contextlib.nullcontext():
+            cfg.data,
+            batch_size=cfg.per_replica_batch_size * distribute_lib.replicas(distribution)))
+    if distribution is not None:
+        log(f"distribution: {distribute_lib.describe(distribution)}; global batch "
+            f"{cfg.data.batch_size} "
+            f"({cfg.data.batch_size / distribution.num_replicas_in_sync:g} per replica)")
+    with distribution.scope() if distribution else contextlib.nullcontext():
         return _run(cfg, settings)
 
 
@@ -257,170 +125,238 @@ def _check_plan(cfg: config_lib.RunConfig, teacher) -> None:
             "per-layer channels")
 
 
+@dataclasses.dataclass
+class _Job:
+    """What the phases of one run share."""
+
+    cfg: config_lib.RunConfig
+    state: run_state.RunState
+    data: run_data.Data
+    history: list  # every epoch row of every stage, in order
+
+
+@dataclasses.dataclass
+class _Side:
+    """One model of the run at work: the teacher's or the student's."""
+
+    model: models.TokenClassifier
+    labels: list[str]  # its own (a ready teacher keeps its checkpoint's)
+    tokenizer: object
+    splits: dict[str, Split]  # the data tokenized for it
+    tagger: Tagger
+    folder: str  # where its final weights are saved
+    label_ids: dict[str, int] | None = None  # data label -> the id it learns (`teacher_label_ids`)
+
+
 def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     t_start = time.time()
-    out = cfg.output_dir
-    os.makedirs(out, exist_ok=True)
+    os.makedirs(cfg.output_dir, exist_ok=True)
     tf.keras.utils.set_random_seed(cfg.seed)
-    state = run_state.RunState(out, settings)
+    state = run_state.RunState(cfg.output_dir, settings)
+    data = run_data.load_data(cfg.data)
+    cfg = dataclasses.replace(cfg, data=data.config)
+    log(f"data: {', '.join(f'{k} {len(v)} sentences' for k, v in data.splits.items())}, "
+        f"transfer {len(data.unlabelled['transfer'])}; {len(data.labels)} labels")
+    job = _Job(cfg, state, data, [])
+
+    teacher, convert, ready = _teacher_phase(job)
+    student, schedule, settings_ = _student_phase(job, teacher, ready)
+    todo = _resumed_stages(job, student, schedule)
+    targets = _teacher_targets_phase(job, teacher, student, convert, settings_, todo)
+    _stages_phase(job, student, schedule, todo, settings_, targets)
+    shutil.rmtree(os.path.join(cfg.output_dir, "teacher_cache"), ignore_errors=True)
+
+    log("evaluating teacher and student on test")  # the only place test labels are read
+    doc = _evaluate(cfg, teacher, student)
+    if job.history:
+        report.write_json(os.path.join(cfg.output_dir, "history.json"), job.history)
+        report.plot_history(job.history, os.path.join(cfg.output_dir, "curves.png"))
+    doc["data"] = {**{k: len(v) for k, v in data.splits.items()},
+                   **{k: len(v) for k, v in data.unlabelled.items()}}
+    doc["export"] = _export(cfg, state, student, teacher, data.unlabelled["transfer"])
+    if "trimmed_vocab" in doc["export"]:
+        doc["student"]["trimmed_vocab"] = doc["export"].pop("trimmed_vocab")
+    doc["wall_seconds"] = time.time() - t_start
+    doc["peak_rss_mb"] = train.peak_rss_mb()  # of this process (a resumed run: since it resumed)
+    report.write_json(os.path.join(cfg.output_dir, "metrics.json"), doc)
+    return doc
+
+
+def _teacher_phase(job: _Job) -> tuple[_Side, object, bool]:
+    """Builds the teacher and fine-tunes it (or loads an earlier fine-tuning).
+
+    Returns:
+        (teacher, convert, ready): `convert` maps a ready teacher's label distributions to the
+        data's labels (None when they are the same); `ready` says the checkpoint already was a
+        token classifier with its own head.
+    """
+    cfg, state, labels = job.cfg, job.state, job.data.labels
     dcfg = cfg.data
-
-    loaded = run_data.load_data(dcfg)
-    splits, labels, unlabelled, dcfg = (loaded.splits, loaded.labels, loaded.unlabelled,
-                                        loaded.config)
-    cfg = dataclasses.replace(cfg, data=dcfg)
-    label_ids = {label: i for i, label in enumerate(labels)}
-    log(f"data: {', '.join(f'{k} {len(v)} sentences' for k, v in splits.items())}, "
-        f"transfer {len(unlabelled['transfer'])}; {len(labels)} labels")
-
-    # Teacher.
     t_tok = models.load_tokenizer(cfg.teacher.model)
-    teacher, teacher_labels, ready = models.build_teacher(
+    model, teacher_labels, ready = models.build_teacher(
         cfg.teacher.model, labels, cfg.teacher.dropout, cfg.teacher.head, t_tok.all_special_ids,
         cfg.teacher.aux_from_layer, new_head=cfg.teacher.new_head)
     convert = None
     if teacher_labels != labels:
         labels_lib.map_teacher_labels(teacher_labels, labels)  # fails early if unmappable
+
         def convert(p):
             return labels_lib.teacher_probs_to_data(p, teacher_labels, labels)
     # A ready teacher fine-tuned further learns gold tags in its own label space.
     t_label_ids = teacher_label_ids(teacher_labels, labels)
-    t_splits = {k: tokenize(v, t_tok, t_label_ids, dcfg) for k, v in splits.items()}
-    _check_plan(cfg, teacher)  # before any fine-tuning
+    t_splits = {k: tokenize(v, t_tok, t_label_ids, dcfg) for k, v in job.data.splits.items()}
+    _check_plan(cfg, model)  # before any fine-tuning
     fine_tune = cfg.teacher.fine_tune == "yes" or (cfg.teacher.fine_tune == "auto" and not ready)
     if ready and fine_tune:
         log(f"teacher: fine-tuning the ready token classifier further with its own labels "
             f"({' '.join(teacher_labels)}; the data's tags mapped to them)")
-    t_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, xla=cfg.xla)
-    history = []
-    teacher_dir = os.path.join(out, "teacher")
+    teacher = _Side(model, teacher_labels, t_tok, t_splits,
+                    Tagger(model, t_tok, dcfg, labels, convert, xla=cfg.xla),
+                    os.path.join(cfg.output_dir, "teacher"), t_label_ids)
     if cfg.teacher.checkpoint:  # fine-tuned by an earlier run: reuse, never retrain
-        models.check_compatible(teacher, cfg.teacher.checkpoint, teacher_labels)
-        models.load_weights(teacher, cfg.teacher.checkpoint)
+        models.check_compatible(model, cfg.teacher.checkpoint, teacher_labels)
+        models.load_weights(model, cfg.teacher.checkpoint)
         log(f"teacher: fine-tuned weights loaded from {cfg.teacher.checkpoint}")
     elif fine_tune and state.done("teacher"):
-        models.load_weights(teacher, teacher_dir)
-        history += state.done("teacher")["history"]
+        models.load_weights(model, teacher.folder)
+        job.history += state.done("teacher")["history"]
         log("teacher: fine-tuned in an earlier run, weights loaded")
     elif fine_tune and cfg.teacher.epochs > 0:
-        stage = stages_lib.teacher_stage(cfg.teacher, teacher.num_blocks,
-                                         aux=bool(teacher.aux_layers))
-        log(f"teacher: fine-tuning {cfg.teacher.model} ({teacher.num_blocks} blocks)")
-        result = _run_stage(teacher, stage, t_splits, t_tagger, cfg,
+        stage = stages_lib.teacher_stage(cfg.teacher, model.num_blocks,
+                                         aux=bool(model.aux_layers))
+        log(f"teacher: fine-tuning {cfg.teacher.model} ({model.num_blocks} blocks)")
+        result = _run_stage(model, stage, t_splits, teacher.tagger, cfg,
                             objectives.LossSettings(label_all_subwords=dcfg.label_all_subwords,
-                                               aux_weight=cfg.teacher.aux_weight),
+                                                    aux_weight=cfg.teacher.aux_weight),
                             teacher_loop(cfg))
-        _finish_stage(cfg, state, "teacher", "teacher", teacher, teacher_dir, result,
+        _finish_stage(cfg, state, "teacher", "teacher", model, teacher.folder, result,
                       teacher_labels, t_tok)
-        history += result.history
-    if not os.path.exists(teacher_dir):
-        models.save_weights(teacher, teacher_dir, teacher_labels, t_tok)
+        job.history += result.history
+    if not os.path.exists(teacher.folder):
+        models.save_weights(model, teacher.folder, teacher_labels, t_tok)
+    return teacher, convert, ready
 
-    # Student.
+
+def _student_phase(job: _Job, teacher: _Side, ready: bool):
+    """Builds the student from the teacher and plans its stages.
+
+    Returns:
+        (student, schedule, loss settings).
+    """
+    cfg, labels, dcfg = job.cfg, job.data.labels, job.cfg.data
+    t_tok, t_model = teacher.tokenizer, teacher.model
     s_tok = (models.load_tokenizer(models.resolve_student_name(cfg.student.model))
              if cfg.student.own_tokenizer else t_tok)
-    student = models.build_student(
-        cfg.student.model, teacher, len(labels), len(t_tok), t_tok.pad_token_id,
+    model = models.build_student(
+        cfg.student.model, t_model, len(labels), len(t_tok), t_tok.pad_token_id,
         dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
         cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
         msd=cfg.strategy == "msd", init=cfg.student.init,
-        select_batches=(_select_sample(unlabelled["transfer"], t_tok, dcfg, cfg.seed)
+        select_batches=(_select_sample(job.data.unlabelled["transfer"], t_tok, dcfg, cfg.seed)
                         if cfg.student.init == "select" else None))
     if cfg.student.init == "select":
-        sel = student.selection
+        sel = model.selection
         log(f"student: weight selection from the teacher: blocks {sel.layers}, "
-            f"{len(sel.dims)} of {teacher.hidden_size} residual dimensions, "
+            f"{len(sel.dims)} of {t_model.hidden_size} residual dimensions, "
             f"{len(sel.heads[0])} heads and {len(sel.neurons[0])} FFN neurons per block")
-    msd_pairs = (stages_lib.msd_layer_pairs(teacher.aux_layers, teacher.num_blocks,
-                                            student.num_blocks)
+    msd_pairs = (stages_lib.msd_layer_pairs(t_model.aux_layers, t_model.num_blocks,
+                                            model.num_blocks)
                  if cfg.strategy == "msd" else None)
-    if cfg.student.copy_transitions and student.head.crf and teacher.head.crf and not ready:
-        for mine, theirs in zip(student.head.crf.weights, teacher.head.crf.weights, strict=True):
+    if cfg.student.copy_transitions and model.head.crf and t_model.head.crf and not ready:
+        for mine, theirs in zip(model.head.crf.weights, t_model.head.crf.weights, strict=True):
             mine.assign(theirs)
-    t_layers, s_layers = stages_lib.representation_pairs(
-        cfg.distil.teacher_layer, teacher.num_blocks, student.num_blocks)
+    _, s_layers = stages_lib.representation_pairs(
+        cfg.distil.teacher_layer, t_model.num_blocks, model.num_blocks)
     settings = objectives.LossSettings(
         s_layers, cfg.distil.logit_loss, cfg.distil.temperature, dcfg.label_all_subwords,
         aux_targets=msd_pairs[1] if msd_pairs else (), msd_beta=cfg.distil.msd_beta,
         mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha)
-    s_splits = (t_splits if s_tok is t_tok and t_label_ids == label_ids
-                else {k: tokenize(v, s_tok, label_ids, dcfg) for k, v in splits.items()})
-    s_tagger = Tagger(student, s_tok, dcfg, labels, xla=cfg.xla)
-    schedule = stages_lib.build_schedule(cfg.distil, student.num_blocks,
+    label_ids = {label: i for i, label in enumerate(labels)}
+    s_splits = (dict(teacher.splits) if s_tok is t_tok and teacher.label_ids == label_ids
+                else {k: tokenize(v, s_tok, label_ids, dcfg)
+                      for k, v in job.data.splits.items()})
+    student = _Side(model, labels, s_tok, s_splits, Tagger(model, s_tok, dcfg, labels,
+                                                           xla=cfg.xla),
+                    os.path.join(cfg.output_dir, "student"))
+    schedule = stages_lib.build_schedule(cfg.distil, model.num_blocks,
                                          cfg.student.freeze_embeddings, cfg.strategy,
-                                         aux=bool(student.aux_layers))
-    log(f"student: {cfg.student.model} ({student.num_blocks} blocks, width "
-        f"{student.hidden_size}); strategy {cfg.strategy}; stages: "
+                                         aux=bool(model.aux_layers))
+    log(f"student: {cfg.student.model} ({model.num_blocks} blocks, width "
+        f"{model.hidden_size}); strategy {cfg.strategy}; stages: "
         f"{', '.join(s.name for s in schedule)}")
+    return student, schedule, settings
 
-    student_dir = os.path.join(out, "student")
-    todo = [s for s in schedule if not state.done(s.name)]
+
+def _resumed_stages(job: _Job, student: _Side, schedule) -> list:
+    """The stages still to run; the finished ones' weights and history are loaded."""
+    todo = [s for s in schedule if not job.state.done(s.name)]
     if len(todo) < len(schedule):
-        models.load_weights(student, student_dir)
+        models.load_weights(student.model, student.folder)
         for s in schedule:
-            if state.done(s.name):
-                history += state.done(s.name)["history"]
+            if job.state.done(s.name):
+                job.history += job.state.done(s.name)["history"]
         log(f"student: {len(schedule) - len(todo)} stages finished in an earlier run, resuming")
+    return todo
+
+
+def _teacher_targets_phase(job: _Job, teacher: _Side, student: _Side, convert, settings,
+                           todo) -> dict:
+    """The teacher outputs the remaining stages learn from, by data: `transfer` (streamed from
+    disk), `dev` (for dev-loss monitoring), `target` (zero-shot text; MTMT adds the similarity
+    teacher's word vectors) and MSD's `source_cls`. Adds the student's splits of that text."""
+    cfg, dcfg, labels, unlabelled = job.cfg, job.cfg.data, job.data.labels, job.data.unlabelled
+    t_model, t_tok, s_tok = teacher.model, teacher.tokenizer, student.tokenizer
     targets = {}
     if any(s.data == "transfer" for s in todo):
+        t_layers, _ = stages_lib.representation_pairs(
+            cfg.distil.teacher_layer, t_model.num_blocks, student.model.num_blocks)
         cached_layers = t_layers if any(s.objective == "representations" for s in todo) else ()
         log(f"caching teacher outputs (logits, hidden states {list(cached_layers)}) on transfer "
             "and dev data")
-        cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert, hidden_layers=cached_layers)
-        s_splits["transfer"], targets["transfer"] = _transfer_cache(
-            cache_tagger, unlabelled["transfer"], s_tok, dcfg,
+        tagger = Tagger(t_model, t_tok, dcfg, labels, convert, hidden_layers=cached_layers)
+        student.splits["transfer"], targets["transfer"] = teacher_outputs.streamed_targets(
+            tagger, unlabelled["transfer"], s_tok, dcfg,
             _cache_dir(cfg, "transfer", cached_layers))
-        targets["dev"] = window_targets(teacher_targets(cache_tagger, t_splits["dev"]),
-                                        s_splits["dev"].windows)
+        targets["dev"] = window_targets(teacher_targets(tagger, teacher.splits["dev"]),
+                                        student.splits["dev"].windows)
     if any(s.data == "target" for s in todo):
         log(f"caching teacher outputs on {len(unlabelled['target'])} target-language sentences")
-        cache_tagger = Tagger(teacher, t_tok, dcfg, labels, convert,
-                              with_aux=cfg.strategy == "msd")
-        s_splits["target"], targets["target"] = _teacher_cache(
-            cache_tagger, unlabelled["target"], s_tok, dcfg,
+        tagger = Tagger(t_model, t_tok, dcfg, labels, convert, with_aux=cfg.strategy == "msd")
+        student.splits["target"], targets["target"] = teacher_outputs.in_memory_targets(
+            tagger, unlabelled["target"], s_tok, dcfg,
             _cache_dir(cfg, "target", aux=cfg.strategy == "msd"))
         if cfg.strategy == "mtmt":
-            similar = _similarity_teacher(cfg, state, labels, t_tok, t_splits, history)
+            similar = _similarity_teacher(job, t_tok, teacher.splits)
             sim_tagger = Tagger(similar, t_tok, dcfg, labels, hidden_layers=(similar.num_blocks,))
-            _, sim = _teacher_cache(sim_tagger, unlabelled["target"], s_tok, dcfg,
-                                    _cache_dir(cfg, "similarity", (similar.num_blocks,)))
+            _, sim = teacher_outputs.in_memory_targets(
+                sim_tagger, unlabelled["target"], s_tok, dcfg,
+                _cache_dir(cfg, "similarity", (similar.num_blocks,)))
             targets["target"]["teacher_sim"] = [h[:, 0] for h in sim["teacher_hidden"]]
         if cfg.strategy == "msd":
             source = tokenize(unlabelled["source"], t_tok, None, dcfg)
-            s_splits["source"] = (source if s_tok is t_tok
-                                  else tokenize(unlabelled["source"], s_tok, None, dcfg))
-            targets["source_cls"] = _sentence_cls(teacher, source, t_tok, dcfg)
+            student.splits["source"] = (source if s_tok is t_tok
+                                        else tokenize(unlabelled["source"], s_tok, None, dcfg))
+            targets["source_cls"] = teacher_outputs.sentence_cls(t_model, source, t_tok, dcfg)
+    return targets
+
+
+def _stages_phase(job: _Job, student: _Side, schedule, todo, settings, targets) -> None:
+    """Runs the remaining stages; F1 stages must beat the best dev F1 so far, so the final
+    student is the best one seen."""
+    cfg, state = job.cfg, job.state
     best_f1 = max([state.done(s.name)["best"] for s in schedule
                    if s.monitor == "dev_f1" and state.done(s.name)], default=-math.inf)
     for stage in todo:
-        # F1 stages must beat the best dev F1 so far: the final student is the best one seen.
         baseline = best_f1 if stage.monitor == "dev_f1" else -math.inf
         log_name = f"student_{stage.name.replace('/', '_')}"
-        result = _run_stage(student, stage, s_splits, s_tagger, cfg, settings, student_loop(cfg),
-                            targets=targets, log_name=log_name, baseline=baseline)
+        result = _run_stage(student.model, stage, student.splits, student.tagger, cfg, settings,
+                            student_loop(cfg), targets=targets, log_name=log_name,
+                            baseline=baseline)
         if stage.monitor == "dev_f1":
             best_f1 = max(best_f1, result.best)
-        _finish_stage(cfg, state, stage.name, log_name, student, student_dir, result, labels,
-                      s_tok)
-        history += result.history
-    shutil.rmtree(os.path.join(out, "teacher_cache"), ignore_errors=True)  # every stage is done
-
-    # Evaluation on test: the only place test labels are read.
-    log("evaluating teacher and student on test")
-    doc = _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_dir)
-    if history:
-        report.write_json(os.path.join(out, "history.json"), history)
-        report.plot_history(history, os.path.join(out, "curves.png"))
-    doc["data"] = {**{k: len(v) for k, v in splits.items()},
-                   **{k: len(v) for k, v in unlabelled.items()}}
-    doc["export"] = _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok,
-                            unlabelled["transfer"])
-    if "trimmed_vocab" in doc["export"]:
-        doc["student"]["trimmed_vocab"] = doc["export"].pop("trimmed_vocab")
-    doc["wall_seconds"] = time.time() - t_start
-    doc["peak_rss_mb"] = train.peak_rss_mb()  # of this process (a resumed run: since it resumed)
-    report.write_json(os.path.join(out, "metrics.json"), doc)
-    return doc
+        _finish_stage(cfg, state, stage.name, log_name, student.model, student.folder, result,
+                      student.labels, student.tokenizer)
+        job.history += result.history
 
 
 def student_loop(cfg: config_lib.RunConfig) -> train.LoopConfig:
@@ -429,7 +365,8 @@ def student_loop(cfg: config_lib.RunConfig) -> train.LoopConfig:
         weight_decay=cfg.distil.weight_decay, warmup_ratio=cfg.distil.warmup_ratio, xla=cfg.xla,
         checkpoint_every=cfg.checkpoint_every, skip_nonfinite=cfg.skip_nonfinite_batches,
         seed=cfg.seed,
-        strategy=tf.distribute.get_strategy() if tf.distribute.has_strategy() else None)
+        distribution=(tf.distribute.get_strategy() if tf.distribute.has_strategy()
+                      else None))
 
 
 def teacher_loop(cfg: config_lib.RunConfig) -> train.LoopConfig:
@@ -457,8 +394,9 @@ def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, loop: train.
                                         tagger.tokenizer.pad_token_id, word_targets or None,
                                         shuffle=True, seed=cfg.seed * 1000 + epoch)
         if stage.objective == "msd":  # each target batch meets a batch of source sentences
-            _add_source_batches(batches, splits["source"], targets["source_cls"], dcfg,
-                                tagger.tokenizer.pad_token_id, cfg.seed * 1000 + epoch)
+            teacher_outputs.add_source_batches(batches, splits["source"], targets["source_cls"],
+                                               dcfg, tagger.tokenizer.pad_token_id,
+                                               cfg.seed * 1000 + epoch)
         return batches
 
     if stage.monitor == "dev_f1":
@@ -490,19 +428,6 @@ def _select_sample(sentences, tokenizer, dcfg, seed: int) -> list[dict]:
                                  tokenizer.pad_token_id)
 
 
-def _add_source_batches(batches, source: Split, cls: list, dcfg, pad_id: int, seed: int):
-    """MSD: adds `src_input_ids`, `src_attention_mask` and the teacher's `teacher_src_cls` of a
-    (cycled, shuffled) source batch to every target batch, for the two MMD losses."""
-    src = features.make_batches(source.windows, dcfg.batch_size, dcfg.max_seq_length, pad_id,
-                                shuffle=True, seed=seed + 1)
-    for i, batch in enumerate(batches):
-        other = src[i % len(src)]
-        batch["src_input_ids"] = other["input_ids"]
-        batch["src_attention_mask"] = other["attention_mask"]
-        batch["teacher_src_cls"] = np.stack(
-            [cls[source.windows[w].sentence] for w in other["window"]]).astype(np.float32)
-
-
 def _cache_dir(cfg, name: str, layers=(), aux: bool = False) -> str:
     """Where the teacher's outputs on one unlabelled set are cached (named by their content)."""
     what = "-".join(["logits", *(f"h{i}" for i in layers), *(["aux"] if aux else [])])
@@ -521,10 +446,10 @@ def _finish_stage(cfg, state, name, log_name, model, folder, result, labels, tok
     shutil.rmtree(_checkpoint_dir(cfg, log_name), ignore_errors=True)
 
 
-def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_dir) -> dict:
+def _evaluate(cfg, teacher: _Side, student: _Side) -> dict:
     entries = {}
-    for name, tagger, splits, folder in (("teacher", t_tagger, t_splits, teacher_dir),
-                                         ("student", s_tagger, s_splits, student_dir)):
+    for name, side in (("teacher", teacher), ("student", student)):
+        tagger, splits, folder = side.tagger, side.splits, side.folder
         scores = tagger.score(splits["test"])
         timing = speed.time_forward(tagger.model, len(tagger.tokenizer), cfg.speed_batch_size,
                                     cfg.speed_seq_length)
@@ -548,10 +473,12 @@ def _evaluate(cfg, t_tagger, s_tagger, t_splits, s_splits, teacher_dir, student_
     return report.metrics_document(entries["teacher"], entries["student"], extra)
 
 
-def _export(cfg, state, student, teacher, labels, teacher_labels, s_tok, t_tok,
-            transfer) -> dict:
+def _export(cfg, state, student_side: _Side, teacher_side: _Side, transfer) -> dict:
     if state.done("export"):
         return dict(state.done("export"))
+    student, s_tok, labels = student_side.model, student_side.tokenizer, student_side.labels
+    teacher, t_tok, teacher_labels = (teacher_side.model, teacher_side.tokenizer,
+                                      teacher_side.labels)
     name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
     info = None
     if cfg.trim_vocab:

@@ -158,7 +158,7 @@ class LoopConfig:
         xla: compile the train step with XLA.
         verbose: print one line per epoch.
         checkpoint_every: steps between mid-epoch checkpoints (0: only at epoch ends).
-        strategy: a `tf.distribute.Strategy` whose scope created the model's variables: every
+        distribution: a `tf.distribute.Strategy` whose scope created the model's variables: every
             batch (the global batch) is split row-wise over its replicas, each replica's loss
             is weighted by its share of the counted positions, gradients are summed across
             replicas. Only the chief writes checkpoints (other workers write to a scratch folder).
@@ -178,7 +178,7 @@ class LoopConfig:
     xla: bool = False
     verbose: bool = True
     checkpoint_every: int = 0
-    strategy: tf.distribute.Strategy | None = None
+    distribution: tf.distribute.Strategy | None = None
     skip_nonfinite: int = 0
     seed: int = 0
 
@@ -310,7 +310,7 @@ def run_stage(
     """
     t0 = time.time()
     settings = settings or LossSettings()
-    strategy = loop.strategy
+    strategy = loop.distribution
     variables = stage_variables(model, stage)
     steps_per_epoch = len(train_batches(0))
     with strategy.scope() if strategy else contextlib.nullcontext():
