@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import MODELS
-from xtremedistil_tf import benchmark
+from xtremedistil_tf import benchmark, peers
 
 import tensorflow as tf
 
@@ -225,8 +225,8 @@ def test_a_peer_on_other_weights_is_refused():
     ids = tf.constant(np.random.default_rng(0).integers(0, 185, (2, 8)), tf.int32)
     mask = tf.ones_like(ids)
     expected = {k: v.numpy() for k, v in benchmark._forward_fn(model)(ids, mask).items()}
-    tagger = benchmark.torch_tagger(model)
-    run = benchmark.torch_callable(tagger, "float32", threads=1)
+    tagger = peers.torch_tagger(model)
+    run = peers.torch_callable(tagger, "float32", threads=1)
     ids64, mask64 = ids.numpy().astype(np.int64), mask.numpy().astype(np.int64)
     assert benchmark.check_agreement(expected, run(ids64, mask64), "torch") == 1.0
     with torch.no_grad():

@@ -84,7 +84,7 @@ if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of
 
 import tensorflow as tf
 
-from xtremedistil_tf import peers
+from xtremedistil_tf import peers, speed
 
 INFERENCE_MODES = ("eager", "function", "xla", "saved_model")
 LITERT_MODES = tuple(peers.LITERT_MODES)  # litert (float32), litert_int8 (dynamic-range int8)
@@ -101,7 +101,6 @@ PEERS = {"torch": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime"),
 OPTIONAL_PEERS = ("openvino",)  # skipped with a message when not installed
 MIN_AGREEMENT = 0.999  # share of positions where a peer's label must equal TensorFlow's
 PROBABILITY_ATOL = 1e-3  # largest allowed difference of a peer's probabilities
-ONNX_OPSET = 17
 
 # Architecture-shaped presets (random weights). Sizes follow the hub configs:
 # bert-base-multilingual-cased, xlm-roberta-base, microsoft/xtremedistil-l*-h*-uncased.
@@ -345,26 +344,6 @@ def make_callable(model, mode: str, workdir: str):
                                                      attention_mask=attention_mask)
 
 
-def time_calls(fn, input_ids, attention_mask, repeats: int, warmup: int) -> list[float]:
-    """Milliseconds of each of `repeats` calls (outputs copied to host) after `warmup` calls.
-
-    `fn` returns a dict of TensorFlow or PyTorch tensors (`.numpy()` waits for each and brings
-    it to host memory) or of numpy arrays (ONNX Runtime's outputs, already there).
-    """
-    for _ in range(warmup):
-        [_to_host(t) for t in fn(input_ids, attention_mask).values()]
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        [_to_host(t) for t in fn(input_ids, attention_mask).values()]
-        times.append((time.perf_counter() - t0) * 1000)
-    return times
-
-
-def _to_host(t):
-    return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
-
-
 # --------------------------------------------------------------------------- training steps
 
 
@@ -425,104 +404,6 @@ def intra_op_threads() -> int:
     """Threads TensorFlow runs one op on: its setting, or every core this process may use."""
     return (tf.config.threading.get_intra_op_parallelism_threads()
             or len(os.sched_getaffinity(0)))
-
-
-def torch_tagger(model):
-    """The model as a `torch.nn.Module`: `(input_ids, attention_mask) -> (label_ids,
-    probabilities)`, in eval mode, on the TensorFlow model's weights.
-
-    The encoder is the Hugging Face PyTorch class of the same config, filled from the
-    encoder's variables in memory by transformers' TF 2 -> PyTorch converter
-    (`load_tf2_weights_in_pytorch_model`; a weight it cannot place is an error). Not via
-    `save_pretrained` + `from_pretrained(..., from_tf=True)`: with transformers 4.54.1 and
-    torch 2.13 that leaves the weights on the meta device. The head is a `Linear` with the
-    softmax head's kernel (transposed) and bias; its dropout is inactive in eval mode.
-    """
-    import torch
-    import transformers
-    from transformers.modeling_tf_pytorch_utils import load_tf2_weights_in_pytorch_model
-
-    if model.head.attention is not None or model.head.crf is not None:
-        raise ValueError(f"peers copy softmax heads only, not {model.head_kind}")
-    encoder = transformers.AutoModel.from_config(
-        model.encoder.config, add_pooling_layer=getattr(model.encoder, "pooler", None) is not None)
-    _, info = load_tf2_weights_in_pytorch_model(encoder, model.encoder.weights,
-                                                output_loading_info=True)
-    if info["missing_keys"] or info["unexpected_keys"]:
-        raise ValueError(f"{model.name}: PyTorch weights without a TensorFlow value "
-                         f"{info['missing_keys']}, TensorFlow weights unused "
-                         f"{info['unexpected_keys']}")
-    classifier = torch.nn.Linear(model.hidden_size, model.num_labels)
-    with torch.no_grad():
-        classifier.weight.copy_(torch.from_numpy(model.classifier.kernel.numpy().T))
-        classifier.bias.copy_(torch.from_numpy(model.classifier.bias.numpy()))
-
-    class Tagger(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = encoder
-            self.classifier = classifier
-
-        def forward(self, input_ids, attention_mask):
-            hidden = self.encoder(input_ids=input_ids,
-                                  attention_mask=attention_mask).last_hidden_state
-            logits = self.classifier(hidden)
-            return logits.argmax(-1), torch.softmax(logits.float(), -1)
-
-    return Tagger().eval()
-
-
-def torch_callable(tagger, dtype: str, threads: int):
-    """`fn(input_ids, attention_mask)` (int64 numpy) -> label ids and probabilities, under
-    `torch.inference_mode()` on `threads` threads; bfloat16 under `torch.autocast("cpu")`."""
-    import contextlib
-
-    import torch
-
-    torch.set_num_threads(threads)
-
-    def precision():
-        if dtype == "bfloat16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def fn(input_ids, attention_mask):
-        with torch.inference_mode(), precision():
-            label_ids, probabilities = tagger(torch.from_numpy(input_ids),
-                                              torch.from_numpy(attention_mask))
-        return {"label_ids": label_ids, "probabilities": probabilities}
-
-    return fn
-
-
-def onnxruntime_callable(tagger, path: str, threads: int):
-    """`fn(input_ids, attention_mask)` (int64 numpy) -> label ids and probabilities from the
-    module exported to `path` (opset 17, dynamic batch and sequence axes) and run by ONNX
-    Runtime's CPU provider with default graph optimizations on `threads` intra-op threads."""
-    import onnxruntime
-    import torch
-
-    names = ("input_ids", "attention_mask", "label_ids", "probabilities")
-    dummy = torch.ones((2, 8), dtype=torch.int64)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter (dynamo=False: the default torch.export-based one needs
-        # onnxscript) warns that it is deprecated, and transformers' mask code that it traces
-        # a constant; neither changes the graph.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(tagger, (dummy, dummy), path, input_names=list(names[:2]),
-                          output_names=list(names[2:]), opset_version=ONNX_OPSET, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names})
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-    def fn(input_ids, attention_mask):
-        outputs = session.run(list(names[2:]), {"input_ids": input_ids,
-                                                "attention_mask": attention_mask})
-        return dict(zip(names[2:], outputs))
-
-    return fn
 
 
 def agreement(reference: dict, candidate: dict) -> tuple[float, float]:
@@ -605,7 +486,7 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
 
         def timed(mode, row_dtype, fn, ids, mask, flops_factor=1, agrees=None, size_mb=None):
             batch, length = (int(n) for n in ids.shape)
-            times = time_calls(fn, ids, mask, config.repeats, config.warmup)
+            times = speed.time_calls(fn, ids, mask, config.repeats, config.warmup)
             gflops = flops_factor * model_flops_per_token(model, length) / 1e9
             peak = peaks.get(row_dtype, peaks["float32"] if "float32" in peaks else 0.0)
             row = {"model": label, "mode": mode, "dtype": row_dtype, "batch_size": batch,
@@ -667,14 +548,14 @@ def _time_peers(config, model, label, inputs, timed, workdir, log) -> list[dict]
                                          _NoTokenizer(), threads)
         runs.append((mode, "int8" if quantize == "dynamic_int8" else "float32", fn, False, size))
     if "torch" in config.peers or "onnxruntime" in config.peers:
-        tagger = torch_tagger(model)
+        tagger = peers.torch_tagger(model)
     if "torch" in config.peers:
-        runs += [("torch", d, torch_callable(tagger, d, threads), True, None)
+        runs += [("torch", d, peers.torch_callable(tagger, d, threads), True, None)
                  for d in config.dtypes]
     if "onnxruntime" in config.peers:
         path = os.path.join(workdir, "onnx", f"{model.name}.onnx")
-        runs.append(("onnxruntime", "float32", onnxruntime_callable(tagger, path, threads), True,
-                     None))
+        runs.append(("onnxruntime", "float32", peers.onnxruntime_callable(tagger, path, threads),
+                     True, None))
         if "bfloat16" in config.dtypes:
             log(f"{label}: no onnxruntime bfloat16 row (the peer runs float32 only)")
     if "openvino" in config.peers:

@@ -1,7 +1,10 @@
-"""Timing a model's forward pass the same way for teacher and student.
+"""Timing, one way for every number we print.
 
-Used for the `ms_per_batch` and `speedup` of every run's report: same batch, same sequence length,
-same process, compiled once and warmed up before any timing, median of several repetitions.
+`time_calls` times any callable (TensorFlow, LiteRT, PyTorch, ONNX Runtime) with its outputs
+copied to host memory, after untimed warm-up calls; the benchmark uses it for every mode.
+`time_forward` is what a run's `metrics.json` reports (`ms_per_batch`, `speedup`): the model's
+logits from a plain `tf.function` (no decoding, no signature or input checks), one fixed batch,
+teacher and student in the same process, median of 10 calls after 3 warm-up calls.
 """
 
 from __future__ import annotations
@@ -42,13 +45,7 @@ def time_forward(
     def forward(input_ids, attention_mask):
         return model({"input_ids": input_ids, "attention_mask": attention_mask})["logits"]
 
-    for _ in range(warmup):
-        forward(ids, mask).numpy()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        forward(ids, mask).numpy()
-        times.append((time.perf_counter() - t0) * 1000)
+    times = time_calls(lambda i, m: {"logits": forward(i, m)}, ids, mask, repeats, warmup)
     q = np.percentile(times, [10, 90])
     return {
         "ms_per_batch": statistics.median(times),
@@ -57,3 +54,23 @@ def time_forward(
         "batch_size": batch_size,
         "seq_length": seq_length,
     }
+
+
+def time_calls(fn, input_ids, attention_mask, repeats: int, warmup: int) -> list[float]:
+    """Milliseconds of each of `repeats` calls (outputs copied to host) after `warmup` calls.
+
+    `fn` returns a dict of TensorFlow or PyTorch tensors (`.numpy()` waits for each and brings
+    it to host memory) or of numpy arrays (ONNX Runtime's outputs, already there).
+    """
+    for _ in range(warmup):
+        [_to_host(t) for t in fn(input_ids, attention_mask).values()]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        [_to_host(t) for t in fn(input_ids, attention_mask).values()]
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _to_host(t):
+    return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
