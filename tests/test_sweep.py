@@ -1,4 +1,5 @@
-"""scripts/sweep.py: grid parsing, point names, an end-to-end sweep on tiny models, flagfiles.
+"""xtremedistil_tf/sweep.py (scripts/sweep.py is its command): grid parsing, point names, an
+end-to-end sweep on tiny models, flagfiles.
 
 The end-to-end tests run real (seconds-long) run_distil.py points over flags/smoke.cfg: a 2x2
 sweep, the same call again (every point skipped), and a sweep with a failing point.
@@ -14,9 +15,7 @@ import sys
 import pytest
 
 from conftest import REPO
-
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import sweep  # noqa: E402
+from xtremedistil_tf import sweep
 
 SWEEP = os.path.join(REPO, "scripts", "sweep.py")
 # Keeps every point a few seconds long: the teacher is not fine-tuned, one student stage.

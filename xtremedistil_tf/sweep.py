@@ -1,0 +1,544 @@
+"""Runs run_distil.py once per point of a grid of flag values and tabulates the results.
+
+(`scripts/sweep.py` is the command; `python -m xtremedistil_tf.sweep` is the same.)
+
+    python scripts/sweep.py --flagfile flags/base.cfg \
+        --grid 'learning_rate=1e-5,3e-5;student=xtremedistil-l6-h256,xtremedistil-l6-h384' \
+        --output_dir runs/sweep_lr [--parallel 2] [--sort_by student_f1] \
+        [-- --train_file=train.conll --dev_file=dev.conll --test_file=test.conll]
+
+Grid syntax (`--grid`): `key=v1,v2;key2=w1,w2`, keys are run_distil.py flag names, and the
+points are the cartesian product of the value lists, the first key varying slowest. A value list
+that contains `|` is split on `|` instead of `,`, for values that contain commas themselves:
+`stages=logits,labels|labels` or `train_file=en=a.conll|en=a.conll,it=b.conll`. Boolean flags
+take true/false (also yes/no, 1/0): `freeze_encoder=true,false` runs `--freeze_encoder` and
+`--nofreeze_encoder`. `--flagfile` may be repeated (layered flagfiles, later ones win); flags after
+`--` are added to every run, after the grid's. Every run's working directory is the repository
+root, so relative paths inside flags are relative to it; `--flagfile` and `--output_dir` are
+relative to where this script is called from (a --flagfile not found there is looked up in the
+repository). Before anything runs, every point's flags are parsed and turned into configs as
+run_distil.py does, so a bad value stops the sweep at once with one line; `--dry_run` then
+prints each point's command instead of running it. `--parallel N` runs N points at once (each
+a run_distil.py process; on a CPU-only machine they share its cores).
+
+Outputs, under OUTPUT_DIR:
+  points/<name>/   one run_distil.py --output_dir per point, named after its grid values
+                   (e.g. `learning_rate=1e-5_student=xtremedistil-l6-h256`; characters that are
+                   unsafe in paths are replaced, file lists show their languages, and a short
+                   hash keeps such names and long ones unique: `train_file=en+it-3f9a1c`,
+                   `student=teacher-0+2+4-8d41e7`). It holds the run's flags.txt, metrics.json,
+                   checkpoints, log.txt (the run's stdout and stderr, appended across attempts)
+                   and saved_models/.
+  sweep.csv        one row per point of this grid: point, status (done/failed), one column per
+                   grid key, teacher/student test and dev F1, student params and size, speed-up,
+                   wall seconds, the error line of a failed run, then the student's test F1 per
+                   language (student_f1_<lang>) when the test files carry languages. Rewritten
+                   (atomically) after every point, with status `pending` for points not run yet.
+  sweep.md         the same as a markdown table, sorted by --sort_by (a numeric column;
+                   default student_f1, descending unless --ascending; failed rows last); also
+                   printed at the end.
+
+Resume: rerun the same command. Points whose metrics.json exists are skipped; a point whose
+folder exists without one is run again, which resumes it after its last finished step
+(run_distil.py refuses a folder that holds a run with other settings). Skipping only looks at
+metrics.json: use a new OUTPUT_DIR when the flagfiles or the flags after `--` change. A failed
+point does not stop the sweep; the exit code is 0 when every point finished, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import copy
+import csv
+import difflib
+import hashlib
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import types
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run_distil.py is
+
+# Set by the sweep itself, per point.
+RESERVED = ("output_dir", "export_dir", "flagfile")
+TRUE, FALSE = ("true", "yes", "1", "t", "y"), ("false", "no", "0", "f", "n")
+METRICS = ("teacher_f1", "student_f1", "teacher_dev_f1", "student_dev_f1", "student_params",
+           "student_size_mb", "speedup", "wall_s")
+LANG_PREFIX = "student_f1_"  # + a language: the student's test F1 on that language's sentences
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+MAX_VALUE_CHARS, MAX_NAME_CHARS = 40, 150
+
+
+def _hash(text: str, n: int = 6) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:n]
+
+
+def flag_kinds() -> dict[str, bool]:
+    """Every flag run_distil.py accepts, mapped to whether it is a boolean flag."""
+    import xtremedistil_tf  # noqa: F401  (light: no TensorFlow import)
+    from absl import app  # noqa: F401  (defines absl's own flags, which run_distil.py accepts)
+
+    from xtremedistil_tf import flags as xflags
+
+    return {name: xflags.FLAGS[name].boolean for name in xflags.FLAGS}
+
+
+def _bool_value(key: str, value: str) -> str:
+    low = value.lower()
+    if low in TRUE:
+        return "true"
+    if low in FALSE:
+        return "false"
+    raise ValueError(f"--{key} is a boolean flag: {key}={value} should be true or false")
+
+
+def parse_grid(text: str, kinds: dict[str, bool]) -> list[tuple[str, list[str]]]:
+    """Parses `key=v1,v2;key2=w1|w2` into [(key, values)] in the given order.
+
+    Args:
+        text: the --grid value (see the module docstring).
+        kinds: known flag names mapped to whether they are boolean (`flag_kinds()`).
+
+    Returns:
+        (key, values) per key; boolean values are normalised to "true"/"false".
+
+    Raises:
+        ValueError: with a one-line message saying what is wrong and how to write it.
+    """
+    grid: list[tuple[str, list[str]]] = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"'{part}' has no '=': write key=value1,value2")
+        key, _, raw = part.partition("=")
+        key = key.strip().lstrip("-")
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"'{part}': '{key}' is not a flag name")
+        if key in RESERVED:
+            raise ValueError(f"--{key} is set by the sweep for every point; it cannot be a key")
+        if key not in kinds:
+            close = difflib.get_close_matches(key, list(kinds), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"unknown flag '{key}'{hint}")
+        if key in (k for k, _ in grid):
+            raise ValueError(f"key '{key}' appears twice; give all its values in one list")
+        values = [v.strip() for v in raw.split("|" if "|" in raw else ",")]
+        if not raw.strip() or any(not v for v in values):
+            raise ValueError(f"'{part}': empty value; write {key}=value1,value2 (or "
+                             "value1|value2 when values contain commas)")
+        if kinds[key]:
+            values = [_bool_value(key, v) for v in values]
+        if len(set(values)) != len(values):
+            raise ValueError(f"'{part}': a value repeats")
+        grid.append((key, values))
+    if not grid:
+        raise ValueError("no key=values in it: write key=v1,v2;key2=w1,w2")
+    return grid
+
+
+def points(grid: list[tuple[str, list[str]]]) -> list[tuple[tuple[str, str], ...]]:
+    """The cartesian product of the grid, first key slowest: one ((key, value), ...) per point."""
+    keys = [k for k, _ in grid]
+    return [tuple(zip(keys, combo)) for combo in itertools.product(*(v for _, v in grid))]
+
+
+def _short(value: str) -> str:
+    """A value as people read it: file lists show their languages (`en=a/b.conll` -> `en`), or
+    their file names."""
+    items = []
+    for item in value.split(","):
+        lang, sep, path = item.partition("=")
+        if sep and ("/" in path or "." in path):
+            items.append(lang)
+        elif "/" in item:
+            items.append(os.path.basename(item.rstrip("/")))
+        else:
+            items.append(item)
+    return ",".join(items)
+
+
+def _safe_value(value: str) -> str:
+    """A path-safe, short spelling of a value; a hash keeps altered or shortened ones unique."""
+    safe = re.sub(r"-{2,}", "-", _UNSAFE.sub("-", _short(value).replace(",", "+"))).rstrip("-.")
+    if safe == value and len(safe) <= MAX_VALUE_CHARS:
+        return safe
+    return f"{safe[:MAX_VALUE_CHARS - 16].rstrip('-.+')}-{_hash(value)}".lstrip("-")
+
+
+def point_name(overrides: tuple[tuple[str, str], ...]) -> str:
+    """The folder name of a point: `key=value_key2=value2`, safe in paths and deterministic."""
+    name = "_".join(f"{k}={_safe_value(v)}" for k, v in overrides)
+    if len(name) > MAX_NAME_CHARS:
+        full = "\0".join(f"{k}={v}" for k, v in overrides)
+        name = f"{name[:MAX_NAME_CHARS - 9].rstrip('-._+')}-{_hash(full, 8)}"
+    return name
+
+
+def flag_args(overrides: tuple[tuple[str, str], ...], kinds: dict[str, bool]) -> list[str]:
+    """run_distil.py arguments of a point: --key=value, or --key / --nokey for booleans."""
+    out = []
+    for key, value in overrides:
+        if kinds.get(key):
+            out.append(f"--{key}" if value == "true" else f"--no{key}")
+        else:
+            out.append(f"--{key}={value}")
+    return out
+
+
+def _flag_name(arg: str, kinds: dict[str, bool]) -> str | None:
+    """The flag an argument sets (`--nofoo` sets boolean `foo`), or None for a non-flag."""
+    if not arg.startswith("-"):
+        return None
+    name = arg.lstrip("-").split("=", 1)[0]
+    if name not in kinds and name.startswith("no") and kinds.get(name[2:]):
+        return name[2:]
+    return name
+
+
+def check_extra(extra: list[str], keys: list[str], kinds: dict[str, bool]) -> None:
+    """Rejects flags after `--` that the sweep sets itself or that repeat a grid key."""
+    for arg in extra:
+        name = _flag_name(arg, kinds)
+        if name in ("output_dir", "export_dir"):
+            raise ValueError(f"{arg}: the sweep sets --{name} per point; use --output_dir of "
+                             "sweep.py instead")
+        if name in keys:
+            raise ValueError(f"{arg}: --{name} is a grid key; the value after -- would override "
+                             "the grid's")
+
+
+@contextlib.contextmanager
+def _in_repo():
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+def preflight(argvs: dict[str, list[str]]) -> None:
+    """Parses every point's run_distil.py arguments and builds its configs (no TensorFlow, no
+    files read): unknown flags, bad values or missing flagfiles fail here with one line instead
+    of once per point, after loading TensorFlow."""
+    from absl import flags as absl_flags
+
+    from xtremedistil_tf import flags as xflags
+
+    # Stands in for the embedded default's files and teacher, as run_distil.py fills them in.
+    default = types.SimpleNamespace(train_file="train.conll", dev_file="dev.conll",
+                                    test_file="test.conll", teacher_dir="teacher")
+    with _in_repo():  # nested --flagfile paths are relative to the runs' working directory
+        for name, argv in argvs.items():
+            values = copy.deepcopy(xflags.FLAGS)  # the process's own FLAGS stay unparsed
+            values.unparse_flags()
+            try:
+                values(["run_distil.py", *argv])
+                xflags.configs_from_flags(default, flag_values=values)
+            except (absl_flags.Error, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"point {name}: {first}") from None
+
+
+def _error_line(path: str, offset: int) -> str:
+    """What went wrong, from the log written since `offset`: its last `error:` line, else the
+    last line that names an error, else the last non-empty line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            f.seek(offset)
+            lines = [x.strip() for x in f.read().splitlines() if x.strip()]
+    except OSError:
+        return ""
+    for pattern in (r"^error:", r"Flags parsing error|^[A-Za-z_.]*(Error|Exception)\b"):
+        hits = [x for x in lines if re.search(pattern, x)]
+        if hits:
+            return hits[-1]
+    lines = [x for x in lines if not x.startswith(("Pass --helpshort", "Try --helpfull"))]
+    return lines[-1] if lines else ""
+
+
+def _metrics_row(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    teacher, student = doc.get("teacher", {}), doc.get("student", {})
+    return {"teacher_f1": teacher.get("f1"), "student_f1": student.get("f1"),
+            "teacher_dev_f1": teacher.get("dev_f1"), "student_dev_f1": student.get("dev_f1"),
+            "student_params": student.get("params"), "student_size_mb": student.get("size_mb"),
+            "speedup": doc.get("speedup"), "wall_s": doc.get("wall_seconds"),
+            **{f"{LANG_PREFIX}{lang}": m.get("f1")
+               for lang, m in sorted(student.get("per_language", {}).items())}}
+
+
+class Sweep:
+    """Runs the points (skipping finished ones) and keeps sweep.csv up to date."""
+
+    def __init__(self, output_dir: str, keys: list[str], base: list[str], extra: list[str],
+                 kinds: dict[str, bool]):
+        self.output_dir, self.keys, self.base, self.extra, self.kinds = (
+            output_dir, keys, base, extra, kinds)
+        self.rows: dict[str, dict] = {}
+        self.lock = threading.Lock()
+
+    def folder(self, name: str) -> str:
+        return os.path.join(self.output_dir, "points", name)
+
+    def argv(self, name: str, overrides) -> list[str]:
+        """run_distil.py's arguments for a point (without the interpreter and script)."""
+        folder = self.folder(name)
+        return [*self.base, *flag_args(overrides, self.kinds), *self.extra,
+                f"--output_dir={folder}", f"--export_dir={os.path.join(folder, 'saved_models')}"]
+
+    def add(self, name: str, overrides) -> None:
+        self.rows[name] = {"point": name, "status": "pending", **dict(overrides), "error": ""}
+
+    def _log(self, message: str) -> None:
+        with self.lock:
+            print(message, file=sys.stderr, flush=True)
+
+    def run(self, name: str, overrides) -> str:
+        """Runs (or skips, or resumes) one point; returns its status."""
+        folder = self.folder(name)
+        metrics = os.path.join(folder, "metrics.json")
+        if os.path.exists(metrics):
+            self._log(f"[{name}] skipped: finished earlier ({metrics})")
+            return self._finish(name, metrics, None)
+        resumed = os.path.isdir(folder)
+        os.makedirs(folder, exist_ok=True)
+        cmd = [sys.executable, os.path.join(REPO, "run_distil.py"), *self.argv(name, overrides)]
+        log_path = os.path.join(folder, "log.txt")
+        self._log(f"[{name}] {'resuming' if resumed else 'running'}; log: {log_path}")
+        start = time.time()
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n$ {shlex.join(cmd)}\n")
+            log.flush()
+            offset = log.tell()  # this attempt's output starts here
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        elapsed = time.time() - start
+        if code:
+            error = _error_line(log_path, offset) or f"exit code {code}"
+        elif not os.path.exists(metrics):
+            error = "exited 0 without writing metrics.json"
+        else:
+            error = None
+        status = self._finish(name, metrics, error, elapsed)
+        if status == "done":
+            self._log(f"[{name}] done in {elapsed:.0f} s")
+        else:
+            self._log(f"[{name}] failed (exit {code}) after {elapsed:.0f} s: "
+                      f"{self.rows[name]['error']}")
+        return status
+
+    def _finish(self, name: str, metrics: str, error: str | None,
+                elapsed: float | None = None) -> str:
+        """Records a point's outcome (its metrics, or `error`) and rewrites sweep.csv."""
+        values = {"status": "failed", "error": error, "wall_s": elapsed}
+        if error is None:
+            try:
+                values = {"status": "done", "error": "", **_metrics_row(metrics)}
+            except (OSError, ValueError) as e:
+                values["error"] = f"unreadable {metrics}: {e}"
+        with self.lock:
+            self.rows[name].update(values)
+        self.write_csv()
+        return values["status"]
+
+    def write_csv(self) -> None:
+        path = os.path.join(self.output_dir, "sweep.csv")
+        with self.lock:
+            columns = ["point", "status", *self.keys, *METRICS, "error",
+                       *language_columns(list(self.rows.values()))]
+            with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, columns, extrasaction="ignore")
+                writer.writeheader()
+                for row in self.rows.values():
+                    writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
+            os.replace(path + ".tmp", path)
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def sort_rows(rows: list[dict], key: str, ascending: bool = False) -> list[dict]:
+    """Rows sorted by a numeric column (descending unless `ascending`); failed rows and rows
+    without a number last, ties in grid order."""
+    def rank(row):
+        value = _number(row.get(key))
+        missing = row["status"] != "done" or value is None
+        return (missing, 0.0 if missing else (value if ascending else -value))
+
+    return sorted(rows, key=rank)
+
+
+def _display(value: str) -> str:
+    """A grid value as a table cell: short (see `_short`), `|` escaped."""
+    cell = _short(value)
+    cell = cell if len(cell) <= MAX_VALUE_CHARS else cell[:MAX_VALUE_CHARS - 1] + "…"
+    return cell.replace("|", "\\|")
+
+
+def _params(n) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def _wall(seconds) -> str:
+    return f"{seconds:.0f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+
+
+def language_columns(rows: list[dict]) -> list[str]:
+    """The per-language student F1 columns (`student_f1_<lang>`) present in any row."""
+    return sorted({k for r in rows for k in r if k.startswith(LANG_PREFIX)})
+
+
+def markdown(rows: list[dict], keys: list[str], sort_by: str, ascending: bool) -> str:
+    """The sweep as a markdown table (F1 to 3 decimals, params like 17.3M, speed-up like 2.02x)."""
+    f1 = "{:.3f}"
+    langs = language_columns(rows)
+    formats = [("teacher F1", "teacher_f1", f1), ("student F1", "student_f1", f1),
+               ("teacher dev F1", "teacher_dev_f1", f1), ("student dev F1", "student_dev_f1", f1),
+               *[(f"student F1 {c[len(LANG_PREFIX):]}", c, f1) for c in langs if len(langs) > 1],
+               ("student params", "student_params", _params), ("MB", "student_size_mb", "{:.1f}"),
+               ("speed-up", "speedup", "{:.2f}x"), ("wall", "wall_s", _wall)]
+    head = [*keys, *(h for h, _, _ in formats), "status"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * len(keys) + ["---:"] * len(formats) + ["---"]) + "|"]
+    for r in sort_rows(rows, sort_by, ascending):
+        cells = [_display(str(r.get(k, ""))) for k in keys]
+        for _, column, fmt in formats:
+            value = _number(r.get(column))
+            done = r["status"] == "done" or column == "wall_s"
+            if value is None or not done:
+                cells.append("—")
+            else:
+                cells.append(fmt(value) if callable(fmt) else fmt.format(value))
+        error = re.sub(r"^error:\s*", "", r.get("error") or "")
+        error = error if len(error) <= 100 else error[:99] + "…"
+        status = f"{r['status']}: {error}" if error else r["status"]
+        cells.append(status.replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    done = sum(r["status"] == "done" for r in rows)
+    order = "ascending" if ascending else "descending"
+    note = (f"\n{done} of {len(rows)} points done; sorted by {sort_by} ({order}). F1: entity F1 "
+            "on test (dev F1 on dev); speed-up: the student's time per batch vs the teacher's; "
+            "wall: the whole run (or, when failed, until it failed).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def _flagfile(path: str) -> str | None:
+    for candidate in (os.path.abspath(path), os.path.join(REPO, path)):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="sweep.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--flagfile", action="append", default=[],
+                   help="run_distil.py flagfile (repeatable; later ones win)")
+    p.add_argument("--grid", required=True, help="'key=v1,v2;key2=w1|w2' (see the docstring)")
+    p.add_argument("--output_dir", required=True, help="sweep folder: points/, sweep.csv/.md")
+    p.add_argument("--parallel", type=int, default=1, help="points run at once (default 1)")
+    p.add_argument("--sort_by", default="student_f1",
+                   help=f"numeric column of sweep.csv ({', '.join(METRICS)}, "
+                   f"{LANG_PREFIX}<lang> or a grid key); default student_f1")
+    p.add_argument("--ascending", action="store_true", help="sort ascending (default descending)")
+    p.add_argument("--dry_run", action="store_true", help="print every point's command and stop")
+    p.add_argument("extra", nargs="*", help="more run_distil.py flags for every point (after --)")
+    args = p.parse_args(argv)
+
+    if args.parallel < 1:
+        p.error(f"--parallel={args.parallel}: must be at least 1")
+    base = []
+    for path in args.flagfile:
+        found = _flagfile(path)
+        if not found:
+            p.error(f"--flagfile={path}: no such file")
+        base.append(f"--flagfile={found}")
+    kinds = flag_kinds()
+    try:
+        grid = parse_grid(args.grid, kinds)
+    except ValueError as e:
+        p.error(f"--grid: {e}")
+    keys = [k for k, _ in grid]
+    try:
+        check_extra(args.extra, keys, kinds)
+    except ValueError as e:
+        p.error(str(e))
+    if args.sort_by not in METRICS and not args.sort_by.startswith(LANG_PREFIX):
+        values = dict(grid).get(args.sort_by)
+        if values is None or any(_number(v) is None for v in values):
+            p.error(f"--sort_by={args.sort_by}: not a numeric column; use one of "
+                    f"{', '.join(METRICS)}, {LANG_PREFIX}<lang> or a grid key with numeric "
+                    "values")
+
+    output_dir = os.path.abspath(args.output_dir)
+    sweep = Sweep(output_dir, keys, base, args.extra, kinds)
+    todo = []
+    for overrides in points(grid):
+        name = point_name(overrides)
+        sweep.add(name, overrides)
+        todo.append((name, overrides))
+    try:
+        preflight({name: sweep.argv(name, o) for name, o in todo})
+    except ValueError as e:
+        p.error(str(e))
+    if args.dry_run:
+        for name, overrides in todo:
+            print(shlex.join(["python", "run_distil.py", *sweep.argv(name, overrides)]))
+        return 0
+
+    os.makedirs(os.path.join(output_dir, "points"), exist_ok=True)
+    print(f"{len(todo)} points, {args.parallel} at a time, under {output_dir}/points",
+          file=sys.stderr, flush=True)
+    sweep.write_csv()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel)
+    try:
+        futures = [pool.submit(sweep.run, name, overrides) for name, overrides in todo]
+        statuses = [f.result() for f in futures]
+    except KeyboardInterrupt:
+        # The runs got the same SIGINT; do not start queued points. Rerun to resume.
+        pool.shutdown(wait=True, cancel_futures=True)
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    pool.shutdown()
+
+    table = markdown(list(sweep.rows.values()), keys, args.sort_by, args.ascending)
+    with open(os.path.join(output_dir, "sweep.md.tmp"), "w", encoding="utf-8") as f:
+        f.write(table)
+    os.replace(os.path.join(output_dir, "sweep.md.tmp"), os.path.join(output_dir, "sweep.md"))
+    print(table)
+    failed = statuses.count("failed")
+    if failed:
+        print(f"{failed} of {len(statuses)} points failed; see their log.txt; rerun the same "
+              "command to retry them", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
