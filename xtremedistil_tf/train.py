@@ -13,6 +13,7 @@ import json
 import math
 import os
 import resource
+import signal
 import sys
 import time
 import zlib
@@ -338,6 +339,7 @@ def run_stage(
     if baseline > -math.inf and best.empty:
         best.save(0)  # the entering weights are the ones to beat
     writer = tf.summary.create_file_writer(log_dir) if log_dir else None
+    kill_at = _kill_step(stage.name)
     history = json.loads(progress.history.numpy().decode())
     skipped = 0
     while (_value(progress.epoch) < stage.max_epochs
@@ -373,6 +375,8 @@ def run_stage(
             progress.term_sums.assign_add(values[1:].astype(np.float64))
             progress.step.assign_add(1)
             checkpoints.after_step()
+            if kill_at == _value(optimizer.iterations):
+                os.kill(os.getpid(), signal.SIGKILL)  # fault injection (`KILL_AT_ENV`)
         value = monitor()
         steps = max(_value(progress.step), 1)
         row = {"stage": stage.name, "epoch": epoch + 1,
@@ -416,6 +420,16 @@ def run_stage(
         writer.close()
     return StageResult(stage.name, history, _value(progress.best),
                        _value(progress.best_epoch), time.time() - t0)
+
+
+# Fault injection for the resume tests: `<stage name>:<optimizer step>` kills this process
+# (SIGKILL, like the OOM killer) right after that step and its checkpoint, if any.
+KILL_AT_ENV = "XTREMEDISTIL_KILL_AT"
+
+
+def _kill_step(stage_name: str) -> int | None:
+    name, _, step = os.environ.get(KILL_AT_ENV, "").rpartition(":")
+    return int(step) if name == stage_name and step.isdigit() else None
 
 
 class _BestWeights:
