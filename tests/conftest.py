@@ -17,6 +17,19 @@ def fixture_path(*parts: str) -> str:
     return os.path.join(FIXTURES, *parts)
 
 
+def varied_tagger(folder: str, labels: list[str]):
+    """`folder`'s encoder with a fresh softmax head for `labels` (`new_head`, also on a ready
+    token classifier), its classifier scaled up so that random weights tag varied labels;
+    returns (model, tokenizer)."""
+    from xtremedistil_tf import models
+
+    tok = models.load_tokenizer(folder)
+    model, _, _ = models.build_teacher(folder, labels, 0.1, special_ids=tok.all_special_ids,
+                                       new_head=True)
+    model.classifier.kernel.assign(model.classifier.kernel * 300.0)
+    return model, tok
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from xtremedistil_tf import models

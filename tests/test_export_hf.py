@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from xtremedistil_tf import export_hf, models, predict, savedmodel
-from conftest import MODELS, fixture_path
+from conftest import MODELS, fixture_path, varied_tagger
 from hub_layouts import fixture_sentences
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -31,10 +31,7 @@ def single_piece_text(tok, per_line=3, limit=8):
 def exported(request, hub_models, tmp_path_factory):
     folder = (os.path.join(MODELS, "tiny_bert") if request.param == "bert"
               else hub_models["xlmr_ner"])
-    tok = models.load_tokenizer(folder)
-    model, _, _ = models.build_teacher(folder, LABELS, 0.1, special_ids=tok.all_special_ids,
-                                       new_head=True)
-    model.classifier.kernel.assign(model.classifier.kernel * 300.0)  # varied tags
+    model, tok = varied_tagger(folder, LABELS)
     base = str(tmp_path_factory.mktemp("hf"))
     saved = savedmodel.export(model, LABELS, tok, base, "tagger")
     hf_dir = export_hf.export_hf(model, LABELS, tok, base, "tagger-hf")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import data, models, predict, savedmodel, vocab_trim
-from conftest import MODELS, fixture_path
+from xtremedistil_tf import data, predict, savedmodel, vocab_trim
+from conftest import MODELS, fixture_path, varied_tagger
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
@@ -34,11 +34,7 @@ def variables_mb(path):
 def case(request, hub_models):
     folder = (os.path.join(MODELS, "tiny_bert") if request.param == "wordpiece"
               else hub_models["xlmr_ner"])
-    tok = models.load_tokenizer(folder)
-    # A fresh softmax head on the encoder: ready classifiers' heads are kept the same way.
-    model, _, _ = models.build_teacher(folder, LABELS, 0.1, special_ids=tok.all_special_ids,
-                                       new_head=True)
-    model.classifier.kernel.assign(model.classifier.kernel * 300.0)  # varied tags
+    model, tok = varied_tagger(folder, LABELS)
     keep = vocab_trim.covered_ids(tok, sentences())
     trimmed, trimmed_tok, info = vocab_trim.trim(model, tok, keep)
     return request.param, model, tok, trimmed, trimmed_tok, info, keep

@@ -106,8 +106,8 @@ def rebuild(run_dir: str, which: str = "student", precision: str = "float32"):
 
 
 def _rebuild(run_dir: str, which: str):
-    """The run's `which` model from its own folder (`models.load_model`: no teacher, no data),
-    with the tokenizer it reads (saved beside it; runs that did not save it name it)."""
+    """The run's `which` model and the tokenizer it reads, from its own folder
+    (`models.load_model`: no teacher, no data)."""
     from xtremedistil_tf import models
 
     cfg, _ = _run_config(run_dir)
@@ -116,12 +116,7 @@ def _rebuild(run_dir: str, which: str):
         raise ValueError(f"{folder}: no trained {which} (model.json) in this run; let the run "
                          "finish first")
     model, labels = models.load_model(folder, name=which)
-    saved = os.path.join(folder, models.TOKENIZER_DIR)
-    own = which == "student" and cfg.student.own_tokenizer
-    tokenizer = models.load_tokenizer(
-        saved if os.path.isdir(saved)
-        else models.resolve_student_name(cfg.student.model) if own else cfg.teacher.model)
-    return cfg, model, labels, tokenizer
+    return cfg, model, labels, models.load_tokenizer(os.path.join(folder, models.TOKENIZER_DIR))
 
 
 # --export_formats of a run: litert_int8 = litert with --quantize=dynamic_int8.

@@ -25,8 +25,6 @@ import numpy as np
 
 from xtremedistil_tf import export_folders
 
-LABELS_FILE = export_folders.LABELS_FILE
-
 
 def check_exportable(model) -> None:
     """Fails (one line) for a model Hugging Face has no token-classification class for."""
@@ -102,7 +100,6 @@ def export_hf(model, labels, tokenizer, export_dir: str, name: str,
     """
     from safetensors.numpy import save_file
 
-
     check_exportable(model)
     final = export_folders.version_folder(export_dir, name, version)
     hf = hf_token_classifier(model, labels)
@@ -111,7 +108,5 @@ def export_hf(model, labels, tokenizer, export_dir: str, name: str,
         hf.save_pretrained(folder, safe_serialization=False)  # config.json + tf_model.h5
         save_file(pytorch_state_dict(hf), os.path.join(folder, "model.safetensors"),
                   metadata={"format": "pt"})
-        tokenizer.save_pretrained(folder)
-        with open(os.path.join(folder, LABELS_FILE), "w", encoding="utf-8") as f:
-            f.write("".join(label + "\n" for label in labels))
+        export_folders.write_assets(folder, labels, tokenizer)  # tokenizer + labels.txt
     return final

@@ -129,7 +129,6 @@ def export(model, labels, tokenizer, export_dir: str, name: str, version: int | 
         FileExistsError: `version` already exists (versions are never overwritten).
         ConversionError: see `convert`.
     """
-
     final = export_folders.version_folder(export_dir, folder_name(name, quantize), version)
     content = convert(model, quantize)
     info = {"format": FORMAT, "quantize": quantize, "head": model.head_kind,

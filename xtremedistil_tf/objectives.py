@@ -135,9 +135,6 @@ def objective_weight(model, name: str, settings: LossSettings, batch: dict) -> t
     return tf.reduce_sum(tf.cast(batch["word_mask"] > 0, tf.float32))
 
 
-_ZERO = 0.0
-
-
 # --------------------------------------------------------------------------- XtremeDistil
 
 
@@ -165,7 +162,7 @@ def _labels(model, settings, batch, out, training):
     token_mask = model.token_mask(batch["input_ids"], batch["attention_mask"])
     loss = model.head.loss(out["logits"], labels, token_mask, batch["token_first"],
                            settings.label_all_subwords)
-    aux = tf.constant(_ZERO)
+    aux = tf.zeros([])
     if "aux_logits" in out and settings.aux_weight:
         counted = labels >= 0
         if not settings.label_all_subwords:
@@ -190,8 +187,8 @@ def _msd(model, settings, batch, out, training):
     index, mask = batch["word_index"], batch["word_mask"]
     logits = losses.gather_words(out["logits"], index)
     terms = {"output": losses.prob_mse(logits, batch["teacher_logits"], mask),
-             "layers": tf.constant(_ZERO), "mmd_target": tf.constant(_ZERO),
-             "mmd_source": tf.constant(_ZERO)}
+             "layers": tf.zeros([]), "mmd_target": tf.zeros([]),
+             "mmd_source": tf.zeros([])}
     if settings.aux_targets and settings.msd_beta:
         weights = tf.nn.softmax(model.aux_weights)
         per_layer = [losses.prob_mse(losses.gather_words(x, index),

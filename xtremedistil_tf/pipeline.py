@@ -159,11 +159,11 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
         f"transfer {len(data.unlabelled['transfer'])}; {len(data.labels)} labels")
     job = _Job(cfg, state, data, [])
 
-    teacher, convert, ready = _teacher_phase(job)
-    student, schedule, settings_ = _student_phase(job, teacher, ready)
+    teacher, ready = _teacher_phase(job)
+    student, schedule, loss_settings = _student_phase(job, teacher, ready)
     todo = _resumed_stages(job, student, schedule)
-    targets = _teacher_targets_phase(job, teacher, student, convert, settings_, todo)
-    _stages_phase(job, student, schedule, todo, settings_, targets)
+    targets = _teacher_targets_phase(job, teacher, student, todo)
+    _stages_phase(job, student, schedule, todo, loss_settings, targets)
     shutil.rmtree(os.path.join(cfg.output_dir, "teacher_cache"), ignore_errors=True)
 
     log("evaluating teacher and student on test")  # the only place test labels are read
@@ -182,13 +182,13 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     return doc
 
 
-def _teacher_phase(job: _Job) -> tuple[_Side, object, bool]:
+def _teacher_phase(job: _Job) -> tuple[_Side, bool]:
     """Builds the teacher and fine-tunes it (or loads an earlier fine-tuning).
 
     Returns:
-        (teacher, convert, ready): `convert` maps a ready teacher's label distributions to the
-        data's labels (None when they are the same); `ready` says the checkpoint already was a
-        token classifier with its own head.
+        (teacher, ready): `ready` says the checkpoint already was a token classifier with its
+        own head. The teacher's tagger `convert`s a ready teacher's label distributions to the
+        data's labels.
     """
     cfg, state, labels = job.cfg, job.state, job.data.labels
     dcfg = cfg.data
@@ -234,7 +234,7 @@ def _teacher_phase(job: _Job) -> tuple[_Side, object, bool]:
         job.history += result.history
     if not os.path.exists(teacher.folder):
         models.save_weights(model, teacher.folder, teacher_labels, t_tok)
-    return teacher, convert, ready
+    return teacher, ready
 
 
 def _student_phase(job: _Job, teacher: _Side, ready: bool):
@@ -299,13 +299,13 @@ def _resumed_stages(job: _Job, student: _Side, schedule) -> list:
     return todo
 
 
-def _teacher_targets_phase(job: _Job, teacher: _Side, student: _Side, convert, settings,
-                           todo) -> dict:
+def _teacher_targets_phase(job: _Job, teacher: _Side, student: _Side, todo) -> dict:
     """The teacher outputs the remaining stages learn from, by data: `transfer` (streamed from
     disk), `dev` (for dev-loss monitoring), `target` (zero-shot text; MTMT adds the similarity
     teacher's word vectors) and MSD's `source_cls`. Adds the student's splits of that text."""
     cfg, dcfg, labels, unlabelled = job.cfg, job.cfg.data, job.data.labels, job.data.unlabelled
     t_model, t_tok, s_tok = teacher.model, teacher.tokenizer, student.tokenizer
+    convert = teacher.tagger.convert
     targets = {}
     if any(s.data == "transfer" for s in todo):
         t_layers, _ = stages_lib.representation_pairs(
@@ -328,9 +328,10 @@ def _teacher_targets_phase(job: _Job, teacher: _Side, student: _Side, convert, s
         if cfg.strategy == "mtmt":
             similar = _similarity_teacher(job, t_tok, teacher.splits)
             sim_tagger = Tagger(similar, t_tok, dcfg, labels, hidden_layers=(similar.num_blocks,))
-            _, sim = teacher_outputs.in_memory_targets(
-                sim_tagger, unlabelled["target"], s_tok, dcfg,
-                _cache_dir(cfg, "similarity", (similar.num_blocks,)))
+            sim = window_targets(teacher_outputs.cached_teacher_targets(
+                sim_tagger, unlabelled["target"], dcfg,
+                _cache_dir(cfg, "similarity", (similar.num_blocks,))),
+                student.splits["target"].windows)  # the split made just above
             targets["target"]["teacher_sim"] = [h[:, 0] for h in sim["teacher_hidden"]]
         if cfg.strategy == "msd":
             source = tokenize(unlabelled["source"], t_tok, None, dcfg)

@@ -185,18 +185,18 @@ class LoopConfig:
 
 
 def make_train_step(model, objective: str, settings: LossSettings, variables, optimizer, *,
-                    strategy: tf.distribute.Strategy | None = None, skip_nonfinite: int = 0,
+                    distribution: tf.distribute.Strategy | None = None, skip_nonfinite: int = 0,
                     before_step: Callable[[], None] | None = None, signature=None,
                     xla: bool = False) -> Callable[[dict], tf.Tensor]:
     """`step(batch) -> losses`: forward, `objective`'s loss, gradients and one optimizer update
     of `variables`, compiled as one `tf.function`.
 
     `losses` is float32 `[1 + terms]`: the loss, then each of the objective's named terms
-    (`objectives.Objective.term_names`; under a strategy, each summed over replicas like the
-    loss).
+    (`objectives.Objective.term_names`; under a distribution strategy, each summed over
+    replicas like the loss).
 
     Args:
-        strategy, skip_nonfinite: see `LoopConfig`.
+        distribution, skip_nonfinite: see `LoopConfig`.
         before_step: called first inside the step (e.g. reseeding dropout from the step).
         signature: the batch's `TensorSpec`s (one trace for every batch shape), or None.
         xla: compile with XLA.
@@ -209,7 +209,7 @@ def make_train_step(model, objective: str, settings: LossSettings, variables, op
                                                training=True).values())
             loss = tf.add_n(terms)
             values = tf.stack([loss] + terms)
-            if strategy:
+            if distribution:
                 weight = objectives.objective_weight(model, objective, settings, batch)
                 total = tf.distribute.get_replica_context().all_reduce("sum", weight)
                 share = tf.math.divide_no_nan(weight, total)
@@ -221,9 +221,9 @@ def make_train_step(model, objective: str, settings: LossSettings, variables, op
             return values
         finite = tf.math.is_finite(loss)
         for g, _ in pairs:
-            values = g.values if isinstance(g, tf.IndexedSlices) else g
-            finite &= tf.reduce_all(tf.math.is_finite(values))
-        if strategy is None:
+            grad = g.values if isinstance(g, tf.IndexedSlices) else g
+            finite &= tf.reduce_all(tf.math.is_finite(grad))
+        if distribution is None:
             tf.cond(finite, lambda: optimizer.apply_gradients(pairs), lambda: optimizer.iterations)
             return values
         bad = tf.distribute.get_replica_context().all_reduce(
@@ -231,16 +231,16 @@ def make_train_step(model, objective: str, settings: LossSettings, variables, op
         optimizer.apply_gradients([(_zero_unless(bad == 0, g), v) for g, v in pairs])
         return values
 
-    if strategy is None:
+    if distribution is None:
         return tf.function(replica_step, input_signature=[signature] if signature else None,
                            jit_compile=xla)
 
     @tf.function(reduce_retracing=True, jit_compile=xla)
     def distributed_step(batch):
-        losses_ = strategy.run(replica_step, args=(batch,))
-        return strategy.reduce("sum", losses_, axis=None)
+        losses_ = distribution.run(replica_step, args=(batch,))
+        return distribution.reduce("sum", losses_, axis=None)
 
-    return lambda batch: distributed_step(distribute.split_batch(strategy, batch))
+    return lambda batch: distributed_step(distribute.split_batch(distribution, batch))
 
 
 class _StageCheckpoints:
@@ -311,26 +311,26 @@ def run_stage(
     """
     t0 = time.time()
     settings = settings or LossSettings()
-    strategy = loop.distribution
+    distribution = loop.distribution
     variables = stage_variables(model, stage)
     steps_per_epoch = len(train_batches(0))
-    with strategy.scope() if strategy else contextlib.nullcontext():
+    with distribution.scope() if distribution else contextlib.nullcontext():
         optimizer, schedule = make_optimizer(variables, stage.learning_rate,
                                              steps_per_epoch * stage.max_epochs,
                                              loop.warmup_ratio, loop.weight_decay)
     keys = objectives.batch_keys(stage.objective)
     term_names = objectives.get(stage.objective).term_names
-    generators = [] if strategy else dropout_generators(model, train_batches(0)[0])
+    generators = [] if distribution else dropout_generators(model, train_batches(0)[0])
     stage_seed = (loop.seed * 1_000_003 + zlib.crc32(stage.name.encode())) % 2**62
     train_step = make_train_step(
-        model, stage.objective, settings, variables, optimizer, strategy=strategy,
+        model, stage.objective, settings, variables, optimizer, distribution=distribution,
         skip_nonfinite=loop.skip_nonfinite, xla=loop.xla,
         before_step=lambda: reseed(generators, stage_seed, optimizer.iterations),
         signature={k: tf.TensorSpec(v.shape, v.dtype) for k, v in
                    features.to_dataset(train_batches(0), keys).element_spec.items()})
 
     progress = _Progress(baseline, len(term_names))
-    best = _BestWeights(model, distribute.worker_folder(strategy, checkpoint_dir), progress)
+    best = _BestWeights(model, distribute.worker_folder(distribution, checkpoint_dir), progress)
     checkpoints = _StageCheckpoints(best.folder, loop.checkpoint_every, model, optimizer,
                                     progress, schedule, best)
     if checkpoints.restore() and loop.verbose:
@@ -349,7 +349,7 @@ def run_stage(
         batches = train_batches(epoch)[_value(progress.step):]
         if not batches:  # the crash came after the last batch
             feed = ()
-        elif strategy is None:
+        elif distribution is None:
             feed = features.to_dataset(batches, keys)
         else:
             feed = ({k: b[k] for k in keys} for b in batches)
