@@ -17,8 +17,10 @@ demo: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/python run_distil.py --flagfile=flags/smoke.cfg
 
+# One pytest worker per core (at most 4), each test file whole on one worker: its module
+# fixtures (a smoke run, exports) are built once.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf runs/smoke .pytest_cache

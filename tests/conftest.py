@@ -1,9 +1,14 @@
 """Shared fixtures: the tiny committed model folders (see scripts/make_test_models.py)."""
 
+import contextlib
+import io
 import os
+import subprocess
+import sys
 
 # The suite never reaches the Hugging Face hub: every model is a local folder (subprocesses too).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import pytest
@@ -11,6 +16,49 @@ import pytest
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 MODELS = os.path.join(FIXTURES, "models")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "--flagfile=flags/smoke.cfg"
+
+
+def run_distil(*args: str, fresh_process: bool = False, env: dict | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python run_distil.py ARGS` from the repository root -> returncode, stdout, stderr.
+
+    By default in this process: TensorFlow is loaded once and what TensorFlow caches between
+    models (autograph's conversions) is reused, so a smoke run takes seconds instead of a fresh
+    interpreter's start-up plus its first tracing. The flags are parsed exactly as on the
+    command line (flag files, later flags overriding earlier ones) and reset afterwards; an
+    exception that `run_distil.main` does not turn into a one-line error propagates, so the test
+    shows its traceback. `fresh_process` (or `env`) runs a real interpreter instead: for what
+    only a process can show (being killed, environment variables read at start-up, tf.distribute
+    devices, TensorFlow's own start-up output).
+    """
+    if fresh_process or env is not None:
+        return subprocess.run([sys.executable, "run_distil.py", *args], capture_output=True,
+                              text=True, cwd=REPO, timeout=timeout,
+                              env=None if env is None else {**os.environ, **env})
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    import run_distil as cli
+    from absl import flags
+
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            flags.FLAGS.unparse_flags()
+            try:
+                flags.FLAGS(["run_distil.py", *args])
+            except flags.Error as e:  # what absl's app.run prints before exiting with 1
+                print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+                returncode = 1
+            else:
+                returncode = cli.main(["run_distil.py"])
+    finally:
+        flags.FLAGS.unparse_flags()
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(["run_distil.py", *args], returncode, out.getvalue(),
+                                       err.getvalue())
 
 
 def fixture_path(*parts: str) -> str:

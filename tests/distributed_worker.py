@@ -4,7 +4,7 @@ Used by test_distribute.py (run as a script, in fresh processes):
     python tests/distributed_worker.py single OUT.json INIT.npz      (writes INIT.npz)
     python tests/distributed_worker.py mirrored OUT.json INIT.npz    (2 logical CPU devices)
     TF_CONFIG=... python tests/distributed_worker.py multi_worker OUT.json INIT.npz CKPT_DIR
-Writes the per-epoch training losses and the final weights' sum of squares to OUT.json.
+Writes the per-epoch training losses and every final weight (per variable, flattened) to OUT.json.
 """
 
 import contextlib
@@ -64,6 +64,6 @@ result = train.run_stage(model, stage, lambda epoch: batches, lambda: 0.0,
                          checkpoint_dir=ckpt_dir)
 with open(out_path, "w") as f:
     json.dump({"losses": [row["train_loss"] for row in result.history],
-               "weights": float(sum(np.square(w).sum() for w in model.get_weights())),
+               "weights": [w.ravel().tolist() for w in model.get_weights()],
                "replicas": distribute.replicas(strategy),
                "chief": distribute.is_chief(strategy)}, f)

@@ -104,18 +104,34 @@ print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
 """
 
 
-def test_crf_export_decodes_like_the_model(tmp_path, tiny_tokenizer):
+def test_crf_export_decodes_and_scores_like_a_brute_force_chain(tmp_path, tiny_tokenizer):
+    from test_crf import brute_force
+
     m = model("attention_crf")
+    rng = np.random.default_rng(0)  # non-zero chain scores: the CRF differs from argmax
+    for weight in m.head.crf.weights:
+        weight.assign(rng.normal(size=weight.shape).astype(np.float32))
     path = savedmodel.export(m, LABELS, tiny_tokenizer, str(tmp_path), "crf")
     proc = subprocess.run([sys.executable, "-c", CLEAN_LOAD, path, json.dumps(IDS.numpy().tolist()),
                            json.dumps(MASK.numpy().tolist())], capture_output=True, text=True,
                           cwd="/", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    logits = m({"input_ids": IDS, "attention_mask": MASK})["logits"]
-    assert got["label_ids"] == m.decode(logits, IDS, MASK).numpy().tolist()
-    np.testing.assert_allclose(got["probabilities"], m.probabilities(logits, IDS, MASK).numpy(),
-                               atol=1e-5)
+    # Independent reference: every path over the real sub-words, enumerated (test_crf).
+    logits = m({"input_ids": IDS, "attention_mask": MASK})["logits"].numpy()
+    token_mask = m.token_mask(IDS, MASK).numpy().astype(bool)
+    allowed, start = crf.iob2_allowed(LABELS)
+    crf_layer = m.head.crf
+    _, best, _, _ = brute_force(logits, None, token_mask, crf_layer.transitions.numpy(),
+                                crf_layer.start.numpy(), crf_layer.end.numpy(), allowed, start)
+    _, _, _, marginals = brute_force(logits, None, token_mask, crf_layer.transitions.numpy(),
+                                     crf_layer.start.numpy(), crf_layer.end.numpy())
+    soft = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected_ids = np.where(token_mask, best, logits.argmax(-1))
+    expected_probs = np.where(token_mask[..., None], marginals, soft)
+    assert got["label_ids"] == expected_ids.tolist()
+    np.testing.assert_allclose(got["probabilities"], expected_probs, atol=1e-5)
+    assert np.abs(marginals - soft)[token_mask].max() > 1e-2  # the chain mattered
 
 
 def test_per_layer_classifiers_loss_and_groups():

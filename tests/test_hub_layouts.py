@@ -4,13 +4,11 @@ microsoft/xtremedistil-l6-h256-uncased (vocab.txt, config.json, tf_model.h5 only
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
 from xtremedistil_tf import models
-from conftest import REPO, fixture_path
+from conftest import SMOKE, fixture_path, run_distil
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
@@ -59,13 +57,10 @@ def test_uncased_student_reads_the_teachers_tokens(hub_models):
 def test_headline_command(hub_models, tmp_path):
     """run_distil.py --teacher <xlm-r ner> --student <xtremedistil> with the smoke settings
     (one stage: the logits stage reads the ready teacher's mapped distributions)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run(
-        [sys.executable, "run_distil.py", "--flagfile=flags/smoke.cfg",
-         f"--teacher={hub_models['xlmr_ner']}", f"--student={hub_models['xtremedistil']}",
-         f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
-         "--stages=logits", "--nogradual_unfreezing", "--trim_vocab"],
-        capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+    proc = run_distil(SMOKE, f"--teacher={hub_models['xlmr_ner']}",
+                      f"--student={hub_models['xtremedistil']}", f"--output_dir={tmp_path}/run",
+                      f"--export_dir={tmp_path}/exports", "--stages=logits",
+                      "--nogradual_unfreezing", "--trim_vocab")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[teacher]" not in proc.stderr  # a ready token classifier is used as is
     doc = json.loads((tmp_path / "run" / "metrics.json").read_text())

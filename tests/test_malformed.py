@@ -1,12 +1,10 @@
 """A table of malformed inputs: each stops run_distil.py with one line naming file:line."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import SMOKE, run_distil
 
 GOOD = ("John\tB-PER\nSmith\tI-PER\nof\tO\nAcme\tB-ORG\nCorp\tI-ORG\nvisited\tO\n"
         "New\tB-LOC\nYork\tI-LOC\n\n")
@@ -71,7 +69,7 @@ def results(tmp_path_factory):
         "model_type": "bert", "hidden_size": 32, "num_attention_heads": 2,
         "num_hidden_layers": 2, "intermediate_size": 64, "vocab_size": 185,
         "max_position_embeddings": 64}), encoding="utf-8")
-    argvs = []
+    argvs = {}
     for name, (content, extra, _) in CASES.items():
         folder = tmp / name
         folder.mkdir()
@@ -82,21 +80,24 @@ def results(tmp_path_factory):
             train.write_bytes(content)
         else:
             train.write_text(content, encoding="utf-8")
-        argvs.append(["--flagfile=flags/smoke.cfg", f"--train_file={train}",
-                      f"--output_dir={folder}/run"]
-                     + [e.format(tmp=tmp, bad_dev=bad_dev, bad_dev_type=bad_dev_type)
-                        for e in extra])
-    cases_file = tmp / "cases.json"
-    cases_file.write_text(json.dumps(argvs))
-    proc = subprocess.run([sys.executable, "tests/run_cases.py", str(cases_file)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(zip(CASES, json.loads(proc.stdout.strip().splitlines()[-1])))
+        argvs[name] = ([SMOKE, f"--train_file={train}", f"--output_dir={folder}/run"]
+                       + [e.format(tmp=tmp, bad_dev=bad_dev, bad_dev_type=bad_dev_type)
+                          for e in extra])
+    done = {}
+
+    def result(name):
+        """The case's run (in this process, once) -> {"rc", "stderr"}."""
+        if name not in done:
+            proc = run_distil(*argvs[name])
+            done[name] = {"rc": proc.returncode, "stderr": proc.stderr}
+        return done[name]
+
+    return result
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_malformed_input_is_one_clear_line(results, name):
-    result = results[name]
+    result = results(name)
     assert result["rc"] == 2, result["stderr"][-2000:]
     assert "Traceback" not in result["stderr"]
     lines = [ln for ln in result["stderr"].splitlines() if ln.startswith("error: ")]
@@ -107,4 +108,5 @@ def test_malformed_input_is_one_clear_line(results, name):
 
 @pytest.mark.parametrize("name", BEFORE_TRAINING)
 def test_impossible_student_fails_before_the_teacher_trains(results, name):
-    assert "[teacher]" not in results[name]["stderr"], results[name]["stderr"][-2000:]
+    stderr = results(name)["stderr"]
+    assert "[teacher]" not in stderr, stderr[-2000:]

@@ -2,24 +2,25 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import SMOKE, run_distil
+
+# The smoke run most tests here read; two epochs and a checkpoint after every step, so that it is
+# also the uninterrupted reference of the kill/resume test.
+SMOKE_RUN = (SMOKE, "--checkpoint_every=1", "--epochs=2", "--export_formats=savedmodel,litert")
 
 
-def run_distil(*args, timeout=600):
-    return subprocess.run([sys.executable, "run_distil.py", *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=timeout)
+def smoke_args(out, litert: bool = True) -> tuple[str, ...]:
+    run = SMOKE_RUN if litert else SMOKE_RUN[:-1]
+    return (*run, f"--output_dir={out}/run", f"--export_dir={out}/exports")
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={out}/run",
-                      f"--export_dir={out}/exports", "--export_formats=savedmodel,litert")
+    proc = run_distil(*smoke_args(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -62,8 +63,7 @@ def test_run_folder_holds_everything(smoke_run):
 
 def test_rerun_resumes_without_training_again(smoke_run):
     out, _ = smoke_run
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={out}/run",
-                      f"--export_dir={out}/exports", "--export_formats=savedmodel,litert")
+    proc = run_distil(*smoke_args(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch" not in proc.stderr  # nothing trained
     assert "stages finished in an earlier run" in proc.stderr
@@ -75,7 +75,7 @@ def test_second_student_reuses_the_fine_tuned_teacher(smoke_run, tmp_path):
     out, _ = smoke_run
     first = json.loads((out / "run" / "metrics.json").read_text())
     dev = "tests/fixtures/tiny_dev.conll"
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run",
                       f"--export_dir={tmp_path}/exports", f"--teacher_checkpoint={out}/run/teacher",
                       "--stages=labels", "--nogradual_unfreezing",
                       f"--test_file=de={dev},tests/fixtures/tiny_test.conll")
@@ -85,7 +85,7 @@ def test_second_student_reuses_the_fine_tuned_teacher(smoke_run, tmp_path):
     assert doc["teacher"]["dev_f1"] == pytest.approx(first["teacher"]["dev_f1"])
     assert "de" in doc["teacher"]["per_language"]
     # Another head is another model: refused with a one-line error naming the folder.
-    bad = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/bad",
+    bad = run_distil(SMOKE, f"--output_dir={tmp_path}/bad",
                      f"--teacher_checkpoint={out}/run/teacher", "--head=crf")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     last = bad.stderr.strip().splitlines()[-1]
@@ -93,7 +93,7 @@ def test_second_student_reuses_the_fine_tuned_teacher(smoke_run, tmp_path):
 
 
 def test_later_flags_override_the_flagfile(tmp_path):
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}",
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}",
                       "--train_file=does/not/exist.conll")
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
@@ -109,7 +109,7 @@ def test_later_flags_override_the_flagfile(tmp_path):
     (["--teacher=/nowhere/model"], "cannot load"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, args, needle):
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}", *args)
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}", *args)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr.strip().splitlines()[-1]
@@ -119,7 +119,7 @@ def test_bad_flags_are_one_line_errors(tmp_path, args, needle):
 def test_bad_data_line_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.conll"
     bad.write_text("John\tB-PER\nSmith\n", encoding="utf-8")
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run",
                       f"--train_file={bad}")
     assert proc.returncode == 2
     assert f"{bad}:2" in proc.stderr.strip().splitlines()[-1]
@@ -127,9 +127,10 @@ def test_bad_data_line_names_file_and_line(tmp_path):
 
 def test_ready_token_classifier_teacher_is_used_as_is(tmp_path):
     # tiny_bert_ner has its own IO labels LOC ORG PER O, like jplu/tf-xlm-r-ner-40-lang.
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run",
                       f"--export_dir={tmp_path}/exports",
-                      "--teacher=tests/fixtures/models/tiny_bert_ner", "--export_teacher")
+                      "--teacher=tests/fixtures/models/tiny_bert_ner", "--export_teacher",
+                      "--stages=labels", "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[teacher]" not in proc.stderr  # not fine-tuned
     doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -140,68 +141,76 @@ def test_ready_token_classifier_teacher_is_used_as_is(tmp_path):
     assert student_labels.split()[0] == "O" and "B-PER" in student_labels.split()
 
 
-def test_student_with_its_own_tokenizer(tmp_path):
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
-                      f"--export_dir={tmp_path}/exports",
+def test_student_with_its_own_tokenizer(smoke_run, tmp_path):
+    out, _ = smoke_run
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run",
+                      f"--export_dir={tmp_path}/exports", f"--teacher_checkpoint={out}/run/teacher",
                       "--student=tests/fixtures/models/tiny_bert_pt", "--student_own_tokenizer",
-                      "--nogradual_unfreezing", "--teacher_epochs=1")
+                      "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stages: representations, logits, labels" in proc.stderr
     doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert doc["student"]["params"] == doc["teacher"]["params"]
 
 
-def test_attention_crf_teacher_and_crf_student(tmp_path):
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
-                      f"--export_dir={tmp_path}/exports", "--head=attention_crf",
-                      "--student_head=crf", "--teacher_epochs=1")
+def test_attention_crf_teacher_with_per_layer_classifiers_and_a_crf_student(tmp_path):
+    import numpy as np
+
+    from xtremedistil_tf import models
+
+    # Only the representation stage trains the student: nothing after the copy touches its
+    # transition scores, so they must be the fine-tuned teacher's exactly.
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
+                      "--head=attention_crf", "--student_head=crf", "--aux_heads",
+                      "--aux_from_layer=1", "--teacher_epochs=1", "--stages=representations",
+                      "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert doc["teacher"]["params"] > doc["student"]["params"]
+    teacher, _ = models.load_model(str(tmp_path / "run" / "teacher"), "teacher")
+    student, _ = models.load_model(str(tmp_path / "run" / "student"), "student")
+    assert teacher.head.attention is not None and student.head.attention is None
+    assert teacher.head.crf is not None and student.head.crf is not None
+    # Zero-initialised, so non-zero scores are the teacher's fine-tuning, not a shared start.
+    assert np.abs(teacher.head.crf.transitions.numpy()).max() > 0
+    for mine, theirs in zip(student.head.crf.weights, teacher.head.crf.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    # The teacher's per-layer classifiers (layer 1 of 2) were trained: their loss term counted.
+    assert teacher.aux_layers == (1,) and not student.aux_layers
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    terms = [r for r in history if r["stage"] == "teacher"][0]["train_terms"]
+    assert terms["aux_layers"] > 0 and terms["labels"] > 0
     assert (tmp_path / "exports" / "run" / "1" / "saved_model.pb").is_file()
 
 
-def test_teacher_with_per_layer_classifiers(tmp_path):
-    proc = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/run",
-                      f"--export_dir={tmp_path}/exports", "--aux_heads", "--aux_from_layer=1",
-                      "--stages=logits,labels", "--nogradual_unfreezing")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[teacher] epoch 2/2" in proc.stderr
-
-
-def test_killed_run_resumes_where_it_stopped(tmp_path):
+def test_killed_run_resumes_where_it_stopped(smoke_run, tmp_path):
     import signal
     import time
 
     from xtremedistil_tf import train
 
-    args = [sys.executable, "run_distil.py", "--flagfile=flags/smoke.cfg",
-            f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
-            "--checkpoint_every=1", "--epochs=2"]
     # Killed (SIGKILL, by itself: always at the same point) right after the 3rd optimizer step
     # of the first logits stage and its checkpoint.
-    killed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, train.KILL_AT_ENV: "logits/top0:3"})
+    # (No LiteRT export: it plays no part in what is compared.)
+    args = smoke_args(tmp_path, litert=False)
+    killed = run_distil(*args, env={train.KILL_AT_ENV: "logits/top0:3"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     time.sleep(0.1)
-    again = run_distil(*args[2:])
+    again = run_distil(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[teacher]" not in again.stderr and "[representations]" not in again.stderr
     assert "[logits/top0] resuming at epoch 1, batch 4" in again.stderr, again.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoints" / "student_logits_top0").exists()
 
-    # The same command never interrupted: same scores and the same loss in every epoch of every
-    # stage (dropout is on: its masks follow the seed and the step, not the process).
-    reference = run_distil("--flagfile=flags/smoke.cfg", f"--output_dir={tmp_path}/ref/run",
-                           f"--export_dir={tmp_path}/ref/exports", *args[5:])
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    resumed, uninterrupted = ({k: json.loads((tmp_path / d / "run" / "metrics.json").read_text())[k]
-                               for k in ("teacher", "student")} for d in (".", "ref"))
+    # The same command never interrupted (the smoke run): same scores and the same loss in every
+    # epoch of every stage (dropout is on: its masks follow the seed and the step, not the
+    # process).
+    reference, _ = smoke_run
+    resumed, uninterrupted = ({k: json.loads((d / "run" / "metrics.json").read_text())[k]
+                               for k in ("teacher", "student")} for d in (tmp_path, reference))
     for model in ("teacher", "student"):
         for key in ("f1", "precision", "recall", "accuracy", "per_language"):
             assert resumed[model][key] == uninterrupted[model][key], (model, key)
-    history = [json.loads((tmp_path / d / "run" / "history.json").read_text())
-               for d in (".", "ref")]
+    history = [json.loads((d / "run" / "history.json").read_text())
+               for d in (tmp_path, reference)]
     assert [(r["stage"], r["epoch"]) for r in history[0]] == [
         (r["stage"], r["epoch"]) for r in history[1]]
     for a, b in zip(*history):
@@ -234,7 +243,6 @@ def test_resume_tolerates_fields_added_at_their_defaults(tmp_path):
 
 
 def test_teacher_cache_is_written_in_chunks_and_reused(tmp_path, monkeypatch):
-    import os
 
     import numpy as np
 

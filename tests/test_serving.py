@@ -125,18 +125,20 @@ def test_other_tokenizers_are_refused():
         serving_text.tokenizer_settings(tok)
 
 
-def test_sentencepiece_export_tags_text(sentencepiece_tokenizer, tmp_path):
+def test_sentencepiece_export_tags_text_as_serving_default_does(sentencepiece_tokenizer,
+                                                                tmp_path):
     tok = sentencepiece_tokenizer
     model, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1,
                                        special_ids=tok.all_special_ids)
+    model.classifier.kernel.assign(model.classifier.kernel * 300.0)  # varied tags
     path = savedmodel.export(model, LABELS, tok, str(tmp_path), "sp", text_signature=True,
-                         max_seq_length=MAX_LEN)
-    tag_text = tf.saved_model.load(path).signatures["tag_text"]
-    out = tag_text(sentences=tf.constant(SENTENCES[:2]))
-    words = [[w.decode() for w in row if w] for row in out["words"].numpy()]
-    assert words == [s.split() for s in SENTENCES[:2]]
-    tags = {t.decode() for row in out["tags"].numpy() for t in row}
-    assert tags <= set(LABELS) | {""}
+                             max_seq_length=MAX_LEN)
+    out = tf.saved_model.load(path).signatures["tag_text"](sentences=tf.constant(SENTENCES))
+    got = {"words": [[w.decode() for w in r] for r in out["words"].numpy()],
+           "tags": [[t.decode() for t in r] for r in out["tags"].numpy()],
+           "scores": out["scores"].numpy().tolist()}
+    assert_tag_text_equals_predict(path, SENTENCES, got)
+    assert len({t for row in got["tags"] for t in row if t}) > 2
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +174,14 @@ def test_tag_text_in_a_clean_process_equals_the_predict_tagger(text_export):
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
+    cut = assert_tag_text_equals_predict(path, sentences, got)
+    assert cut[-1] and sum(cut) < len(cut) - 3  # truncation and full sentences both seen
+
+
+def assert_tag_text_equals_predict(path, sentences, got):
+    """`got` (tag_text's words, tags and scores as lists) equals the predict CLI's tagger: the
+    Hugging Face tokenizer from the export's assets, then serving_default. Returns, per sentence,
+    whether its sub-words overflowed one window (those words are tagged "")."""
     tagger = predict.ExportedTagger(path)
     sents = [predict.data_lib.Sentence(s.split(), None) for s in sentences]
     tags, scores = tagger.tag_with_scores(sents, 8, MAX_LEN)
@@ -190,7 +200,7 @@ def test_tag_text_in_a_clean_process_equals_the_predict_tagger(text_export):
         assert got["tags"][i] == tags[i][:k] + [""] * (width - k), s
         np.testing.assert_allclose(got["scores"][i][:k], scores[i][:k], atol=1e-5)
         assert all(t in LABELS for t in tags[i])
-    assert cut[-1] and sum(cut) < len(cut) - 3  # truncation and full sentences both seen
+    return cut
 
 
 def test_plain_export_has_only_serving_default(tmp_path, tiny_tokenizer):

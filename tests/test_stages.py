@@ -153,23 +153,41 @@ def _fresh_student(tiny_tokenizer):
     return student
 
 
-@pytest.mark.parametrize("crash_at", [(0, 3), (1, 0), (2, 1)])
-def test_interrupted_stage_resumes_to_the_same_result(tiny_tokenizer, tmp_path, crash_at):
-    """A stage killed mid-epoch (or between epochs) and run again ends with the same weights,
-    history and best epoch as an uninterrupted run (dropout off, deterministic data order)."""
-    stage = stages.Stage("labels", "labels", "train", ("head", "block:1"), 1e-2, 3, 3, "dev_f1")
+RESUME_STAGE = stages.Stage("labels", "labels", "train", ("head", "block:1"), 1e-2, 3, 3,
+                            "dev_f1")
+
+
+def _resume_batches(tiny_tokenizer):
     base = _batches(tiny_tokenizer) * 3  # 6 batches per epoch
 
     def batches(epoch):
         rng = np.random.default_rng(epoch)
         return [base[i] for i in rng.permutation(len(base))]
 
-    def monitor_for(model):
-        # A deterministic function of the weights: the dev score of a real run.
-        return lambda: -float(np.abs(model.classifier.kernel.numpy()).sum())
+    return batches
 
+
+def _monitor_for(model):
+    # A deterministic function of the weights: the dev score of a real run.
+    return lambda: -float(np.abs(model.classifier.kernel.numpy()).sum())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_tokenizer):
+    """The resume tests' stage run without interruption -> (result, final weights)."""
     reference = _fresh_student(tiny_tokenizer)
-    expected = train.run_stage(reference, stage, batches, monitor_for(reference), loop=QUIET)
+    expected = train.run_stage(reference, RESUME_STAGE, _resume_batches(tiny_tokenizer),
+                               _monitor_for(reference), loop=QUIET)
+    return expected, [w.numpy() for w in reference.weights]
+
+
+@pytest.mark.parametrize("crash_at", [(0, 3), (1, 0), (2, 1)])
+def test_interrupted_stage_resumes_to_the_same_result(tiny_tokenizer, tmp_path, crash_at,
+                                                      uninterrupted):
+    """A stage killed mid-epoch (or between epochs) and run again ends with the same weights,
+    history and best epoch as an uninterrupted run (dropout off, deterministic data order)."""
+    stage, batches, monitor_for = RESUME_STAGE, _resume_batches(tiny_tokenizer), _monitor_for
+    expected, reference = uninterrupted
 
     model = _fresh_student(tiny_tokenizer)
     ckpt = str(tmp_path / "ckpt")
@@ -201,8 +219,8 @@ def test_interrupted_stage_resumes_to_the_same_result(tiny_tokenizer, tmp_path, 
     assert [r["epoch"] for r in result.history] == [r["epoch"] for r in expected.history]
     for r, e in zip(result.history, expected.history):
         assert r["train_loss"] == pytest.approx(e["train_loss"], rel=1e-5)
-    for a, b in zip(again.weights, reference.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(again.weights, reference, strict=True):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-5, atol=1e-6)
 
 
 def test_teacher_with_frozen_embeddings_trains_every_block_but_not_the_embeddings():

@@ -6,15 +6,13 @@ never let target-language labels into training.
 """
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from xtremedistil_tf import config, labels as labels_lib, losses, objectives, run_data, stages
-from conftest import REPO, fixture_path
+from conftest import SMOKE, fixture_path, run_distil
 
 
 def _sigmoid(x):
@@ -182,54 +180,68 @@ def test_strategy_settings_are_checked():
 # --------------------------------------------------------------------------- end to end
 
 
-def run_distil(*args):
-    return subprocess.run([sys.executable, "run_distil.py", "--flagfile=flags/smoke.cfg", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+def strategy_run(out, strategy, *extra):
+    """flags/smoke.cfg + flags/STRATEGY.cfg for one epoch in `out` -> (out, process)."""
+    proc = run_distil(SMOKE, f"--flagfile=flags/{strategy}.cfg", f"--output_dir={out}/run",
+                      f"--export_dir={out}/exports", "--epochs=1", *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def german_train_file(german: str) -> str:
+    """A --train_file with English and a German file whose tags the zero-shot split drops."""
+    return f"--train_file=en={fixture_path('tiny_train.conll')},de={german}"
+
+
+@pytest.fixture(scope="module")
+def tsl_run(tmp_path_factory):
+    """TSL whose German target also comes as a tagged file (tiny_de_test.conll)."""
+    return strategy_run(tmp_path_factory.mktemp("tsl"), "tsl",
+                        german_train_file(fixture_path("tiny_de_test.conll")))
 
 
 @pytest.mark.parametrize("strategy,extra", [
-    ("tsl", []),
+    ("tsl", None),  # the tsl_run fixture
     ("msd", ["--student=l2-h16"]),  # two blocks: one per-layer channel besides the main one
     ("mtmt", []),
 ])
-def test_strategy_runs_on_smoke_and_scores_every_target(tmp_path, strategy, extra):
-    proc = run_distil(f"--flagfile=flags/{strategy}.cfg", f"--output_dir={tmp_path}/run",
-                      f"--export_dir={tmp_path}/exports", "--epochs=1", *extra)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+def test_strategy_runs_on_smoke_and_scores_every_target(request, tmp_path, strategy, extra):
+    out, proc = (request.getfixturevalue("tsl_run") if extra is None
+                 else strategy_run(tmp_path, strategy, *extra))
+    doc = json.loads((out / "run" / "metrics.json").read_text())
     assert doc["protocol"]["source_lang"] == "en" and doc["protocol"]["target_langs"] == ["de"]
     assert "en dev only" in doc["protocol"]["model_choice"]
     for model in ("teacher", "student"):
         assert doc[model]["target_avg_f1"] == doc[model]["per_language"]["de"]["f1"]
     assert f"stages: {strategy}" in proc.stderr and "model choice: en dev only" in proc.stdout
     assert "| model | de | en | target avg |" in proc.stdout
-    assert (tmp_path / "exports" / "run" / "1" / "saved_model.pb").is_file()
+    assert (out / "exports" / "run" / "1" / "saved_model.pb").is_file()
     # Every term of the distiller's loss was active (MSD: outputs, paired layers, both MMD²).
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    history = json.loads((out / "run" / "history.json").read_text())
     terms = [r for r in history if r["stage"] == strategy][0]["train_terms"]
     assert tuple(terms) == objectives.get(strategy).term_names
     assert all(v > 0 for v in terms.values()), terms
     if strategy == "mtmt":
         assert "[similarity_teacher] epoch 2/2" in proc.stderr
-        assert (tmp_path / "run" / "similarity_teacher" / "model.json").is_file()
+        assert (out / "run" / "similarity_teacher" / "model.json").is_file()
 
 
-def test_target_labels_never_reach_training(tmp_path):
-    """Same run twice, the German training file's tags scrambled the second time: the student
-    must come out identical (target tags are dropped before anything trains)."""
-    original = fixture_path("tiny_de_test.conll")
-    lines = open(original, encoding="utf-8").read().splitlines()
+def test_target_labels_never_reach_training(tsl_run, tmp_path):
+    """The TSL run again, the German training file's tags scrambled: the student must come out
+    identical (target tags are dropped before anything trains)."""
+    lines = open(fixture_path("tiny_de_test.conll"), encoding="utf-8").read().splitlines()
     tags = ["B-PER", "O", "I-LOC", "B-ORG"]
     scrambled = tmp_path / "de_scrambled.conll"
     scrambled.write_text("\n".join(f"{ln.split()[0]}\t{tags[i % 4]}" if ln else ""
                                    for i, ln in enumerate(lines)) + "\n", encoding="utf-8")
-    results = []
-    for name, german in (("a", original), ("b", str(scrambled))):
-        proc = run_distil("--flagfile=flags/tsl.cfg", f"--output_dir={tmp_path}/{name}",
-                          f"--export_dir={tmp_path}/exports", "--epochs=1",
-                          f"--train_file=en={fixture_path('tiny_train.conll')},de={german}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    assert scrambled.read_text(encoding="utf-8") != "\n".join(lines) + "\n"
+    strategy_run(tmp_path, "tsl", german_train_file(str(scrambled)))
+    results = [json.loads((out / "run" / "metrics.json").read_text())
+               for out in (tsl_run[0], tmp_path)]
     for model in ("teacher", "student"):
         for key in ("f1", "dev_f1", "accuracy", "target_avg_f1"):
             assert results[0][model][key] == results[1][model][key], (model, key)
+    histories = [[{k: v for k, v in row.items() if k not in ("seconds", "peak_rss_mb")}
+                  for row in json.loads((out / "run" / "history.json").read_text())]
+                 for out in (tsl_run[0], tmp_path)]
+    assert histories[0] == histories[1]  # every loss and dev score of every epoch

@@ -4,23 +4,19 @@ fine-tuned further on data whose types it covers)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from xtremedistil_tf import labels as labels_lib, models, pipeline, tagging
-from conftest import MODELS, REPO, fixture_path
+from conftest import MODELS, SMOKE, fixture_path, run_distil
 
 NER = os.path.join(MODELS, "tiny_bert_ner")  # ready, IO labels LOC ORG PER O
 WITH_MISC = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-PER", "I-PER"]
 
 
-def run_distil(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "run_distil.py", "--flagfile=flags/smoke.cfg", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+def run_smoke(*args):
+    return run_distil(SMOKE, *args)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +71,7 @@ def test_data_with_a_type_the_teacher_lacks_is_refused_before_any_work(misc_trai
 
 
 def test_new_head_on_data_with_a_type_the_teacher_lacks(misc_train, tmp_path):
-    proc = run_distil(f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
+    proc = run_smoke(f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
                       f"--teacher={NER}", f"--train_file={misc_train}", "--teacher_new_head",
                       "--teacher_epochs=1", "--stages=labels", "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -88,7 +84,7 @@ def test_new_head_on_data_with_a_type_the_teacher_lacks(misc_train, tmp_path):
 
 
 def test_ready_teacher_fine_tuned_further(tmp_path):
-    proc = run_distil(f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
+    proc = run_smoke(f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
                       f"--teacher={NER}", "--teacher_fine_tune=yes", "--teacher_epochs=1",
                       "--stages=labels", "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]

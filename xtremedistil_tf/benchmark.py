@@ -330,9 +330,9 @@ def make_callable(model, mode: str, workdir: str):
     if mode == "eager":
         return forward
     if mode == "function":
-        return tf.function(forward)
+        return tf.function(forward, autograph=False)
     if mode == "xla":
-        return tf.function(forward, jit_compile=True)
+        return tf.function(forward, jit_compile=True, autograph=False)
 
     from xtremedistil_tf import savedmodel
 
@@ -539,7 +539,7 @@ def _time_peers(config, model, label, inputs, timed, workdir, log) -> list[dict]
     """The peers' and LiteRT modes' rows of one float32 model; each is checked against
     TensorFlow `function` mode on an input before it is timed on it (int8 and bf16 rows:
     agreement reported, not enforced)."""
-    reference = tf.function(_forward_fn(model))
+    reference = tf.function(_forward_fn(model), autograph=False)
     threads = intra_op_threads()
     runs = []  # (mode, row dtype, fn, int64 inputs?, size in MB)
     for mode in (m for m in config.modes if m in LITERT_MODES):

@@ -26,7 +26,7 @@ def make_forward(model, hidden_layers: Sequence[int] = (), xla: bool = False,
 
     ids = tf.TensorSpec([None, None], tf.int32)
 
-    @tf.function(input_signature=[ids, ids, ids], jit_compile=xla)
+    @tf.function(input_signature=[ids, ids, ids], jit_compile=xla, autograph=False)
     def forward(input_ids, attention_mask, word_index):
         out = model({"input_ids": input_ids, "attention_mask": attention_mask},
                     training=False, output_hidden_states=bool(layers))
@@ -48,7 +48,7 @@ def make_cls(model, xla: bool = False):
     """A compiled forward pass returning the last layer's first-position vectors `[B, H]`."""
     ids = tf.TensorSpec([None, None], tf.int32)
 
-    @tf.function(input_signature=[ids, ids], jit_compile=xla)
+    @tf.function(input_signature=[ids, ids], jit_compile=xla, autograph=False)
     def cls(input_ids, attention_mask):
         out = model({"input_ids": input_ids, "attention_mask": attention_mask},
                     training=False, output_hidden_states=True)

@@ -101,7 +101,7 @@ def convert(model, quantize: str = "none", batch: int | None = None,
     spec = [tf.TensorSpec([batch, length], tf.int32, name="input_ids"),
             tf.TensorSpec([batch, length], tf.int32, name="attention_mask")]
     serve = tf.function(lambda input_ids, attention_mask: savedmodel.serving_outputs(
-        model, input_ids, attention_mask), input_signature=spec)
+        model, input_ids, attention_mask), input_signature=spec, autograph=False)
     with crf.without_tensor_lists():
         concrete = serve.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)

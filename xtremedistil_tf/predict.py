@@ -111,7 +111,7 @@ class ExportedTagger:
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
         model = transformers.TFAutoModelForTokenClassification.from_pretrained(model_dir)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def serve(input_ids, attention_mask):
             logits = model(input_ids=input_ids, attention_mask=attention_mask,
                            training=False).logits

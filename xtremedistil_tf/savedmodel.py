@@ -86,7 +86,8 @@ class _Tagger(tf.Module):
         input_signature=[
             tf.TensorSpec([None, None], tf.int32, name="input_ids"),
             tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
-        ]
+        ],
+        autograph=False,
     )
     def serve(self, input_ids, attention_mask):
         return self._forward(input_ids, attention_mask)
@@ -106,7 +107,8 @@ class _TextTagger(_Tagger):
         self._labels = list(labels)
         self._max_seq_length = min(max_seq_length, self._max_positions)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")],
+                 autograph=False)
     def tag_text(self, sentences):
         from xtremedistil_tf import serving_text
 

@@ -41,7 +41,7 @@ def time_forward(
     ids = tf.constant(rng.integers(0, vocab_size, (batch_size, seq_length)), tf.int32)
     mask = tf.ones_like(ids)
 
-    @tf.function
+    @tf.function(autograph=False)
     def forward(input_ids, attention_mask):
         return model({"input_ids": input_ids, "attention_mask": attention_mask})["logits"]
 

@@ -200,6 +200,11 @@ def make_train_step(model, objective: str, settings: LossSettings, variables, op
         before_step: called first inside the step (e.g. reseeding dropout from the step).
         signature: the batch's `TensorSpec`s (one trace for every batch shape), or None.
         xla: compile with XLA.
+
+    Every `tf.function` of the package is traced with `autograph=False`: the step, the models
+    and the losses use TensorFlow control flow (`tf.cond`, `tf.while_loop`) where it depends on
+    values, and converting Hugging Face's and Keras' Python for each stage's trace doubled a
+    smoke run's time.
     """
     def replica_step(batch):
         if before_step is not None:
@@ -233,9 +238,9 @@ def make_train_step(model, objective: str, settings: LossSettings, variables, op
 
     if distribution is None:
         return tf.function(replica_step, input_signature=[signature] if signature else None,
-                           jit_compile=xla)
+                           jit_compile=xla, autograph=False)
 
-    @tf.function(reduce_retracing=True, jit_compile=xla)
+    @tf.function(reduce_retracing=True, jit_compile=xla, autograph=False)
     def distributed_step(batch):
         losses_ = distribution.run(replica_step, args=(batch,))
         return distribution.reduce("sum", losses_, axis=None)
@@ -490,7 +495,8 @@ def mean_loss(model, objective: str, settings: LossSettings, batches: Sequence[d
     """Average loss over batches, weighted by counted words (for dev-loss monitoring)."""
     keys = objectives.batch_keys(objective)
 
-    @tf.function(input_signature=[features.to_dataset(batches, keys).element_spec])
+    @tf.function(input_signature=[features.to_dataset(batches, keys).element_spec],
+                 autograph=False)
     def step(batch):
         return objectives.objective_loss(model, objective, settings, batch, training=False)
 
