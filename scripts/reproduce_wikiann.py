@@ -183,7 +183,7 @@ def retime(args, batch_size: int = 32, seq_length: int = 128) -> dict:
     from xtremedistil_tf import startup
 
     startup.quiet_tensorflow(args.verbosity)
-    from xtremedistil_tf import models, speed
+    from xtremedistil_tf import models, speed, students
 
     with open(os.path.join(run_dir(args, RUNS[0][0]), "teacher", "labels.txt"),
               encoding="utf-8") as f:
@@ -195,7 +195,7 @@ def retime(args, batch_size: int = 32, seq_length: int = 128) -> dict:
     for name, _, flags in RUNS:
         spec = next(f.split("=", 1)[1] for f in flags if f.startswith("--student="))
         if spec not in by_spec:
-            student = models.build_student(spec, teacher, len(labels), len(tok), tok.pad_token_id,
+            student = students.build_student(spec, teacher, len(labels), len(tok), tok.pad_token_id,
                                            seq_length, 0.1, False)
             by_spec[spec] = speed.time_forward(student, len(tok), batch_size, seq_length)
         ms[name] = by_spec[spec]

@@ -150,7 +150,7 @@ def retime(args) -> dict:
     import numpy as np
 
     import xtremedistil_tf  # noqa: F401
-    from xtremedistil_tf import models, speed
+    from xtremedistil_tf import models, speed, students
 
     folder = args.teacher_checkpoint or os.path.join(rw.run_dir(args, ROWS[0][0]), "teacher")
     with open(os.path.join(folder, "labels.txt"), encoding="utf-8") as f:
@@ -165,7 +165,7 @@ def retime(args) -> dict:
         spec = [f.split("=", 1)[1] for f in flags if f.startswith("--student=")][-1]
         init = [f.split("=", 1)[1] for f in flags if f.startswith("--student_init=")][-1]
         if (spec, init) not in by_spec:
-            student = models.build_student(spec, teacher, len(labels), len(tok), tok.pad_token_id,
+            student = students.build_student(spec, teacher, len(labels), len(tok), tok.pad_token_id,
                                            128, 0.1, False, init=init, select_batches=sample)
             by_spec[spec, init] = speed.time_forward(student, len(tok), 32, 128)
         ms[name] = by_spec[spec, init]

@@ -45,7 +45,7 @@ def build():
     cfg = transformers.BertConfig(vocab_size=185, hidden_size=32, num_hidden_layers=2,
                                   num_attention_heads=2, intermediate_size=64,
                                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    encoder = models._main_layer(transformers.TFBertModel(cfg, add_pooling_layer=False))
+    encoder = models.main_layer(transformers.TFBertModel(cfg, add_pooling_layer=False))
     return models.TokenClassifier(encoder, len(labels), 0.0, labels=labels).build_with_dummy()
 
 

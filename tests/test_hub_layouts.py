@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from xtremedistil_tf import models
+from xtremedistil_tf import models, students
 from conftest import SMOKE, fixture_path, run_distil
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -42,7 +42,7 @@ def test_uncased_student_reads_the_teachers_tokens(hub_models):
     assert tok.is_fast and tok.tokenize("John") == ["john"]
     teacher, _, _ = models.build_teacher(hub_models["xlmr_ner"], LABELS, 0.1)
     rows = teacher.encoder.embeddings.weight.shape[0]
-    student = models.build_student(hub_models["xtremedistil"], teacher, len(LABELS), rows, 1,
+    student = students.build_student(hub_models["xtremedistil"], teacher, len(LABELS), rows, 1,
                                    32, 0.1, False)
     assert student.encoder.embeddings.weight.shape == (rows, 16)
     assert student.num_blocks == 2

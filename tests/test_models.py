@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import embeddings, models
+from xtremedistil_tf import embeddings, model_folders, models, students
 from conftest import MODELS
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -50,10 +50,10 @@ def test_outputs_and_variable_groups(teacher):
 
 def test_save_and_reload_gives_identical_outputs(teacher, tmp_path):
     folder = str(tmp_path / "teacher")
-    size = models.save_weights(teacher, folder)
+    size = model_folders.save_weights(teacher, folder)
     assert size > 0
     again, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), LABELS, 0.1)
-    models.load_weights(again, folder)
+    model_folders.load_weights(again, folder)
     np.testing.assert_allclose(again(IDS)["logits"].numpy(), teacher(IDS)["logits"].numpy(),
                                atol=1e-6)
 
@@ -67,8 +67,8 @@ def test_ready_teacher_and_crf_models_are_rebuilt_from_their_folders(tmp_path):
                                      head="attention_crf", special_ids=(2, 3), aux_from_layer=1)
     for model, labels in ((ready, ready_labels), (crf, LABELS)):
         folder = str(tmp_path / model.name / "teacher")
-        models.save_weights(model, folder, labels)
-        again, read = models.load_model(folder)
+        model_folders.save_weights(model, folder, labels)
+        again, read = model_folders.load_model(folder)
         assert read == labels and again.get_config() == model.get_config()
         out, expected = again(IDS), model(IDS)
         np.testing.assert_allclose(out["logits"], expected["logits"], atol=1e-6)
@@ -80,15 +80,15 @@ def test_ready_teacher_and_crf_models_are_rebuilt_from_their_folders(tmp_path):
 
 def test_a_folder_without_its_encoder_config_is_a_one_line_error(teacher, tmp_path):
     folder = str(tmp_path / "student")
-    models.save_weights(teacher, folder, LABELS)
-    os.remove(os.path.join(folder, models.ENCODER_FILE))
+    model_folders.save_weights(teacher, folder, LABELS)
+    os.remove(os.path.join(folder, model_folders.ENCODER_FILE))
     with pytest.raises(ValueError, match="encoder.json") as e:
-        models.load_model(folder)
+        model_folders.load_model(folder)
     assert "\n" not in str(e.value)
 
 
 def test_student_cut_from_teacher_copies_layers(teacher):
-    student = models.build_student("teacher:1", teacher, len(LABELS), 185, 0, 32, 0.1, False)
+    student = students.build_student("teacher:1", teacher, len(LABELS), 185, 0, 32, 0.1, False)
     assert student.num_blocks == 1
     for a, b in zip(student.encoder.encoder.layer[0].weights,
                     teacher.encoder.encoder.layer[1].weights):
@@ -98,7 +98,7 @@ def test_student_cut_from_teacher_copies_layers(teacher):
 
 
 def test_preset_student_gets_compressed_teacher_embeddings(teacher):
-    student = models.build_student("l1-h16", teacher, len(LABELS), 185, 0, 32, 0.1, False)
+    student = students.build_student("l1-h16", teacher, len(LABELS), 185, 0, 32, 0.1, False)
     assert student.hidden_size == 16 and student.num_blocks == 1
     expected = embeddings.compress(teacher.encoder.embeddings.weight.numpy(), 16)
     np.testing.assert_allclose(student.encoder.embeddings.weight.numpy(), expected, atol=1e-6)
@@ -113,7 +113,7 @@ def test_pretrained_student_with_other_vocabulary_reads_teacher_tokens(teacher, 
     hf = transformers.TFBertModel(cfg)
     hf(tf.constant([[1, 2]]))
     hf.save_pretrained(str(tmp_path / "student"), safe_serialization=False)
-    student = models.build_student(str(tmp_path / "student"), teacher, len(LABELS), 185, 0, 32,
+    student = students.build_student(str(tmp_path / "student"), teacher, len(LABELS), 185, 0, 32,
                                    0.1, False)
     assert student.encoder.embeddings.weight.shape == (185, 16)
     # Its own transformer block weights were kept.
@@ -122,12 +122,12 @@ def test_pretrained_student_with_other_vocabulary_reads_teacher_tokens(teacher, 
 
 
 def test_short_names_and_bad_specs(teacher):
-    assert models.resolve_student_name("xtremedistil-l6-h256") == \
+    assert students.resolve_student_name("xtremedistil-l6-h256") == \
         "microsoft/xtremedistil-l6-h256-uncased"
     with pytest.raises(ValueError, match="layers 0..1"):
-        models.build_student("teacher:0,5", teacher, 5, 185, 0, 32, 0.1, False)
+        students.build_student("teacher:0,5", teacher, 5, 185, 0, 32, 0.1, False)
     with pytest.raises(ValueError, match="not a folder, hub id"):
-        models.build_student("tiny", teacher, 5, 185, 0, 32, 0.1, False)
+        students.build_student("tiny", teacher, 5, 185, 0, 32, 0.1, False)
 
 
 def test_missing_model_folder_is_a_one_line_error(tmp_path):
@@ -137,7 +137,7 @@ def test_missing_model_folder_is_a_one_line_error(tmp_path):
 
 
 def test_param_count_excludes_projection(teacher):
-    student = models.build_student("l1-h16", teacher, len(LABELS), 185, 0, 32, 0.1, False)
+    student = students.build_student("l1-h16", teacher, len(LABELS), 185, 0, 32, 0.1, False)
     total = sum(int(np.prod(v.shape)) for v in student.trainable_variables)
     projection = sum(int(np.prod(v.shape)) for v in student.projection.weights)
     assert models.count_params(student) == total - projection
@@ -146,7 +146,7 @@ def test_param_count_excludes_projection(teacher):
 def test_student_embeddings_cover_a_teacher_table_longer_than_the_tokenizer(teacher):
     # multilingual-e5-small: 250037 embedding rows, 250002 tokenizer entries.
     rows = teacher.encoder.embeddings.weight.shape[0]
-    student = models.build_student("l1-h16", teacher, len(LABELS), rows - 7, 0, 32, 0.1, False)
+    student = students.build_student("l1-h16", teacher, len(LABELS), rows - 7, 0, 32, 0.1, False)
     table = student.encoder.embeddings.weight
     assert table.shape == (rows, 16)
     expected = embeddings.compress(teacher.encoder.embeddings.weight.numpy(), 16)
@@ -155,7 +155,7 @@ def test_student_embeddings_cover_a_teacher_table_longer_than_the_tokenizer(teac
 
 def test_student_with_random_embeddings_keeps_its_initialisation(teacher):
     rows = teacher.encoder.embeddings.weight.shape[0]
-    student = models.build_student("l1-h16", teacher, len(LABELS), rows, 0, 32, 0.1, False,
+    student = students.build_student("l1-h16", teacher, len(LABELS), rows, 0, 32, 0.1, False,
                                    embeddings="random")
     table = student.encoder.embeddings.weight.numpy()
     compressed = embeddings.compress(teacher.encoder.embeddings.weight.numpy(), 16)

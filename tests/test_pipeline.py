@@ -156,7 +156,7 @@ def test_student_with_its_own_tokenizer(smoke_run, tmp_path):
 def test_attention_crf_teacher_with_per_layer_classifiers_and_a_crf_student(tmp_path):
     import numpy as np
 
-    from xtremedistil_tf import models
+    from xtremedistil_tf import model_folders
 
     # Only the representation stage trains the student: nothing after the copy touches its
     # transition scores, so they must be the fine-tuned teacher's exactly.
@@ -165,8 +165,8 @@ def test_attention_crf_teacher_with_per_layer_classifiers_and_a_crf_student(tmp_
                       "--aux_from_layer=1", "--teacher_epochs=1", "--stages=representations",
                       "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    teacher, _ = models.load_model(str(tmp_path / "run" / "teacher"), "teacher")
-    student, _ = models.load_model(str(tmp_path / "run" / "student"), "student")
+    teacher, _ = model_folders.load_model(str(tmp_path / "run" / "teacher"), "teacher")
+    student, _ = model_folders.load_model(str(tmp_path / "run" / "student"), "student")
     assert teacher.head.attention is not None and student.head.attention is None
     assert teacher.head.crf is not None and student.head.crf is not None
     # Zero-initialised, so non-zero scores are the teacher's fine-tuning, not a shared start.

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import (config as config_lib, export, export_folders, models, predict,
-                             savedmodel, serving_text)
+from xtremedistil_tf import (config as config_lib, export, export_folders, model_folders,
+                             models, predict, savedmodel, serving_text, students)
 from conftest import MODELS, REPO, fixture_path
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
@@ -267,10 +267,10 @@ def test_export_command_rebuilds_a_run(tmp_path):
     tok = models.load_tokenizer(cfg.teacher.model)
     teacher, _, _ = models.build_teacher(cfg.teacher.model, labels, 0.1, "softmax",
                                          tok.all_special_ids)
-    student = models.build_student("l1-h16", teacher, len(labels), len(tok), tok.pad_token_id,
+    student = students.build_student("l1-h16", teacher, len(labels), len(tok), tok.pad_token_id,
                                    32, 0.1, False, "softmax", labels, tok.all_special_ids)
-    models.save_weights(teacher, str(run / "teacher"), labels, tok)
-    models.save_weights(student, str(run / "student"), labels, tok)
+    model_folders.save_weights(teacher, str(run / "teacher"), labels, tok)
+    model_folders.save_weights(student, str(run / "student"), labels, tok)
     shutil.rmtree(tmp_path / "data")  # export reads the run folder only, never the data
 
     assert export.main(["--run_dir", str(run)]) == 0

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from xtremedistil_tf import config, features, models, objectives, stages, train
+from xtremedistil_tf import config, features, models, objectives, stages, students, train
 from conftest import MODELS
 
 QUIET = train.LoopConfig(verbose=False)
@@ -57,7 +57,7 @@ def test_representation_layer_out_of_range():
 def tiny_student(tiny_tokenizer):
     teacher, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), ["O", "B-X", "I-X"],
                                          0.0)
-    student = models.build_student("l2-h16", teacher, 3, len(tiny_tokenizer),
+    student = students.build_student("l2-h16", teacher, 3, len(tiny_tokenizer),
                                    tiny_tokenizer.pad_token_id, 32, 0.0, False)
     return student
 
@@ -143,7 +143,7 @@ def _fresh_student(tiny_tokenizer):
     tf.keras.utils.set_random_seed(7)
     teacher, _, _ = models.build_teacher(os.path.join(MODELS, "tiny_bert"), ["O", "B-X", "I-X"],
                                          0.0)
-    student = models.build_student("l2-h16", teacher, 3, len(tiny_tokenizer),
+    student = students.build_student("l2-h16", teacher, 3, len(tiny_tokenizer),
                                    tiny_tokenizer.pad_token_id, 32, 0.0, False)
     # Dropout masks come from TF's random state, which a new process does not continue: with
     # dropout on, a resumed run sees the same data in the same order but other masks.

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import transformers
 
-from xtremedistil_tf import models, student_init
+from xtremedistil_tf import model_folders, models, student_init, students
 
 H, HEADS, INTER, LAYERS, VOCAB = 32, 4, 128, 3, 60
 
@@ -21,7 +21,7 @@ def _teacher(kind="bert", seed=0):
                   attention_probs_dropout_prob=0.0)
     cfg = (transformers.BertConfig(**common) if kind == "bert" else
            transformers.XLMRobertaConfig(pad_token_id=1, **common))
-    encoder = models._encoder_from_config(cfg)
+    encoder = models.encoder_from_config(cfg)
     model = models.TokenClassifier(encoder, 5, 0.0, name="teacher").build_with_dummy()
     # Random LayerNorm and bias values, so that a wrong index shows.
     rng = np.random.default_rng(seed)
@@ -104,7 +104,7 @@ def _reference(teacher, sel, head_size, ids, mask):
 def test_selected_student_equals_a_numpy_bert_of_the_selected_weights():
     teacher = _teacher()
     batches = _batches()
-    student = models.build_student("l2-h16", teacher, 5, VOCAB, 0, 40, 0.0, False,
+    student = students.build_student("l2-h16", teacher, 5, VOCAB, 0, 40, 0.0, False,
                                    init="select", select_batches=batches)
     sel = student.selection
     assert sel.layers == [0, 2] and len(sel.dims) == 16
@@ -160,7 +160,7 @@ def test_works_for_xlm_roberta_teachers():
     batches = _batches()
     for b in batches:
         b["input_ids"][b["attention_mask"] == 0] = 1  # XLM-R's pad id
-    student = models.build_student("l1-h8", teacher, 5, VOCAB, 1, 30, 0.0, False,
+    student = students.build_student("l1-h8", teacher, 5, VOCAB, 1, 30, 0.0, False,
                                    init="select", select_batches=batches)
     assert student.encoder.config.model_type == "xlm-roberta"
     assert student.selection.layers == [LAYERS - 1]
@@ -177,7 +177,7 @@ def test_works_for_xlm_roberta_teachers():
 def test_impossible_students_are_refused_in_one_line(spec, message):
     teacher = _teacher()
     with pytest.raises(ValueError, match=message) as e:
-        models.check_student(spec, teacher, 32, "select")
+        students.check_student(spec, teacher, 32, "select")
     assert "\n" not in str(e.value)
 
 
@@ -191,12 +191,12 @@ def test_select_layers_are_evenly_spaced_with_first_and_last():
 def test_a_saved_student_is_rebuilt_from_its_folder_alone(tmp_path):
     """export rebuilds a run's student from student/ (no teacher, no selection text)."""
     teacher = _teacher("xlmr")
-    trained = models.build_student("l2-h16", teacher, 5, VOCAB, 1, 40, 0.0, False,
+    trained = students.build_student("l2-h16", teacher, 5, VOCAB, 1, 40, 0.0, False,
                                    init="select", select_batches=_batches())
     labels = ["O", "B-A", "I-A", "B-B", "I-B"]
-    models.save_weights(trained, str(tmp_path / "student"), labels)
+    model_folders.save_weights(trained, str(tmp_path / "student"), labels)
     del teacher
-    rebuilt, read = models.load_model(str(tmp_path / "student"))
+    rebuilt, read = model_folders.load_model(str(tmp_path / "student"))
     assert read == labels and rebuilt.name == "student"
     for a, b in zip(trained.weights, rebuilt.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

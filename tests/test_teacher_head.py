@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from xtremedistil_tf import labels as labels_lib, models, pipeline, tagging
+from xtremedistil_tf import labels as labels_lib, model_folders, models, pipeline, tagging
 from conftest import MODELS, SMOKE, fixture_path, run_distil
 
 NER = os.path.join(MODELS, "tiny_bert_ner")  # ready, IO labels LOC ORG PER O
@@ -97,5 +97,5 @@ def test_ready_teacher_fine_tuned_further(tmp_path):
     # The weights moved away from the checkpoint's.
     teacher, _, _ = models.build_teacher(NER, ["O", "B-PER", "I-PER"], 0.1)
     before = teacher.classifier.kernel.numpy().copy()
-    models.load_weights(teacher, str(tmp_path / "run" / "teacher"))
+    model_folders.load_weights(teacher, str(tmp_path / "run" / "teacher"))
     assert not np.allclose(before, teacher.classifier.kernel.numpy())

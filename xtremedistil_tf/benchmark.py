@@ -280,7 +280,7 @@ def build_model(name: str, projection_dim: int | None = None):
         kind, kwargs = PRESETS[name]
         cfg = transformers.AutoConfig.for_model(kind, **kwargs)
         hf = transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False)
-        encoder = models._main_layer(hf)
+        encoder = models.main_layer(hf)
     else:
         encoder = models.load_encoder(name)
     label = os.path.basename(os.path.normpath(name)) if name not in PRESETS else name

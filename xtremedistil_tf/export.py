@@ -5,7 +5,7 @@
         [--precision float32|bfloat16] [--format savedmodel|litert|hf] \
         [--quantize none|dynamic_int8] [--trim_vocab]
 
-rebuilds the model from its run folder alone (`models.load_model`: no teacher, no data) and
+rebuilds the model from its run folder alone (`model_folders.load_model`: no teacher, no data) and
 writes a TF Serving SavedModel `<name>/<version>/` (`savedmodel`), `--format litert`
 `<name>-litert[-int8]/<version>/model.tflite` (`litert`), or `--format hf` a Hugging Face
 token-classification folder `<name>-hf/<version>/` (`export_hf`), each beside the others under
@@ -107,16 +107,17 @@ def rebuild(run_dir: str, which: str = "student", precision: str = "float32"):
 
 def _rebuild(run_dir: str, which: str):
     """The run's `which` model and the tokenizer it reads, from its own folder
-    (`models.load_model`: no teacher, no data)."""
-    from xtremedistil_tf import models
+    (`model_folders.load_model`: no teacher, no data)."""
+    from xtremedistil_tf import model_folders, models
 
     cfg, _ = _run_config(run_dir)
     folder = os.path.join(run_dir, which)
     if not os.path.isfile(os.path.join(folder, "model.json")):
         raise ValueError(f"{folder}: no trained {which} (model.json) in this run; let the run "
                          "finish first")
-    model, labels = models.load_model(folder, name=which)
-    return cfg, model, labels, models.load_tokenizer(os.path.join(folder, models.TOKENIZER_DIR))
+    model, labels = model_folders.load_model(folder, name=which)
+    tokenizer = models.load_tokenizer(os.path.join(folder, model_folders.TOKENIZER_DIR))
+    return cfg, model, labels, tokenizer
 
 
 # --export_formats of a run: litert_int8 = litert with --quantize=dynamic_int8.

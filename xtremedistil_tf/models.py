@@ -1,4 +1,5 @@
-"""Encoders, the token classifier that wraps them, and the ways a student is made.
+"""Encoders, the token classifier that wraps them, and the teacher (students: `students`;
+saving and rebuilding from a folder: `model_folders`).
 
 Every model here is a `TokenClassifier`: a Hugging Face TF *main layer* (`TFBertMainLayer`,
 `TFXLMRobertaMainLayer`, ...) plus dropout and a dense head, returning a dict with `logits` and,
@@ -8,19 +9,12 @@ when asked, `hidden_states`. Variables are grouped (`embeddings`, `block:i`, `he
 
 from __future__ import annotations
 
-import json
-import os
-import re
-
 import numpy as np
 import tensorflow as tf
 import transformers
 
 from xtremedistil_tf import (
-    embeddings as embeddings_lib,
     heads as heads_lib,
-    stages as stages_lib,
-    student_init,
 )
 
 keras = tf.keras
@@ -30,16 +24,7 @@ keras = tf.keras
 # (`train.dropout_generators`). Must be set before any layer is built.
 keras.backend.experimental.enable_tf_random_generator()
 
-STUDENT_SHORT_NAMES = {
-    "xtremedistil-l6-h256": "microsoft/xtremedistil-l6-h256-uncased",
-    "xtremedistil-l6-h384": "microsoft/xtremedistil-l6-h384-uncased",
-    "xtremedistil-l12-h384": "microsoft/xtremedistil-l12-h384-uncased",
-}
-_PRESET = re.compile(r"^l(\d+)-h(\d+)$")
-_CUT = re.compile(r"^teacher:(\d+(,\d+)*)$")
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
-ENCODER_FILE = "encoder.json"  # written by `save_weights`, read by `load_model`
-TOKENIZER_DIR = "tokenizer"  # the tokenizer a saved model reads, beside its weights
 
 
 class TokenClassifier(keras.Model):
@@ -188,12 +173,7 @@ class TokenClassifier(keras.Model):
 # --------------------------------------------------------------------------- loading
 
 
-def resolve_student_name(name: str) -> str:
-    """Maps a short student name to its hub id; other names pass through."""
-    return STUDENT_SHORT_NAMES.get(name, name)
-
-
-def _main_layer(hf_model):
+def main_layer(hf_model):
     main = getattr(hf_model, hf_model.base_model_prefix, None)
     if main is None or not hasattr(main, "embeddings") or not hasattr(main, "encoder"):
         raise ValueError(
@@ -238,7 +218,7 @@ def _from_pretrained(cls, name_or_path, **kwargs):
 def load_encoder(name_or_path: str):
     """Loads a Hugging Face TF encoder's main layer (from `tf_model.h5` or `model.safetensors`)."""
     hf = _from_pretrained(transformers.TFAutoModel, name_or_path, add_pooling_layer=False)
-    return _main_layer(hf)
+    return main_layer(hf)
 
 
 def load_tokenizer(name_or_path: str):
@@ -287,7 +267,7 @@ def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: st
             raise ValueError(f"--head={head}: {name_or_path} is a ready token classifier with a "
                              "softmax head, used as is; drop --head, or add --teacher_new_head "
                              "for a new head on its encoder")
-        model = TokenClassifier(_main_layer(hf), len(teacher_labels), dropout,
+        model = TokenClassifier(main_layer(hf), len(teacher_labels), dropout,
                                 classifier=hf.classifier, labels=teacher_labels,
                                 special_ids=special_ids, name="teacher")
         return model.build_with_dummy(), teacher_labels, True
@@ -305,146 +285,6 @@ def build_teacher(name_or_path: str, labels: list[str], dropout: float, head: st
     return model.build_with_dummy(), list(labels), False
 
 
-def build_student(
-    spec: str,
-    teacher: TokenClassifier,
-    num_labels: int,
-    vocab_size: int,
-    pad_token_id: int,
-    max_seq_length: int,
-    dropout: float,
-    own_tokenizer: bool,
-    head: str = "softmax",
-    labels=None,
-    special_ids=(),
-    embeddings: str = "teacher",
-    msd: bool = False,
-    init: str = "random",
-    select_batches=None,
-) -> TokenClassifier:
-    """Makes the student described by `spec` (see `StudentConfig.model`).
-
-    Unless `own_tokenizer`, the student reads the teacher's tokenizer: with
-    `embeddings="teacher"` its word embeddings become the teacher's, compressed to the student
-    width by truncated SVD when the widths differ ("random" keeps the initialisation).
-    With `msd`, the student gets per-layer classifiers on the layers that
-    `stages.msd_layer_pairs` pairs with the teacher's. With `init="select"` a preset student
-    is cut from the teacher by weight selection (`student_init`), measured on
-    `select_batches` (dicts of `input_ids`/`attention_mask`: a sample of the transfer text);
-    its `selection` attribute says what was kept.
-    """
-    t_cfg = teacher.encoder.config
-    if not own_tokenizer:  # the teacher's tokenizer indexes the teacher's table, which can be
-        vocab_size = teacher.encoder.embeddings.weight.shape[0]  # longer than len(tokenizer)
-    cut = _CUT.match(spec)
-    preset = _PRESET.match(spec)
-    selection = None
-    if init == "select":
-        if not preset:
-            raise ValueError(f"--student_init=select needs a preset student (l6-h256, ...), "
-                             f"not {spec}")
-        encoder, selection = _selected_encoder(spec, teacher, vocab_size, select_batches)
-    elif cut:
-        encoder = _cut_teacher(teacher, check_cut(spec, teacher.num_blocks))
-    elif preset:
-        n_layers, hidden, heads = preset_shape(spec)
-        cfg = transformers.BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            num_hidden_layers=n_layers,
-            num_attention_heads=heads,
-            intermediate_size=4 * hidden,
-            max_position_embeddings=max(512, max_seq_length),
-            pad_token_id=pad_token_id,
-        )
-        encoder = _main_layer(transformers.TFBertModel(cfg, add_pooling_layer=False))
-    else:
-        hub_or_folder = os.path.isdir(spec) or "/" in resolve_student_name(spec)
-        if not own_tokenizer and not hub_or_folder:
-            raise ValueError(
-                f"--student={spec} is not a folder, hub id, short name "
-                f"({', '.join(STUDENT_SHORT_NAMES)}), preset like l4-h256 or teacher:0,2,4"
-            )
-        encoder = load_encoder(resolve_student_name(spec))
-        if not own_tokenizer and encoder.config.vocab_size != vocab_size:
-            encoder = with_vocab(encoder, vocab_size)
-    width = encoder.config.hidden_size
-    aux = (stages_lib.msd_layer_pairs(teacher.aux_layers, teacher.num_blocks,
-                                      len(encoder.encoder.layer))[0] if msd else ())
-    student = TokenClassifier(
-        encoder,
-        num_labels,
-        dropout,
-        projection_dim=t_cfg.hidden_size,
-        head=head,
-        labels=labels,
-        special_ids=special_ids,
-        aux_layers=aux,
-        name="student",
-    ).build_with_dummy()
-    if selection is not None:
-        student_init.apply_head(student, teacher, selection.dims)
-        student.selection = selection
-    elif not cut and not own_tokenizer and embeddings == "teacher":
-        teacher_emb = teacher.encoder.embeddings.weight.numpy()
-        encoder.embeddings.weight.assign(
-            embeddings_lib.compress(teacher_emb, width).astype(np.float32)
-        )
-    return student
-
-
-def _selected_encoder(spec: str, teacher: TokenClassifier, vocab_size: int, batches):
-    """A preset-shaped encoder of the teacher's own kind, its weights selected from the
-    teacher's (see `student_init`); returns (encoder, selection)."""
-    t_cfg = teacher.encoder.config
-    n_layers, hidden, _ = preset_shape(spec)
-    intermediate = 4 * hidden
-    n_heads = student_init.check_select(t_cfg, n_layers, hidden, intermediate)
-    cfg = t_cfg.__class__.from_dict(t_cfg.to_dict())
-    cfg.hidden_size, cfg.num_hidden_layers = hidden, n_layers
-    cfg.num_attention_heads, cfg.intermediate_size = n_heads, intermediate
-    cfg.vocab_size = vocab_size
-    if batches is None:
-        raise ValueError("--student_init=select needs text to measure the teacher on")
-    encoder = _encoder_from_config(cfg)
-    ids = tf.ones((1, 4), tf.int32)
-    encoder(input_ids=ids, attention_mask=ids)
-    importance = student_init.measure(teacher.encoder, batches)
-    selection = student_init.choose(importance, teacher.num_blocks, n_layers, hidden, n_heads,
-                                    intermediate)
-    head_size = t_cfg.hidden_size // t_cfg.num_attention_heads
-    student_init.apply(encoder, teacher.encoder, selection, head_size)
-    return encoder, selection
-
-
-def check_cut(spec: str, teacher_blocks: int) -> list[int]:
-    """The teacher layers of a `teacher:i,j,...` student; fails for layers the teacher lacks.
-
-    Called as soon as the teacher is loaded, so a typo does not cost a fine-tuning.
-    """
-    cut = _CUT.match(spec)
-    if not cut:
-        raise ValueError(f"--student={spec}: write teacher:i,j,... with 0-based layer numbers")
-    layers = [int(i) for i in cut.group(1).split(",")]
-    bad = [i for i in layers if i >= teacher_blocks]
-    if bad:
-        raise ValueError(
-            f"--student={spec}: the teacher has layers 0..{teacher_blocks - 1}, not {bad}")
-    return layers
-
-
-def preset_shape(spec: str) -> tuple[int, int, int]:
-    """(blocks, width, attention heads) of an `l<blocks>-h<width>` preset: one head per 64 units."""
-    preset = _PRESET.match(spec)
-    n_layers, hidden = int(preset.group(1)), int(preset.group(2))
-    heads = max(1, hidden // 64)
-    if n_layers < 1 or hidden % heads:
-        raise ValueError(f"--student={spec}: needs at least 1 block and a width divisible by "
-                         f"its {heads} attention heads (one per 64 units); try "
-                         f"l{max(1, n_layers)}-h{heads * 64}")
-    return n_layers, hidden, heads
-
-
 def max_positions(cfg) -> int:
     """Tokens per sequence a Hugging Face config's position embeddings allow."""
     # RoBERTa-style position ids start after the padding index.
@@ -452,60 +292,18 @@ def max_positions(cfg) -> int:
     return int(cfg.max_position_embeddings) - offset
 
 
-def check_student(spec: str, teacher: TokenClassifier, max_seq_length: int,
-                  init: str = "random") -> int:
-    """Fails for a student that cannot be built or read `max_seq_length` tokens; returns its blocks.
-
-    Reads configs only, so it runs before the teacher fine-tunes: a wrong student must not cost
-    a fine-tuning.
-    """
-    if spec.startswith("teacher:"):
-        return len(check_cut(spec, teacher.num_blocks))
-    if _PRESET.match(spec):
-        blocks, hidden, _ = preset_shape(spec)
-        if init == "select":
-            student_init.check_select(teacher.encoder.config, blocks, hidden, 4 * hidden)
-        return blocks
-    name = resolve_student_name(spec)
-    cfg = read_hf_config(name)
-    for field in ("hidden_size", "num_attention_heads", "num_hidden_layers"):
-        if not hasattr(cfg, field):
-            raise ValueError(f"--student={spec}: its config has no {field}; use a BERT, RoBERTa "
-                             "or XLM-R checkpoint")
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise ValueError(f"--student={spec}: hidden size {cfg.hidden_size} is not divisible by "
-                         f"its {cfg.num_attention_heads} attention heads; fix its config.json")
-    positions = max_positions(cfg)
-    if positions < max_seq_length:
-        raise ValueError(f"--max_seq_length={max_seq_length} is longer than the {positions} "
-                         f"positions of student {spec}; lower --max_seq_length")
-    return int(cfg.num_hidden_layers)
-
-
-def _encoder_from_config(cfg, pooler: bool = False):
+def encoder_from_config(cfg, pooler: bool = False):
     """A randomly initialised main layer for `cfg` (its variables are made on the first call).
 
     Without `pooler`, the main layer has none (tagging never uses it), whatever the class's
     default: `TFAutoModel.from_config` only names the main-layer class here, nothing is built.
     """
-    main = _main_layer(transformers.TFAutoModel.from_config(cfg))
+    main = main_layer(transformers.TFAutoModel.from_config(cfg))
     return type(main)(cfg, add_pooling_layer=pooler, name=main.name)
 
 
-def _has_pooler(encoder) -> bool:
+def has_pooler(encoder) -> bool:
     return getattr(encoder, "pooler", None) is not None
-
-
-def _cut_teacher(teacher: TokenClassifier, layers: list[int]):
-    cfg = teacher.encoder.config.__class__.from_dict(teacher.encoder.config.to_dict())
-    cfg.num_hidden_layers = len(layers)
-    encoder = _encoder_from_config(cfg)
-    ids = tf.ones((1, 4), tf.int32)
-    encoder(input_ids=ids, attention_mask=ids)
-    encoder.embeddings.set_weights(teacher.encoder.embeddings.get_weights())
-    for j, i in enumerate(layers):
-        encoder.encoder.layer[j].set_weights(teacher.encoder.encoder.layer[i].get_weights())
-    return encoder
 
 
 def with_vocab(encoder, vocab_size: int, overrides: dict | None = None):
@@ -518,7 +316,7 @@ def with_vocab(encoder, vocab_size: int, overrides: dict | None = None):
     cfg.vocab_size = vocab_size
     for field, value in (overrides or {}).items():
         setattr(cfg, field, value)
-    new = _encoder_from_config(cfg, pooler=_has_pooler(encoder))
+    new = encoder_from_config(cfg, pooler=has_pooler(encoder))
     ids = tf.ones((1, 4), tf.int32)
     new(input_ids=ids, attention_mask=ids)
 
@@ -543,122 +341,3 @@ def embedding_params(model: keras.Model) -> int:
     """Parameters of the word-embedding table alone (vocabulary x width): most of a small
     student on a 250k multilingual vocabulary (see `vocab_trim`)."""
     return int(np.prod(model.encoder.embeddings.weight.shape))
-
-
-def save_weights(model: TokenClassifier, folder: str, labels: list[str] | None = None,
-                 tokenizer=None) -> float:
-    """Writes the model's weights (and label names) under `folder` atomically; returns MB.
-
-    Next to the weights go `model.json` (the `TokenClassifier`'s settings), `encoder.json`
-    (the encoder's Hugging Face config) and, when given, the tokenizer it reads (`tokenizer/`):
-    `load_model` rebuilds the model from the folder alone.
-    """
-    tmp = folder + ".tmp"
-    tf.io.gfile.makedirs(tmp)
-    model.save_weights(os.path.join(tmp, "weights"))
-    with open(os.path.join(tmp, "model.json"), "w") as f:
-        json.dump(model.get_config(), f)
-    with open(os.path.join(tmp, ENCODER_FILE), "w") as f:  # enough to rebuild it: `load_model`
-        json.dump({"config": model.encoder.config.to_dict(),
-                   "pooler": _has_pooler(model.encoder)}, f, indent=1)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(os.path.join(tmp, TOKENIZER_DIR))
-    if labels is not None:
-        with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as f:
-            f.write("".join(f"{label}\n" for label in labels))
-    if tf.io.gfile.exists(folder):
-        tf.io.gfile.rmtree(folder)
-    os.replace(tmp, folder)
-    return weights_size_mb(folder)
-
-
-def weights_size_mb(folder: str) -> float:
-    """Size on disk of the weight files in `folder`, in MB (10^6 bytes)."""
-    total = sum(
-        os.path.getsize(os.path.join(folder, f))
-        for f in os.listdir(folder)
-        if f.startswith("weights")
-    )
-    return total / 1e6
-
-
-def check_compatible(model: TokenClassifier, folder: str, labels: list[str]) -> None:
-    """Fails unless `folder` (from `save_weights`) holds weights for this model and these labels.
-
-    Used before reusing another run's fine-tuned teacher (`--teacher_checkpoint`).
-    """
-    config_path = os.path.join(folder, "model.json")
-    if not os.path.exists(config_path):
-        raise ValueError(f"{folder}: no model.json; give the teacher/ folder of an earlier run "
-                         "(<output_dir>/teacher)")
-    with open(config_path, encoding="utf-8") as f:
-        saved = json.load(f)
-    mine = json.loads(json.dumps(model.get_config()))
-    differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-    if differ:
-        theirs = ", ".join(f"{k}={saved.get(k)}" for k in differ)
-        ours = ", ".join(f"{k}={mine.get(k)}" for k in differ)
-        raise ValueError(
-            f"{config_path}: saved for another model ({theirs}; here {ours}); use the same "
-            "--teacher, --head and --aux_heads as the run that wrote it")
-    labels_path = os.path.join(folder, "labels.txt")
-    if os.path.exists(labels_path):
-        with open(labels_path, encoding="utf-8") as f:
-            saved_labels = f.read().split()
-        if saved_labels != list(labels):
-            raise ValueError(
-                f"{labels_path}: its labels {' '.join(saved_labels)} differ from this data's "
-                f"{' '.join(labels)}; use training files with the same labels")
-
-
-def load_weights(model: TokenClassifier, folder: str) -> None:
-    """Restores weights written by `save_weights` into an identically built model.
-
-    Raises:
-        ValueError: a variable of the model has no value there (written by other code or
-            another architecture) — never continue with half-random weights.
-    """
-    status = model.load_weights(os.path.join(folder, "weights"))
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        missing = re.findall(r"<tf.Variable '([^']+)'", str(e))
-        raise ValueError(
-            f"{folder}: the checkpoint has no values for {', '.join(missing[:3]) or 'some'} "
-            "variables of this model; it was written by another version of xtremedistil_tf or "
-            "with other settings: rerun the training, or use a new --output_dir") from None
-    status.expect_partial()
-
-
-def load_model(folder: str, name: str | None = None) -> tuple[TokenClassifier, list[str]]:
-    """Rebuilds the model that `save_weights` wrote to `folder`, with its weights and labels.
-
-    Needs nothing but the folder: no teacher, no data, no hub (its tokenizer, if saved, is
-    `load_tokenizer(os.path.join(folder, TOKENIZER_DIR))`). `name` defaults to the folder's
-    name (`teacher`, `student`).
-    """
-    needed = ("model.json", ENCODER_FILE, "labels.txt")
-    missing = [f for f in needed if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        raise ValueError(f"{folder}: no {', '.join(missing)}; give a teacher/ or student/ "
-                         "folder of a finished run (older versions did not write "
-                         f"{ENCODER_FILE}: rerun the training there)")
-    with open(os.path.join(folder, "model.json"), encoding="utf-8") as f:
-        settings = json.load(f)
-    with open(os.path.join(folder, ENCODER_FILE), encoding="utf-8") as f:
-        saved = json.load(f)
-    with open(os.path.join(folder, "labels.txt"), encoding="utf-8") as f:
-        labels = [line.rstrip("\n") for line in f if line.strip()]
-    config = dict(saved["config"])
-    hf_config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
-    encoder = _encoder_from_config(hf_config, pooler=saved["pooler"])
-    model = TokenClassifier(
-        encoder, settings["num_labels"], settings["dropout"],
-        projection_dim=settings["projection_dim"], head=settings["head"], labels=labels,
-        special_ids=settings["special_ids"], aux_layers=settings["aux_layers"],
-        name=name or os.path.basename(os.path.normpath(folder))).build_with_dummy()
-    if model.num_labels != len(labels):
-        raise ValueError(f"{folder}: labels.txt has {len(labels)} labels but the model "
-                         f"{model.num_labels}; was the folder edited?")
-    load_weights(model, folder)
-    return model, labels

@@ -25,6 +25,7 @@ from xtremedistil_tf import (
     export as export_lib,
     features,
     labels as labels_lib,
+    model_folders,
     models,
     objectives,
     report,
@@ -33,6 +34,7 @@ from xtremedistil_tf import (
     savedmodel,
     speed,
     stages as stages_lib,
+    students,
     teacher_cache,
     teacher_outputs,
     train,
@@ -58,7 +60,7 @@ def _similarity_teacher(job: _Job, t_tok, t_splits):
     model, _, _ = models.build_teacher(cfg.teacher.model, labels, cfg.teacher.dropout)
     folder = os.path.join(cfg.output_dir, "similarity_teacher")
     if state.done("similarity_teacher"):
-        models.load_weights(model, folder)
+        model_folders.load_weights(model, folder)
         job.history += state.done("similarity_teacher")["history"]
         log("similarity teacher: fine-tuned in an earlier run, weights loaded")
         return model
@@ -107,7 +109,7 @@ def _check_plan(cfg: config_lib.RunConfig, teacher) -> None:
     """Fails now for settings that would only fail after the teacher's fine-tuning.
 
     The sequence length must fit both models' position embeddings, the student must be buildable
-    (`models.check_student`) and its representation layer pairing must exist. An MSD student
+    (`students.check_student`) and its representation layer pairing must exist. An MSD student
     without layers to pair with the teacher's per-layer classifiers gets a warning.
     """
     length = cfg.data.max_seq_length
@@ -115,7 +117,7 @@ def _check_plan(cfg: config_lib.RunConfig, teacher) -> None:
     if length > teacher_positions:
         raise ValueError(f"--max_seq_length={length} is longer than the {teacher_positions} "
                          f"positions of teacher {cfg.teacher.model}; lower --max_seq_length")
-    blocks = models.check_student(cfg.student.model, teacher, length, cfg.student.init)
+    blocks = students.check_student(cfg.student.model, teacher, length, cfg.student.init)
     stages_lib.representation_pairs(cfg.distil.teacher_layer, teacher.num_blocks, blocks)
     if cfg.strategy == "msd" and not stages_lib.msd_layer_pairs(
             teacher.aux_layers, teacher.num_blocks, blocks)[0]:
@@ -214,11 +216,11 @@ def _teacher_phase(job: _Job) -> tuple[_Side, bool]:
                     Tagger(model, t_tok, dcfg, labels, convert, xla=cfg.xla),
                     os.path.join(cfg.output_dir, "teacher"), t_label_ids)
     if cfg.teacher.checkpoint:  # fine-tuned by an earlier run: reuse, never retrain
-        models.check_compatible(model, cfg.teacher.checkpoint, teacher_labels)
-        models.load_weights(model, cfg.teacher.checkpoint)
+        model_folders.check_compatible(model, cfg.teacher.checkpoint, teacher_labels)
+        model_folders.load_weights(model, cfg.teacher.checkpoint)
         log(f"teacher: fine-tuned weights loaded from {cfg.teacher.checkpoint}")
     elif fine_tune and state.done("teacher"):
-        models.load_weights(model, teacher.folder)
+        model_folders.load_weights(model, teacher.folder)
         job.history += state.done("teacher")["history"]
         log("teacher: fine-tuned in an earlier run, weights loaded")
     elif fine_tune and cfg.teacher.epochs > 0:
@@ -233,7 +235,7 @@ def _teacher_phase(job: _Job) -> tuple[_Side, bool]:
                       teacher_labels, t_tok)
         job.history += result.history
     if not os.path.exists(teacher.folder):
-        models.save_weights(model, teacher.folder, teacher_labels, t_tok)
+        model_folders.save_weights(model, teacher.folder, teacher_labels, t_tok)
     return teacher, ready
 
 
@@ -245,9 +247,9 @@ def _student_phase(job: _Job, teacher: _Side, ready: bool):
     """
     cfg, labels, dcfg = job.cfg, job.data.labels, job.cfg.data
     t_tok, t_model = teacher.tokenizer, teacher.model
-    s_tok = (models.load_tokenizer(models.resolve_student_name(cfg.student.model))
+    s_tok = (models.load_tokenizer(students.resolve_student_name(cfg.student.model))
              if cfg.student.own_tokenizer else t_tok)
-    model = models.build_student(
+    model = students.build_student(
         cfg.student.model, t_model, len(labels), len(t_tok), t_tok.pad_token_id,
         dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
         cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
@@ -291,7 +293,7 @@ def _resumed_stages(job: _Job, student: _Side, schedule) -> list:
     """The stages still to run; the finished ones' weights and history are loaded."""
     todo = [s for s in schedule if not job.state.done(s.name)]
     if len(todo) < len(schedule):
-        models.load_weights(student.model, student.folder)
+        model_folders.load_weights(student.model, student.folder)
         for s in schedule:
             if job.state.done(s.name):
                 job.history += job.state.done(s.name)["history"]
@@ -441,7 +443,7 @@ def _checkpoint_dir(cfg, name: str) -> str:
 
 def _finish_stage(cfg, state, name, log_name, model, folder, result, labels, tokenizer) -> None:
     """Saves the stage's final weights, marks it done, then drops its resume checkpoints."""
-    models.save_weights(model, folder, labels, tokenizer)
+    model_folders.save_weights(model, folder, labels, tokenizer)
     info = {"history": result.history, "seconds": result.seconds, "best": result.best}
     state.mark(name, info)
     shutil.rmtree(_checkpoint_dir(cfg, log_name), ignore_errors=True)
@@ -455,7 +457,8 @@ def _evaluate(cfg, teacher: _Side, student: _Side) -> dict:
         timing = speed.time_forward(tagger.model, len(tagger.tokenizer), cfg.speed_batch_size,
                                     cfg.speed_seq_length)
         entries[name] = report.model_entry(scores, models.count_params(tagger.model),
-                                           models.weights_size_mb(folder), timing["ms_per_batch"])
+                                           model_folders.weights_size_mb(folder),
+                                           timing["ms_per_batch"])
         # How much of `params` is the word-embedding table (most of a small student on a
         # 250k multilingual vocabulary; --trim_vocab exports it smaller).
         entries[name]["embedding_params"] = models.embedding_params(tagger.model)
