@@ -25,7 +25,7 @@ import xtremedistil_tf  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before TensorFlo
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from xtremedistil_tf import benchmark, litert, models, peers, savedmodel  # noqa: E402
+from xtremedistil_tf import benchmark, benchmark_models, litert, models, peers, savedmodel  # noqa: E402
 
 
 def cpu_line() -> str:
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     tf.random.set_seed(0)
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
-    model = benchmark.build_model(args.model)
+    model = benchmark_models.build_model(args.model)
     vocab = int(model.encoder.config.vocab_size)
     threads = litert.cpu_count()
     labels = [f"L{i}" for i in range(model.num_labels)]

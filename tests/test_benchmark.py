@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import MODELS
-from xtremedistil_tf import benchmark, peers
+from xtremedistil_tf import benchmark, benchmark_models, peers
 
 import tensorflow as tf
 
@@ -34,22 +34,23 @@ def test_flops_per_token_matches_hand_count():
         + _matmul_flops(T, H, F) + _matmul_flops(T, F, H)  # feed-forward
     )
     total = L * per_layer + _matmul_flops(T, H, K)  # + classifier
-    assert benchmark.flops_per_token(L, H, F, T, K) == pytest.approx(total / T)
+    assert benchmark_models.flops_per_token(L, H, F, T, K) == pytest.approx(total / T)
 
 
 def test_flops_per_token_of_bert_base_is_about_170_mflops():
     # 12 × (2·(4·768² + 2·768·3072) + 4·128·768) + 2·768·9 ≈ 174.6 MFLOPs at 128 tokens.
-    assert benchmark.flops_per_token(12, 768, 3072, 128, 9) / 1e6 == pytest.approx(174.6, abs=0.1)
+    mflops = benchmark_models.flops_per_token(12, 768, 3072, 128, 9) / 1e6
+    assert mflops == pytest.approx(174.6, abs=0.1)
 
 
 def test_mfu_is_achieved_over_peak():
     # 1000 tokens/s × 0.05 GFLOP/token = 50 GFLOP/s achieved; 50 / 200 = 25 %.
-    assert benchmark.mfu(1000.0, 0.05, 200.0) == pytest.approx(0.25)
-    assert math.isnan(benchmark.mfu(1000.0, 0.05, 0.0))
+    assert benchmark_models.mfu(1000.0, 0.05, 200.0) == pytest.approx(0.25)
+    assert math.isnan(benchmark_models.mfu(1000.0, 0.05, 0.0))
 
 
 def test_summarise_times_uses_p50_for_throughput():
-    s = benchmark.summarise_times([10.0, 20.0, 30.0, 40.0, 50.0], batch_size=2, seq_length=8)
+    s = benchmark_models.summarise_times([10.0, 20.0, 30.0, 40.0, 50.0], batch_size=2, seq_length=8)
     assert s["ms_per_batch_p50"] == 30.0
     assert s["ms_per_batch_p95"] == pytest.approx(48.0)
     assert s["sentences_per_s"] == pytest.approx(2 / 0.03)
@@ -65,17 +66,17 @@ def test_config_rejects_bad_values(tmp_path, field, value):
 
 
 def test_presets_match_hub_shapes():
-    kind, cfg = benchmark.PRESETS["xtremedistil-l6-h256"]
+    kind, cfg = benchmark_models.PRESETS["xtremedistil-l6-h256"]
     assert (kind, cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
             cfg["intermediate_size"], cfg["vocab_size"]) == ("bert", 6, 256, 8, 1024, 30522)
-    assert benchmark.PRESETS["mbert-base"][1]["vocab_size"] == 119547
-    assert benchmark.PRESETS["xlmr-base"][1]["vocab_size"] == 250002
+    assert benchmark_models.PRESETS["mbert-base"][1]["vocab_size"] == 119547
+    assert benchmark_models.PRESETS["xlmr-base"][1]["vocab_size"] == 250002
 
 
 def test_bfloat16_policy_builds_a_bf16_model():
     tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = benchmark.build_model(TINY)
+        model = benchmark_models.build_model(TINY)
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")
     assert model.classifier.compute_dtype == "bfloat16"
@@ -109,7 +110,7 @@ def test_tiny_run_writes_one_row_per_combination(tmp_path):
         assert float(r["tokens_per_s"]) == pytest.approx(
             2 * int(r["seq_length"]) / (float(r["ms_per_batch_p50"]) / 1000), rel=1e-6)
         assert float(r["gflops_per_token"]) == pytest.approx(
-            benchmark.flops_per_token(2, 32, 64, int(r["seq_length"]), 9) / 1e9)
+            benchmark_models.flops_per_token(2, 32, 64, int(r["seq_length"]), 9) / 1e9)
         assert int(r["params"]) > 0 and float(r["peak_rss_mb"]) > 0
     md = (tmp_path / "benchmark.md").read_text()
     assert "| tiny_bert | saved_model | float32 | 2 | 8 |" in md
@@ -127,7 +128,7 @@ def test_a_long_benchmark_keeps_no_earlier_model_alive(tmp_path, monkeypatch):
     # gone when the next model starts and after the run: memory does not grow with the number
     # of models and modes timed (see release_memory). The same model listed twice also checks
     # that each gets its own export folder.
-    benchmark.release_memory()
+    benchmark_models.release_memory()
     before = _live_variables()
     live = []
     time_model = benchmark._time_model
@@ -178,7 +179,7 @@ def test_train_modes_time_one_step_with_three_times_the_forward_flops(tmp_path):
     benchmark.run(config, log=lambda *_: None)
     rows = {r["mode"]: r for r in _rows(tmp_path)}
     assert set(rows) == {"train_representations", "train_logits", "train_labels"}
-    forward = benchmark.flops_per_token(2, 32, 64, 8, 9) / 1e9
+    forward = benchmark_models.flops_per_token(2, 32, 64, 8, 9) / 1e9
     for mode in benchmark.TRAIN_MODES:
         assert float(rows[mode]["tokens_per_s"]) > 0
         assert float(rows[mode]["gflops_per_token"]) == pytest.approx(3 * forward)
@@ -187,7 +188,7 @@ def test_train_modes_time_one_step_with_three_times_the_forward_flops(tmp_path):
 
 def test_train_step_updates_the_stage_variables_only():
     # The representations stage trains the encoder and the projection, not the head.
-    model = benchmark.build_model(TINY, projection_dim=48)
+    model = benchmark_models.build_model(TINY, projection_dim=48)
     step = benchmark.make_train_step(model, "representations", steps=10)
     targets = benchmark.random_targets("representations", np.random.default_rng(0), 2, 8,
                                        model.num_labels, 48)
@@ -221,7 +222,7 @@ def test_peers_run_the_same_model_as_tensorflow(tmp_path):
 
 def test_a_peer_on_other_weights_is_refused():
     torch = pytest.importorskip("torch")
-    model = benchmark.build_model(TINY)
+    model = benchmark_models.build_model(TINY)
     ids = tf.constant(np.random.default_rng(0).integers(0, 185, (2, 8)), tf.int32)
     mask = tf.ones_like(ids)
     expected = {k: v.numpy() for k, v in benchmark._forward_fn(model)(ids, mask).items()}

@@ -10,9 +10,10 @@ same weights and inputs.
 
 Every model is a `models.TokenClassifier` with a 9-label softmax head, and every inference mode
 times the same computation the exported `serving_default` runs: encoder, head, `probabilities`
-and `decode` (argmax), outputs copied to host. Models are named presets (random weights built
-from configs, offline: `PRESETS`) or local Hugging Face folders (`models.load_encoder`). Every
-mode and peer of a model sees the same random token ids per batch × length.
+and `decode` (argmax), outputs copied to host. Models are named presets (random weights
+built from configs, offline: `benchmark_models.PRESETS`) or local Hugging Face folders
+(`models.load_encoder`). Every mode and peer of a model sees the same random token ids per
+batch × length.
 
 Inference modes: `eager` (Keras call), `function` (`tf.function`), `xla`
 (`tf.function(jit_compile=True)`), `saved_model` (`export.export` to a temporary folder,
@@ -49,29 +50,24 @@ timed (float32 variables, bfloat16 matmuls).
 Each row times `repeats` calls after `warmup` untimed ones (tracing, compilation and the first
 call's allocations happen there) and reports p50/p95 milliseconds per batch; throughput is from
 the p50. The machine's matmul peak (`peak_gflops`) is measured in the same process, per dtype,
-and `mfu` = achieved model FLOP/s / that peak (see `flops_per_token` for the model FLOPs).
+and `mfu` = achieved model FLOP/s / that peak (see `benchmark_models.flops_per_token`).
 
 Memory: `rss_mb` is this process's resident set (`/proc/self/status` VmRSS) right after the row's
 timed calls: the current model with the current mode's callable, plus TensorFlow's caches. Each
 mode's callable is collected before the next is built, and each model is released
-(`release_memory`) before the next, so `rss_mb` does not carry earlier models. `peak_rss_mb` is
-the process high-water mark so far (`getrusage` maxrss), which only grows, so it says the most any
-row up to this one needed, not what this row needed on its own.
+(`benchmark_models.release_memory`) before the next, so `rss_mb` does not carry earlier models.
+`peak_rss_mb` is the process high-water mark so far (`getrusage` maxrss), which only grows, so it
+says the most any row up to this one needed, not what this row needed on its own.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import ctypes
 import dataclasses
 import gc
 import importlib.util
 import os
-import resource
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
@@ -84,7 +80,7 @@ if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of
 
 import tensorflow as tf
 
-from xtremedistil_tf import peers, speed
+from xtremedistil_tf import benchmark_models as bm, benchmark_report, peers, speed
 
 INFERENCE_MODES = ("eager", "function", "xla", "saved_model")
 LITERT_MODES = tuple(peers.LITERT_MODES)  # litert (float32), litert_int8 (dynamic-range int8)
@@ -92,7 +88,6 @@ TRAIN_OBJECTIVES = ("representations", "logits", "labels")
 TRAIN_MODES = tuple(f"train_{o}" for o in TRAIN_OBJECTIVES)
 MODES = INFERENCE_MODES + LITERT_MODES + TRAIN_MODES
 DTYPES = ("float32", "bfloat16")
-NUM_LABELS = 9  # CoNLL/WikiANN-style IOB2 tag set: O + B/I of PER, ORG, LOC, MISC
 TRAIN_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × forward
 
 # Peers and the modules each needs (requirements-peers.txt installs them).
@@ -101,29 +96,6 @@ PEERS = {"torch": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime"),
 OPTIONAL_PEERS = ("openvino",)  # skipped with a message when not installed
 MIN_AGREEMENT = 0.999  # share of positions where a peer's label must equal TensorFlow's
 PROBABILITY_ATOL = 1e-3  # largest allowed difference of a peer's probabilities
-
-# Architecture-shaped presets (random weights). Sizes follow the hub configs:
-# bert-base-multilingual-cased, xlm-roberta-base, microsoft/xtremedistil-l*-h*-uncased.
-PRESETS = {
-    "mbert-base": ("bert", dict(vocab_size=119547, hidden_size=768, num_hidden_layers=12,
-                                num_attention_heads=12, intermediate_size=3072)),
-    "xlmr-base": ("xlm-roberta", dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12,
-                                      num_attention_heads=12, intermediate_size=3072,
-                                      max_position_embeddings=514, type_vocab_size=1,
-                                      pad_token_id=1, bos_token_id=0, eos_token_id=2)),
-    "xtremedistil-l6-h256": ("bert", dict(vocab_size=30522, hidden_size=256, num_hidden_layers=6,
-                                          num_attention_heads=8, intermediate_size=1024)),
-    # The l6-h256 student with the 250k XLM-R / multilingual-e5 vocabulary: a student that
-    # keeps its multilingual teacher's tokenizer (--student_own_tokenizer off).
-    "xtremedistil-l6-h256-v250k": ("bert", dict(vocab_size=250002, hidden_size=256,
-                                                num_hidden_layers=6, num_attention_heads=8,
-                                                intermediate_size=1024)),
-    "xtremedistil-l6-h384": ("bert", dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
-                                          num_attention_heads=12, intermediate_size=1536)),
-    "xtremedistil-l12-h384": ("bert", dict(vocab_size=30522, hidden_size=384,
-                                           num_hidden_layers=12, num_attention_heads=12,
-                                           intermediate_size=1536)),
-}
 
 COLUMNS = (
     "model", "mode", "dtype", "batch_size", "seq_length", "params", "size_mb",
@@ -154,8 +126,8 @@ class BenchmarkConfig:
         if not self.models:
             raise ValueError("--models is empty: name at least one preset or folder")
         for m in self.models:
-            if m not in PRESETS and not os.path.isdir(m):
-                raise ValueError(f"--models: {m!r} is neither a preset ({', '.join(PRESETS)}) "
+            if m not in bm.PRESETS and not os.path.isdir(m):
+                raise ValueError(f"--models: {m!r} is neither a preset ({', '.join(bm.PRESETS)}) "
                                  "nor a local Hugging Face folder")
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
@@ -184,124 +156,6 @@ class BenchmarkConfig:
 
 def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
-
-
-# --------------------------------------------------------------------------- arithmetic
-
-
-def flops_per_token(num_layers: int, hidden: int, intermediate: int, seq_length: int,
-                    num_labels: int = NUM_LABELS) -> float:
-    """Analytic forward FLOPs per token of a BERT-style tagger (1 multiply-add = 2 FLOPs).
-
-    Per layer: the Q, K, V and output projections (4·H² multiply-adds), the feed-forward
-    (2·H·I), and attention scores QKᵀ plus the weighted sum over values (2·T·H), so
-    `L · (2·(4·H² + 2·H·I) + 2·2·T·H)`, plus the classifier `2·H·K`. Embedding lookups,
-    layer norms, softmax, GELU and biases are excluded (lower-order terms).
-    """
-    per_layer = 2 * (4 * hidden**2 + 2 * hidden * intermediate) + 2 * 2 * seq_length * hidden
-    return float(num_layers * per_layer + 2 * hidden * num_labels)
-
-
-def mfu(tokens_per_s: float, gflops_per_token: float, peak_gflops: float) -> float:
-    """Model FLOPs utilisation: achieved FLOP/s (tokens/s × FLOPs/token) over the peak."""
-    return tokens_per_s * gflops_per_token / peak_gflops if peak_gflops > 0 else float("nan")
-
-
-def summarise_times(times_ms: list[float], batch_size: int, seq_length: int) -> dict:
-    """p50/p95 ms per batch and the throughput implied by the p50."""
-    p50, p95 = (float(v) for v in np.percentile(times_ms, [50, 95]))
-    return {
-        "ms_per_batch_p50": p50,
-        "ms_per_batch_p95": p95,
-        "sentences_per_s": batch_size / (p50 / 1000),
-        "tokens_per_s": batch_size * seq_length / (p50 / 1000),
-    }
-
-
-def measure_peak_gflops(dtype: str, n: int = 2048, repeats: int = 10) -> float:
-    """Best n×n×n matmul rate of this machine in GFLOP/s (2·n³ FLOPs per call), `tf.function`."""
-    tf_dtype = tf.bfloat16 if dtype == "bfloat16" else tf.float32
-    rng = np.random.default_rng(0)
-    a = tf.cast(rng.standard_normal((n, n), dtype=np.float32), tf_dtype)
-    b = tf.cast(rng.standard_normal((n, n), dtype=np.float32), tf_dtype)
-    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
-    matmul(a, b).numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        matmul(a, b).numpy()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
-
-
-def _rss_mb() -> tuple[float, float]:
-    """(current VmRSS, process high-water mark) in MB (10^6 bytes)."""
-    current = float("nan")
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    current = int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux
-    return current, peak
-
-
-def release_memory() -> None:
-    """Gives back what models, callables and optimizers no longer referenced still hold.
-
-    Keras layers, `tf.function`s and their traced concrete functions, and optimizers reference
-    each other in cycles, so only the cyclic garbage collector frees them (and with them the
-    tensors behind their variables); `clear_session` drops Keras' global graph state; and glibc
-    keeps freed heap pages in the process until `malloc_trim` returns them to the system.
-    Without this a benchmark's resident set grows with every model and mode it has timed.
-    """
-    tf.keras.backend.clear_session()
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-# --------------------------------------------------------------------------- models
-
-
-def build_model(name: str, projection_dim: int | None = None):
-    """A `TokenClassifier` (9-label softmax head, no dropout) for a preset or a local folder.
-
-    Built under whatever Keras dtype policy is active, so set `mixed_bfloat16` first for bf16.
-    `projection_dim` adds the student's projection to a teacher's width (representations stage).
-    """
-    import transformers
-
-    from xtremedistil_tf import models
-
-    if name in PRESETS:
-        kind, kwargs = PRESETS[name]
-        cfg = transformers.AutoConfig.for_model(kind, **kwargs)
-        hf = transformers.TFAutoModel.from_config(cfg, add_pooling_layer=False)
-        encoder = models.main_layer(hf)
-    else:
-        encoder = models.load_encoder(name)
-    label = os.path.basename(os.path.normpath(name)) if name not in PRESETS else name
-    return models.TokenClassifier(encoder, NUM_LABELS, dropout=0.0, head="softmax",
-                                  projection_dim=projection_dim,
-                                  name=label.replace("-", "_")).build_with_dummy()
-
-
-def hidden_size(name: str) -> int:
-    """Width of a preset or local folder's encoder, read from its config."""
-    from xtremedistil_tf import models
-
-    if name in PRESETS:
-        return PRESETS[name][1]["hidden_size"]
-    return int(models.read_hf_config(name).hidden_size)
-
-
-def model_flops_per_token(model, seq_length: int) -> float:
-    cfg = model.encoder.config
-    return flops_per_token(cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size,
-                           seq_length, model.num_labels)
 
 
 class _NoTokenizer:
@@ -337,7 +191,7 @@ def make_callable(model, mode: str, workdir: str):
     from xtremedistil_tf import savedmodel
 
     labels = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC", "MISC") for p in "BI"]
-    path = savedmodel.export(model, labels[:NUM_LABELS], _NoTokenizer(), workdir, model.name,
+    path = savedmodel.export(model, labels[:bm.NUM_LABELS], _NoTokenizer(), workdir, model.name,
                              version=1, max_seq_length=max(8, savedmodel.max_positions(model)))
     serving = tf.saved_model.load(path).signatures["serving_default"]
     return lambda input_ids, attention_mask: serving(input_ids=input_ids,
@@ -439,10 +293,10 @@ def run(config: BenchmarkConfig, log=print) -> list[dict]:
     os.makedirs(config.output_dir, exist_ok=True)
     peaks = {}
     for dtype in config.dtypes:
-        peaks[dtype] = measure_peak_gflops(dtype, config.peak_matmul_size, config.peak_repeats)
+        peaks[dtype] = bm.measure_peak_gflops(dtype, config.peak_matmul_size, config.peak_repeats)
         log(f"peak matmul {dtype} ({config.peak_matmul_size}^3): {peaks[dtype]:.1f} GFLOP/s")
     # The representations stage projects student hidden states to the teacher's (first model's).
-    teacher_width = (hidden_size(config.models[0])
+    teacher_width = (bm.hidden_size(config.models[0])
                      if "train_representations" in config.modes else None)
     rng = np.random.default_rng(config.seed)
     rows = []
@@ -452,13 +306,13 @@ def run(config: BenchmarkConfig, log=print) -> list[dict]:
                 # A folder per model: the same model may be listed twice (its exports differ).
                 rows += _time_model(config, name, dtype, peaks, teacher_width, rng,
                                     os.path.join(workdir, str(i)), log)
-                release_memory()
+                bm.release_memory()
     first = {}
     for r in rows:
         key = (r["mode"], r["dtype"], r["batch_size"], r["seq_length"])
         first.setdefault(key, r["tokens_per_s"])
         r["speedup_vs_first_model"] = r["tokens_per_s"] / first[key]
-    write_outputs(config, rows, peaks)
+    benchmark_report.write_outputs(config, rows, peaks, COLUMNS)
     return rows
 
 
@@ -474,8 +328,8 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
     if dtype == "bfloat16":
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = build_model(name, projection_dim=teacher_width)
-        label = name if name in PRESETS else os.path.basename(os.path.normpath(name))
+        model = bm.build_model(name, projection_dim=teacher_width)
+        label = name if name in bm.PRESETS else os.path.basename(os.path.normpath(name))
         params = models.count_params(model)
         vocab = int(model.encoder.config.vocab_size)
         inputs = {}
@@ -487,18 +341,18 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
         def timed(mode, row_dtype, fn, ids, mask, flops_factor=1, agrees=None, size_mb=None):
             batch, length = (int(n) for n in ids.shape)
             times = speed.time_calls(fn, ids, mask, config.repeats, config.warmup)
-            gflops = flops_factor * model_flops_per_token(model, length) / 1e9
+            gflops = flops_factor * bm.model_flops_per_token(model, length) / 1e9
             peak = peaks.get(row_dtype, peaks["float32"] if "float32" in peaks else 0.0)
             row = {"model": label, "mode": mode, "dtype": row_dtype, "batch_size": batch,
                    "seq_length": length, "params": params,
                    # float32 variables (also under bf16), or the size of the file run
                    "size_mb": params * 4 / 1e6 if size_mb is None else size_mb,
-                   **summarise_times(times, batch, length),
+                   **bm.summarise_times(times, batch, length),
                    "gflops_per_token": gflops, "peak_gflops": peak,
                    "agrees_with_tf": agrees}
             row["achieved_gflops"] = row["tokens_per_s"] * gflops
-            row["mfu"] = mfu(row["tokens_per_s"], gflops, peak)
-            row["rss_mb"], row["peak_rss_mb"] = _rss_mb()
+            row["mfu"] = bm.mfu(row["tokens_per_s"], gflops, peak)
+            row["rss_mb"], row["peak_rss_mb"] = bm.rss_mb()
             log(f"{label:24s} {mode:21s} {row_dtype:8s} {batch:3d}x{length:<4d} "
                 f"{row['tokens_per_s']:9.0f} tok/s  p50 {row['ms_per_batch_p50']:8.1f} ms"
                 f"  p95 {row['ms_per_batch_p95']:8.1f} ms  MFU {row['mfu']:.1%}"
@@ -587,94 +441,6 @@ def _time_peers(config, model, label, inputs, timed, workdir, log) -> list[dict]
     return rows
 
 
-# --------------------------------------------------------------------------- outputs
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def markdown(rows: list[dict], peaks: dict) -> str:
-    """The full table, then teacher (first model) vs the others per mode, dtype and shape."""
-    cols = ("model", "mode", "dtype", "batch_size", "seq_length", "params", "size_mb",
-            "tokens_per_s", "sentences_per_s", "ms_per_batch_p50", "ms_per_batch_p95",
-            "gflops_per_token", "mfu", "speedup_vs_first_model", "agrees_with_tf", "rss_mb",
-            "peak_rss_mb")
-    lines = ["# Benchmark", "",
-             "Matmul peak measured in the same run: "
-             + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peaks.items()), "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
-    if rows:
-        teacher = rows[0]["model"]
-        lines += ["", f"## Teacher ({teacher}) vs students", "",
-                  "| mode | dtype | batch × len | model | params | MB | tokens/s | speed-up | "
-                  "% of peak |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(
-                f"| {r['mode']} | {r['dtype']} | {r['batch_size']} × {r['seq_length']} | "
-                f"{r['model']} | {r['params'] / 1e6:.1f}M | {r['size_mb']:.0f} | "
-                f"{r['tokens_per_s']:.0f} | {r['speedup_vs_first_model']:.1f}× | "
-                f"{100 * r['mfu']:.0f} % |")
-    lines += ["", "`train_*` rows: one optimizer step per batch; their FLOPs are 3 × forward. "
-              "`agrees_with_tf`: share of a peer's labels equal to TensorFlow `function` mode's "
-              "on the same input. `rss_mb`: resident set right after the row (all live models); "
-              "`peak_rss_mb`: process high-water mark so far (monotonic). MB = 10^6 bytes; "
-              "size_mb = float32 parameters × 4 bytes.", ""]
-    return "\n".join(lines)
-
-
-def plot(rows: list[dict], path: str) -> None:
-    """Tokens/s per model, one bar per mode × dtype, one panel per batch × length."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shapes = sorted({(r["batch_size"], r["seq_length"]) for r in rows})
-    names = list(dict.fromkeys(r["model"] for r in rows))
-    series = list(dict.fromkeys((r["mode"], r["dtype"]) for r in rows))
-    fig, axes = plt.subplots(len(shapes), 1, figsize=(max(6, 1.6 * len(names) * 1.5),
-                                                       3.5 * len(shapes)), squeeze=False)
-    width = 0.8 / max(1, len(series))
-    for ax, (batch, length) in zip(axes[:, 0], shapes):
-        for j, (mode, dtype) in enumerate(series):
-            values = [next((r["tokens_per_s"] for r in rows if r["model"] == n
-                            and r["mode"] == mode and r["dtype"] == dtype
-                            and r["batch_size"] == batch and r["seq_length"] == length), 0.0)
-                      for n in names]
-            ax.bar(np.arange(len(names)) + j * width, values, width, label=f"{mode} {dtype}")
-        ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2)
-        ax.set_xticklabels(names, fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel("tokens/s (log)")
-        ax.set_title(f"batch {batch} × {length} tokens")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_outputs(config: BenchmarkConfig, rows: list[dict], peaks: dict) -> None:
-    d = config.output_dir
-    with open(os.path.join(d, "benchmark.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({c: r.get(c) for c in COLUMNS} for r in rows)
-    with open(os.path.join(d, "benchmark.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(rows, peaks))
-    with open(os.path.join(d, "flags.txt"), "w", encoding="utf-8") as f:
-        for k, v in dataclasses.asdict(config).items():
-            v = ",".join(map(str, v)) if isinstance(v, tuple) else v
-            f.write(f"--{k}={v}\n")
-    if rows:
-        plot(rows, os.path.join(d, "benchmark.png"))
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -685,7 +451,7 @@ def define_flags(fv) -> None:
     d = BenchmarkConfig
     flags.DEFINE_string("output_dir", None, "Where the CSV, markdown, plot and log go.",
                         flag_values=fv)
-    flags.DEFINE_list("models", list(d.models), f"Presets ({', '.join(PRESETS)}) or local HF "
+    flags.DEFINE_list("models", list(d.models), f"Presets ({', '.join(bm.PRESETS)}) or local HF "
                       "folders; the first is the teacher that speed-ups are relative to.",
                       flag_values=fv)
     flags.DEFINE_list("batch_sizes", [str(x) for x in d.batch_sizes], "Batch sizes.",
