@@ -19,6 +19,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--flagfile=flags/smoke.cfg"
 
 
+@contextlib.contextmanager
+def in_repo(stdout: io.StringIO, stderr: io.StringIO):
+    """Runs the block from the repository root (as the commands are run) with its stdout and
+    stderr captured; the working directory is restored afterwards."""
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            yield
+    finally:
+        os.chdir(cwd)
+
+
 def run_distil(*args: str, fresh_process: bool = False, env: dict | None = None,
                timeout: float = 600) -> subprocess.CompletedProcess:
     """`python run_distil.py ARGS` from the repository root -> returncode, stdout, stderr.
@@ -36,27 +49,21 @@ def run_distil(*args: str, fresh_process: bool = False, env: dict | None = None,
         return subprocess.run([sys.executable, "run_distil.py", *args], capture_output=True,
                               text=True, cwd=REPO, timeout=timeout,
                               env=None if env is None else {**os.environ, **env})
-    if REPO not in sys.path:
-        sys.path.insert(0, REPO)
     import run_distil as cli
     from absl import flags
 
     out, err = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            flags.FLAGS.unparse_flags()
-            try:
-                flags.FLAGS(["run_distil.py", *args])
-            except flags.Error as e:  # what absl's app.run prints before exiting with 1
-                print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
-                returncode = 1
-            else:
-                returncode = cli.main(["run_distil.py"])
-    finally:
+    with in_repo(out, err):
         flags.FLAGS.unparse_flags()
-        os.chdir(cwd)
+        try:
+            flags.FLAGS(["run_distil.py", *args])
+        except flags.Error as e:  # what absl's app.run prints before exiting with 1
+            print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+            returncode = 1
+        else:
+            returncode = cli.main(["run_distil.py"])
+        finally:
+            flags.FLAGS.unparse_flags()
     return subprocess.CompletedProcess(["run_distil.py", *args], returncode, out.getvalue(),
                                        err.getvalue())
 

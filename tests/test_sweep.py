@@ -5,7 +5,6 @@ The end-to-end tests run real (seconds-long) run_distil.py points over flags/smo
 sweep, the same call again (every point skipped), and a sweep with a failing point.
 """
 
-import contextlib
 import csv
 import io
 import os
@@ -13,7 +12,7 @@ import re
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, in_repo
 from xtremedistil_tf import sweep
 
 # Keeps every point a few seconds long: the teacher is not fine-tuned, one student stage.
@@ -29,16 +28,11 @@ def _run(*args, expect=0):
     """`python scripts/sweep.py ARGS` from the repository root, the sweep itself in this process
     (its points are separate run_distil.py processes, as always) -> its stdout + stderr."""
     out = io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            try:
-                code = sweep.main(list(args))
-            except SystemExit as e:  # argparse's errors
-                code = e.code
-    finally:
-        os.chdir(cwd)
+    with in_repo(out, out):
+        try:
+            code = sweep.main(list(args))
+        except SystemExit as e:  # argparse's errors
+            code = e.code
     assert code == expect, out.getvalue()
     return out.getvalue()
 
