@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from xtremedistil_tf import labels as labels_lib, model_folders, models, pipeline, tagging
+from xtremedistil_tf import model_folders, models, pipeline, tagging, teacher_labels
 from conftest import MODELS, SMOKE, fixture_path, run_distil
 
 NER = os.path.join(MODELS, "tiny_bert_ner")  # ready, IO labels LOC ORG PER O
@@ -31,7 +31,7 @@ def misc_train(tmp_path_factory):
 
 def test_unmappable_data_label_names_the_flag():
     with pytest.raises(ValueError, match="--teacher_new_head") as e:
-        labels_lib.map_teacher_labels(["LOC", "ORG", "PER", "O"], WITH_MISC)
+        teacher_labels.map_teacher_labels(["LOC", "ORG", "PER", "O"], WITH_MISC)
     assert "MISC" in str(e.value) and "\n" not in str(e.value)
 
 

@@ -36,6 +36,7 @@ from xtremedistil_tf import (
     stages as stages_lib,
     students,
     teacher_cache,
+    teacher_labels as teacher_labels_lib,
     teacher_outputs,
     train,
     vocab_trim,
@@ -200,10 +201,10 @@ def _teacher_phase(job: _Job) -> tuple[_Side, bool]:
         cfg.teacher.aux_from_layer, new_head=cfg.teacher.new_head)
     convert = None
     if teacher_labels != labels:
-        labels_lib.map_teacher_labels(teacher_labels, labels)  # fails early if unmappable
+        teacher_labels_lib.map_teacher_labels(teacher_labels, labels)  # fails early if unmappable
 
         def convert(p):
-            return labels_lib.teacher_probs_to_data(p, teacher_labels, labels)
+            return teacher_labels_lib.teacher_probs_to_data(p, teacher_labels, labels)
     # A ready teacher fine-tuned further learns gold tags in its own label space.
     t_label_ids = teacher_label_ids(teacher_labels, labels)
     t_splits = {k: tokenize(v, t_tok, t_label_ids, dcfg) for k, v in job.data.splits.items()}

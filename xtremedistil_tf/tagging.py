@@ -17,7 +17,7 @@ from xtremedistil_tf import (
     evaluate,
     features,
     inference,
-    labels as labels_lib,
+    teacher_labels as teacher_labels_lib,
 )
 
 
@@ -36,10 +36,10 @@ class Split:
 def teacher_label_ids(teacher_labels: list[str], labels: list[str]) -> dict[str, int]:
     """Data label -> the id the teacher learns it as: its own index, or for a ready teacher
     with other label names, the index of the teacher label that feeds it
-    (`labels.map_teacher_labels`: B-PER and I-PER both become an IO teacher's PER)."""
+    (`teacher_labels.map_teacher_labels`: B-PER and I-PER both become an IO teacher's PER)."""
     if teacher_labels == labels:
         return {label: i for i, label in enumerate(labels)}
-    mapping = labels_lib.map_teacher_labels(teacher_labels, labels)
+    mapping = teacher_labels_lib.map_teacher_labels(teacher_labels, labels)
     return {label: int(k) for label, k in zip(labels, mapping, strict=True)}
 
 
