@@ -185,13 +185,13 @@ def test_killed_run_resumes_where_it_stopped(smoke_run, tmp_path):
     import signal
     import time
 
-    from xtremedistil_tf import train
+    from xtremedistil_tf import stage_checkpoints
 
     # Killed (SIGKILL, by itself: always at the same point) right after the 3rd optimizer step
     # of the first logits stage and its checkpoint.
     # (No LiteRT export: it plays no part in what is compared.)
     args = smoke_args(tmp_path, litert=False)
-    killed = run_distil(*args, env={train.KILL_AT_ENV: "logits/top0:3"})
+    killed = run_distil(*args, env={stage_checkpoints.KILL_AT_ENV: "logits/top0:3"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     time.sleep(0.1)
     again = run_distil(*args)

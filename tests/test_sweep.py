@@ -13,7 +13,7 @@ import re
 import pytest
 
 from conftest import REPO, in_repo
-from xtremedistil_tf import sweep
+from xtremedistil_tf import sweep, sweep_grid
 
 # Keeps every point a few seconds long: the teacher is not fine-tuned, one student stage.
 FAST = ["--stages=labels", "--nogradual_unfreezing", "--teacher_epochs=0"]
@@ -21,7 +21,7 @@ FAST = ["--stages=labels", "--nogradual_unfreezing", "--teacher_epochs=0"]
 
 @pytest.fixture(scope="module")
 def kinds():
-    return sweep.flag_kinds()
+    return sweep_grid.flag_kinds()
 
 
 def _run(*args, expect=0):
@@ -46,9 +46,9 @@ def _csv(folder):
 
 
 def test_points_are_the_cartesian_product_first_key_slowest(kinds):
-    grid = sweep.parse_grid(" learning_rate=1e-5, 3e-5 ; student=l1-h16,l2-h16;", kinds)
+    grid = sweep_grid.parse_grid(" learning_rate=1e-5, 3e-5 ; student=l1-h16,l2-h16;", kinds)
     assert grid == [("learning_rate", ["1e-5", "3e-5"]), ("student", ["l1-h16", "l2-h16"])]
-    assert sweep.points(grid) == [
+    assert sweep_grid.points(grid) == [
         (("learning_rate", "1e-5"), ("student", "l1-h16")),
         (("learning_rate", "1e-5"), ("student", "l2-h16")),
         (("learning_rate", "3e-5"), ("student", "l1-h16")),
@@ -57,18 +57,18 @@ def test_points_are_the_cartesian_product_first_key_slowest(kinds):
 
 
 def test_a_pipe_separates_values_that_contain_commas(kinds):
-    grid = sweep.parse_grid("train_file=en=a.conll|en=a.conll,it=b.conll;"
+    grid = sweep_grid.parse_grid("train_file=en=a.conll|en=a.conll,it=b.conll;"
                             "stages=logits,labels|labels;student=teacher:0,2,4", kinds)
     assert grid == [("train_file", ["en=a.conll", "en=a.conll,it=b.conll"]),
                     ("stages", ["logits,labels", "labels"]),
                     ("student", ["teacher:0", "2", "4"])]  # no '|': commas separate values
-    assert len(sweep.points(grid)) == 12
+    assert len(sweep_grid.points(grid)) == 12
 
 
 def test_booleans_become_flag_and_noflag(kinds, capsys):
-    grid = sweep.parse_grid("freeze_encoder=true,False;teacher_epochs=2", kinds)
+    grid = sweep_grid.parse_grid("freeze_encoder=true,False;teacher_epochs=2", kinds)
     assert grid == [("freeze_encoder", ["true", "false"]), ("teacher_epochs", ["2"])]
-    assert [sweep.flag_args(p, kinds) for p in sweep.points(grid)] == [
+    assert [sweep_grid.flag_args(p, kinds) for p in sweep_grid.points(grid)] == [
         ["--freeze_encoder", "--teacher_epochs=2"], ["--nofreeze_encoder", "--teacher_epochs=2"]]
     # The dry run parses each point's arguments as run_distil.py does, and prints its command.
     code = sweep.main(["--flagfile", "flags/smoke.cfg", "--grid", "freeze_encoder=yes,no",
@@ -120,16 +120,16 @@ def test_bad_extra_flags_and_sort_keys_stop_early(capsys):
 
 
 def test_point_names_are_safe_unique_and_deterministic(kinds):
-    assert sweep.point_name((("learning_rate", "1e-5"), ("student", "xtremedistil-l6-h256"))) \
+    assert sweep_grid.point_name((("learning_rate", "1e-5"), ("student", "xtremedistil-l6-h256"))) \
         == "learning_rate=1e-5_student=xtremedistil-l6-h256"
     values = ["teacher:0,2,4", "teacher:0+2+4", "teacher-0-2-4", "a/b", "a,b", "a b", "../x",
               "-1", "é", "x" * 300, "x" * 301,
               "en=../corpus/wikiann/en/train.conll",
               "en=../corpus/wikiann/en/train.conll,it=../corpus/wikiann/it/train.conll",
               "en=/other/en/train.conll,it=/other/it/train.conll"]
-    names = [sweep.point_name((("student", v), ("learning_rate", "1e-3"))) for v in values]
+    names = [sweep_grid.point_name((("student", v), ("learning_rate", "1e-3"))) for v in values]
     assert len(set(names)) == len(names)
-    assert names == [sweep.point_name((("student", v), ("learning_rate", "1e-3")))
+    assert names == [sweep_grid.point_name((("student", v), ("learning_rate", "1e-3")))
                      for v in values]
     for name in names:
         assert re.fullmatch(r"[A-Za-z0-9._+=-]+", name) and len(name) <= 100, name
@@ -137,7 +137,7 @@ def test_point_names_are_safe_unique_and_deterministic(kinds):
     assert re.fullmatch(r"student=teacher-0\+2\+4-[0-9a-f]{6}_learning_rate=1e-3", names[0])
     assert re.fullmatch(r"student=en\+it-[0-9a-f]{6}_learning_rate=1e-3", names[-2])
     many = tuple((k, "y" * 40) for k in kinds if not kinds[k])[:20]
-    assert len(sweep.point_name(many)) <= sweep.MAX_NAME_CHARS
+    assert len(sweep_grid.point_name(many)) <= sweep_grid.MAX_NAME_CHARS
 
 
 # End to end, on tiny models.

@@ -22,8 +22,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from xtremedistil_tf import distribute, features, objectives, stages as stages_lib
+from xtremedistil_tf import (
+    distribute,
+    features,
+    objectives,
+    stage_checkpoints as ckpt_lib,
+    stages as stages_lib,
+)
 from xtremedistil_tf.objectives import LossSettings
+from xtremedistil_tf.stage_checkpoints import value as _value
 
 keras = tf.keras
 BatchesFn = Callable[[int], Sequence[dict]]
@@ -79,28 +86,6 @@ def _zero_unless(ok, grad):
         return tf.IndexedSlices(tf.where(ok, grad.values, tf.zeros_like(grad.values)),
                                 grad.indices, grad.dense_shape)
     return tf.where(ok, grad, tf.zeros_like(grad))
-
-
-def _value(variable):
-    """A scalar variable's value as a Python number (also for the mirrored variables of a
-    tf.distribute scope, which `int()` does not accept)."""
-    return variable.numpy().item()
-
-
-class _Progress(tf.Module):
-    """Where a stage is, saved in its checkpoint with the model and the optimizer."""
-
-    def __init__(self, baseline: float, terms: int):
-        super().__init__()
-        self.epoch = tf.Variable(0, dtype=tf.int64)  # finished epochs
-        self.step = tf.Variable(0, dtype=tf.int64)  # finished batches of the current epoch
-        self.loss_sum = tf.Variable(0.0, dtype=tf.float64)
-        self.term_sums = tf.Variable(tf.zeros(terms, tf.float64))  # the loss's named terms
-        self.best = tf.Variable(baseline, dtype=tf.float64)
-        self.best_epoch = tf.Variable(0, dtype=tf.int64)
-        self.waited = tf.Variable(0, dtype=tf.int64)
-        self.history = tf.Variable("[]", dtype=tf.string)  # JSON rows of finished epochs
-        self.best_path = tf.Variable("", dtype=tf.string)  # checkpoint of the best weights
 
 
 def make_optimizer(variables, learning_rate: float, total_steps: int, warmup_ratio: float,
@@ -248,37 +233,6 @@ def make_train_step(model, objective: str, settings: LossSettings, variables, op
     return lambda batch: distributed_step(distribute.split_batch(distribution, batch))
 
 
-class _StageCheckpoints:
-    """A stage's resume checkpoints: model, optimizer, `_Progress` and learning-rate scale,
-    written after every epoch and every `every` optimizer steps (none without a folder)."""
-
-    def __init__(self, folder: str | None, every: int, model, optimizer, progress: _Progress,
-                 schedule, best: _BestWeights):
-        self.every, self.optimizer, self.best = every, optimizer, best
-        self.manager = None
-        if folder:
-            ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress,
-                                       lr_scale=schedule.scale)
-            self.manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=1)
-
-    def restore(self) -> bool:
-        """Continues from the last checkpoint, if there is one; returns whether there was."""
-        if not self.manager or not self.manager.latest_checkpoint:
-            return False
-        self.best.load()  # before the current state: it passes through the model's variables
-        self.manager.checkpoint.restore(
-            self.manager.latest_checkpoint).assert_existing_objects_matched()
-        return True
-
-    def after_step(self) -> None:
-        if self.manager and self.every and _value(self.optimizer.iterations) % self.every == 0:
-            self.manager.save()
-
-    def after_epoch(self) -> None:
-        if self.manager:
-            self.manager.save()
-
-
 def run_stage(
     model,
     stage: stages_lib.Stage,
@@ -334,17 +288,18 @@ def run_stage(
         signature={k: tf.TensorSpec(v.shape, v.dtype) for k, v in
                    features.to_dataset(train_batches(0), keys).element_spec.items()})
 
-    progress = _Progress(baseline, len(term_names))
-    best = _BestWeights(model, distribute.worker_folder(distribution, checkpoint_dir), progress)
-    checkpoints = _StageCheckpoints(best.folder, loop.checkpoint_every, model, optimizer,
-                                    progress, schedule, best)
+    progress = ckpt_lib.Progress(baseline, len(term_names))
+    best = ckpt_lib.BestWeights(model, distribute.worker_folder(distribution, checkpoint_dir),
+                                progress)
+    checkpoints = ckpt_lib.StageCheckpoints(best.folder, loop.checkpoint_every, model,
+                                            optimizer, progress, schedule, best)
     if checkpoints.restore() and loop.verbose:
         print(f"  [{stage.name}] resuming at epoch {_value(progress.epoch) + 1}, batch "
               f"{_value(progress.step) + 1}", file=sys.stderr, flush=True)
     if baseline > -math.inf and best.empty:
         best.save(0)  # the entering weights are the ones to beat
     writer = tf.summary.create_file_writer(log_dir) if log_dir else None
-    kill_at = _kill_step(stage.name)
+    kill_at = ckpt_lib.kill_step(stage.name)
     history = json.loads(progress.history.numpy().decode())
     skipped = 0
     while (_value(progress.epoch) < stage.max_epochs
@@ -381,7 +336,7 @@ def run_stage(
             progress.step.assign_add(1)
             checkpoints.after_step()
             if kill_at == _value(optimizer.iterations):
-                os.kill(os.getpid(), signal.SIGKILL)  # fault injection (`KILL_AT_ENV`)
+                os.kill(os.getpid(), signal.SIGKILL)  # fault injection (`ckpt_lib.KILL_AT_ENV`)
         value = monitor()
         steps = max(_value(progress.step), 1)
         row = {"stage": stage.name, "epoch": epoch + 1,
@@ -425,51 +380,6 @@ def run_stage(
         writer.close()
     return StageResult(stage.name, history, _value(progress.best),
                        _value(progress.best_epoch), time.time() - t0)
-
-
-# Fault injection for the resume tests: `<stage name>:<optimizer step>` kills this process
-# (SIGKILL, like the OOM killer) right after that step and its checkpoint, if any.
-KILL_AT_ENV = "XTREMEDISTIL_KILL_AT"
-
-
-def _kill_step(stage_name: str) -> int | None:
-    name, _, step = os.environ.get(KILL_AT_ENV, "").rpartition(":")
-    return int(step) if name == stage_name and step.isdigit() else None
-
-
-class _BestWeights:
-    """The best weights of a stage: in memory, and on disk when the stage is checkpointed."""
-
-    def __init__(self, model, checkpoint_dir: str | None, progress: _Progress):
-        self.model = model
-        self.folder = checkpoint_dir
-        self.progress = progress
-        self.values = None
-
-    @property
-    def empty(self) -> bool:
-        return self.values is None
-
-    def save(self, epoch: int) -> None:
-        self.values = [v.numpy() for v in self.model.weights]
-        if self.folder:
-            # A new prefix each time: a crash while writing leaves the recorded one intact.
-            path = tf.train.Checkpoint(model=self.model).write(
-                os.path.join(self.folder, f"best-{epoch}"))
-            self.progress.best_path.assign(path)
-
-    def load(self) -> None:
-        """Reads the recorded best weights from disk (through the model's variables)."""
-        reader = tf.train.load_checkpoint(self.folder)
-        path = reader.get_tensor("progress/best_path/.ATTRIBUTES/VARIABLE_VALUE").decode()
-        if path:
-            tf.train.Checkpoint(model=self.model).read(path).expect_partial()
-            self.values = [v.numpy() for v in self.model.weights]
-
-    def restore(self) -> None:
-        if self.values is not None:
-            for v, w in zip(self.model.weights, self.values):
-                v.assign(w)
 
 
 def peak_rss_mb() -> float:
