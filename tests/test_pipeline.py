@@ -1,11 +1,14 @@
 """End to end: run_distil.py with flags/smoke.cfg, resume, flag layering and clean errors."""
 
+import csv
+import io
 import json
 import os
+import sys
 
 import pytest
 
-from conftest import SMOKE, run_distil
+from conftest import REPO, SMOKE, in_repo, run_distil
 
 # The smoke run most tests here read; two epochs and a checkpoint after every step, so that it is
 # also the uninterrupted reference of the kill/resume test.
@@ -272,3 +275,25 @@ def test_teacher_cache_is_written_in_chunks_and_reused(tmp_path, monkeypatch):
             np.testing.assert_allclose(a, b, atol=1e-6)
             np.testing.assert_array_equal(b, c)
             assert b.dtype == c.dtype
+
+
+def test_evaluate_exports_scores_each_export_like_the_run(smoke_run, tmp_path):
+    """scripts/evaluate_exports.py: the SavedModel tags the test set as the run's model did."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import evaluate_exports
+
+    out, _ = smoke_run
+    with open(out / "run" / "metrics.json") as f:
+        run_f1 = json.load(f)["student"]["f1"]
+    stem = str(tmp_path / "exports")
+    with in_repo(io.StringIO(), io.StringIO()):
+        assert evaluate_exports.main(["--run_dir", str(out / "run"), "--output", stem,
+                                      "--formats", "savedmodel", "--trim"]) == 0
+    with open(stem + ".csv", encoding="utf-8") as f:
+        rows = {r["export"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["run", "savedmodel", "savedmodel_trimmed"]
+    assert float(rows["savedmodel"]["f1"]) == pytest.approx(run_f1, abs=1e-9)
+    assert float(rows["savedmodel"]["same_tags"]) == 1.0
+    assert int(rows["savedmodel_trimmed"]["vocab"]) < int(rows["savedmodel"]["vocab"])
+    assert 0 < float(rows["savedmodel_trimmed"]["model_mb"]) < float(rows["savedmodel"]["model_mb"])
+    assert "| SavedModel float32, trimmed vocabulary |" in open(stem + ".md").read()

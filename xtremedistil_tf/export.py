@@ -183,7 +183,7 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
 
         export_hf.check_exportable(model)  # before any trimming work
     if trim_vocab:
-        model, tokenizer = _trimmed(cfg, model, tokenizer)
+        model, tokenizer = trimmed(cfg, model, tokenizer)
     if not name:
         name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
         name += "-teacher" if which == "teacher" and not name.endswith("-teacher") else ""
@@ -199,7 +199,7 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
                           (fmt,), version, **kwargs)[fmt]
 
 
-def _trimmed(cfg, model, tokenizer):
+def trimmed(cfg, model, tokenizer):
     """The model and tokenizer with only the sub-words of the run's training and transfer text."""
     from xtremedistil_tf import run_data, vocab_trim
 
