@@ -15,7 +15,9 @@ Nested seeded samples of it (10k within 50k within all) give the transfer-size c
 
 Resumable like the other scripts: rerun the same command; finished rows are skipped, an
 interrupted row continues from its last checkpoint. --teacher_checkpoint reuses a teacher
-fine-tuned earlier (the teacher/ folder of a run); otherwise the first row fine-tunes it.
+fine-tuned earlier (the teacher/ folder of a run); otherwise the first row fine-tunes it. The
+teacher's outputs on each transfer set are kept under OUTPUT_DIR/teacher_cache
+(`--teacher_cache_dir`) and shared by the rows that distil on the same text.
 """
 
 from __future__ import annotations
@@ -94,7 +96,10 @@ def main(argv=None) -> int:
         print(f"transfer pool: {len(pool)} sentences", file=sys.stderr)
         first = rows[0][0]
         for name, _, flags, size, _ in rows:
-            extra = [f"--transfer_file={write_transfer(pool, size, args.output_dir)}"]
+            # Rows with the same transfer text (the 20k ablation; l6-h256 and l4-h256 on all
+            # of it) run the teacher on it once: the cache's key tells them apart.
+            extra = [f"--transfer_file={write_transfer(pool, size, args.output_dir)}",
+                     f"--teacher_cache_dir={os.path.join(args.output_dir, 'teacher_cache')}"]
             if args.teacher_checkpoint:  # every row reuses it (none fine-tunes a teacher)
                 extra.append(f"--teacher_checkpoint={args.teacher_checkpoint}")
             if not rw.run_row(name, flags + extra, files, args,

@@ -95,6 +95,24 @@ def test_second_student_reuses_the_fine_tuned_teacher(smoke_run, tmp_path):
     assert "teacher/model.json" in last and "head=softmax" in last
 
 
+def test_runs_sharing_a_teacher_cache_dir_reuse_its_outputs(smoke_run, tmp_path):
+    out, _ = smoke_run
+    common = (SMOKE, f"--teacher_checkpoint={out}/run/teacher", "--stages=logits",
+              "--nogradual_unfreezing", f"--teacher_cache_dir={tmp_path}/cache")
+    runs = [run_distil(*common, f"--output_dir={tmp_path}/{name}",
+                       f"--export_dir={tmp_path}/{name}/exports") for name in ("a", "b")]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(new)" in runs[0].stderr and "chunk 1/1 written" in runs[0].stderr
+    assert "(reused)" in runs[1].stderr and "written" not in runs[1].stderr
+    (folder,) = os.listdir(tmp_path / "cache")  # kept after both runs, one set of outputs
+    assert folder.startswith("transfer-logits-")
+    a, b = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("a", "b"))
+    assert b["student"]["f1"] == a["student"]["f1"]
+    history = [json.loads((tmp_path / name / "history.json").read_text()) for name in "ab"]
+    assert [r["train_loss"] for r in history[1]] == [r["train_loss"] for r in history[0]]
+
+
 def test_later_flags_override_the_flagfile(tmp_path):
     proc = run_distil(SMOKE, f"--output_dir={tmp_path}",
                       "--train_file=does/not/exist.conll")

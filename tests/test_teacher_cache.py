@@ -158,3 +158,41 @@ def test_transfer_files_drop_their_tags_and_never_are_dev_or_test(tmp_path):
     assert sum(s.lang == "de" for s in a) == sum(1 for _ in data.read_conll(str(copy)))
     with pytest.raises(data.DataError, match="also a dev or test file"):
         run_data.load_data(_dcfg((fixture_path("tiny_test.conll"),)))
+
+
+def test_cache_key_changes_with_what_the_outputs_depend_on():
+    """Runs sharing --teacher_cache_dir reuse outputs only for the same teacher, tokenizer,
+    windowing, labels and sentences."""
+    import os
+
+    from conftest import MODELS
+    from xtremedistil_tf import config, models
+    from xtremedistil_tf.tagging import Tagger
+    from xtremedistil_tf.teacher_outputs import cache_key
+
+    labels = ["O", "B-PER", "I-PER"]
+    path = os.path.join(MODELS, "tiny_bert")
+    tok = models.load_tokenizer(path)
+    dcfg = config.DataConfig(("t",), ("d",), ("e",), max_seq_length=32)
+    sentences = _sentences(20)
+
+    def key(model, dcfg=dcfg, labels=labels, sentences=sentences):
+        return cache_key(Tagger(model, tok, dcfg, labels), sentences, dcfg)
+
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    teacher, _, _ = models.build_teacher(path, labels, 0.1)
+    tf.keras.utils.set_random_seed(0)
+    same, _, _ = models.build_teacher(path, labels, 0.1)  # built again: the same weights
+    base = key(teacher)
+    assert key(same) == base and len(base) == 16
+    moved = _sentences(20)
+    moved[3] = dataclasses.replace(moved[3], lang="de")
+    others = [key(teacher, sentences=_sentences(19)), key(teacher, sentences=moved),
+              key(teacher, dcfg=dataclasses.replace(dcfg, max_seq_length=64)),
+              key(teacher, labels=["O", "B-LOC", "I-LOC"])]
+    weight = same.weights[5]
+    weight.assign(weight + 1e-3)
+    others.append(key(same))
+    assert len({base, *others}) == len(others) + 1

@@ -270,6 +270,7 @@ class RunConfig:
     cpu_devices: int = 0
     per_replica_batch_size: int = 0
     skip_nonfinite_batches: int = 0
+    teacher_cache_dir: str = ""
 
     def __post_init__(self):
         _check(bool(self.export_formats) and all(f in EXPORT_FORMATS for f in self.export_formats),
@@ -309,18 +310,25 @@ def _jsonable(value):
                                  else value))
 
 
+# Where things are kept, not what is computed: a run may resume with another value.
+NOT_SETTINGS = ("teacher_cache_dir",)
+
+
 def setting_changes(previous: dict, cfg) -> list[str]:
     """How `cfg` differs from settings saved earlier (`dataclasses.asdict` of a config, as JSON).
 
     A field the saved settings lack (added by a newer version) counts only if `cfg` sets it to
     something else than its default; fields the saved settings have but `cfg` lacks (removed)
-    are ignored. Returns "path: old -> new" strings, empty when a run may resume.
+    are ignored, and so are `NOT_SETTINGS`. Returns "path: old -> new" strings, empty when a
+    run may resume.
     """
     changes = []
 
     def walk(saved: dict, obj, prefix: str):
         for field in dataclasses.fields(obj):
             value, name = getattr(obj, field.name), prefix + field.name
+            if name in NOT_SETTINGS:
+                continue
             if dataclasses.is_dataclass(value):
                 walk(saved.get(field.name, {}), value, name + ".")
             elif field.name in saved:

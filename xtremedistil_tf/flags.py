@@ -144,6 +144,11 @@ flags.DEFINE_integer("speed_seq_length", _R.speed_seq_length,
 flags.DEFINE_integer("checkpoint_every", _R.checkpoint_every,
                      "Training steps between resume checkpoints "
                      "(also written at every epoch end; 0: epoch ends only).")
+flags.DEFINE_string("teacher_cache_dir", _R.teacher_cache_dir,
+                    "Folder for the teacher's outputs on the transfer text, shared between runs: "
+                    "a run whose teacher weights, tokenizer, text and cached layers match an "
+                    "earlier one's reuses them instead of running the teacher again (empty: "
+                    "inside --output_dir, deleted when the run ends).")
 flags.DEFINE_integer("skip_nonfinite_batches", _R.skip_nonfinite_batches,
                      "0: a NaN/Inf loss stops the stage (the last "
                      "checkpoint is kept). N > 0: skip such batches (no update), halve the "
@@ -253,6 +258,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         per_replica_batch_size=f.per_replica_batch_size,
         skip_nonfinite_batches=f.skip_nonfinite_batches,
         checkpoint_every=f.checkpoint_every,
+        teacher_cache_dir=f.teacher_cache_dir,
     )
 
 

@@ -319,7 +319,7 @@ def _teacher_targets_phase(job: _Job, teacher: _Side, student: _Side, todo) -> d
         tagger = Tagger(t_model, t_tok, dcfg, labels, convert, hidden_layers=cached_layers)
         student.splits["transfer"], targets["transfer"] = teacher_outputs.streamed_targets(
             tagger, unlabelled["transfer"], s_tok, dcfg,
-            _cache_dir(cfg, "transfer", cached_layers))
+            _cache_dir(cfg, "transfer", tagger, unlabelled["transfer"], cached_layers))
         targets["dev"] = window_targets(teacher_targets(tagger, teacher.splits["dev"]),
                                         student.splits["dev"].windows)
     if any(s.data == "target" for s in todo):
@@ -327,13 +327,14 @@ def _teacher_targets_phase(job: _Job, teacher: _Side, student: _Side, todo) -> d
         tagger = Tagger(t_model, t_tok, dcfg, labels, convert, with_aux=cfg.strategy == "msd")
         student.splits["target"], targets["target"] = teacher_outputs.in_memory_targets(
             tagger, unlabelled["target"], s_tok, dcfg,
-            _cache_dir(cfg, "target", aux=cfg.strategy == "msd"))
+            _cache_dir(cfg, "target", tagger, unlabelled["target"], aux=cfg.strategy == "msd"))
         if cfg.strategy == "mtmt":
             similar = _similarity_teacher(job, t_tok, teacher.splits)
             sim_tagger = Tagger(similar, t_tok, dcfg, labels, hidden_layers=(similar.num_blocks,))
             sim = window_targets(teacher_outputs.cached_teacher_targets(
                 sim_tagger, unlabelled["target"], dcfg,
-                _cache_dir(cfg, "similarity", (similar.num_blocks,))),
+                _cache_dir(cfg, "similarity", sim_tagger, unlabelled["target"],
+                           (similar.num_blocks,))),
                 student.splits["target"].windows)  # the split made just above
             targets["target"]["teacher_sim"] = [h[:, 0] for h in sim["teacher_hidden"]]
         if cfg.strategy == "msd":
@@ -432,10 +433,17 @@ def _select_sample(sentences, tokenizer, dcfg, seed: int) -> list[dict]:
                                  tokenizer.pad_token_id)
 
 
-def _cache_dir(cfg, name: str, layers=(), aux: bool = False) -> str:
-    """Where the teacher's outputs on one unlabelled set are cached (named by their content)."""
+def _cache_dir(cfg, name: str, tagger: Tagger, sentences, layers=(), aux: bool = False) -> str:
+    """Where the teacher's outputs on one unlabelled set are cached, named by what is cached:
+    inside the run folder, or under `--teacher_cache_dir` with a key of what they depend on
+    (`teacher_outputs.cache_key`), where other runs find them."""
     what = "-".join(["logits", *(f"h{i}" for i in layers), *(["aux"] if aux else [])])
-    return os.path.join(cfg.output_dir, "teacher_cache", f"{name}-{what}")
+    if not cfg.teacher_cache_dir:
+        return os.path.join(cfg.output_dir, "teacher_cache", f"{name}-{what}")
+    key = teacher_outputs.cache_key(tagger, sentences, cfg.data)
+    folder = os.path.join(cfg.teacher_cache_dir, f"{name}-{what}-{key}")
+    log(f"teacher cache: {folder} ({'reused' if os.path.isdir(folder) else 'new'})")
+    return folder
 
 
 def _checkpoint_dir(cfg, name: str) -> str:

@@ -75,7 +75,7 @@ class TeacherCache:
             part = sentences[c * chunk:(c + 1) * chunk]
             values = compute(part)
             os.makedirs(folder, exist_ok=True)
-            tmp = path + ".tmp.npz"
+            tmp = f"{path}.{os.getpid()}.tmp.npz"  # runs sharing a folder write their own
             np.savez(tmp, lengths=np.array([len(s.words) for s in part]),
                      **{k: np.concatenate(v) for k, v in values.items()})
             os.replace(tmp, path)

@@ -3,11 +3,14 @@
 `in_memory_targets` serves sets that fit in memory (zero-shot target text; MSD pairs each of its
 batches with source batches), `streamed_targets` the transfer set, whose chunks feed training a
 few at a time (`teacher_cache.TeacherCache`). Both keep what they computed under a folder, so a
-crash after hours of teacher inference loses at most one chunk.
+crash after hours of teacher inference loses at most one chunk. `cache_key` names what those
+outputs depend on, so that runs sharing a `--teacher_cache_dir` reuse each other's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 
 import numpy as np
@@ -18,6 +21,29 @@ from xtremedistil_tf.tagging import Split, Tagger, teacher_targets, tokenize, wi
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def cache_key(tagger: Tagger, sentences, dcfg) -> str:
+    """A hash of everything the teacher's cached outputs on `sentences` depend on: the model's
+    weights (values and shapes, in order), its tokenizer (the fast tokenizer's whole definition,
+    else its vocabulary), `max_seq_length` (windowing), the data's labels and whether a ready
+    teacher's labels are mapped onto them, and the sentences themselves (words and language).
+    Which outputs are cached (logits, hidden layers, per-layer classifiers) is in the folder
+    name beside it."""
+    h = hashlib.sha1()
+    for v in tagger.model.weights:
+        value = np.ascontiguousarray(v.numpy())
+        h.update(f"{value.dtype}{value.shape}".encode())
+        h.update(value.tobytes())
+    tok = tagger.tokenizer
+    backend = getattr(tok, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else
+             json.dumps(sorted(tok.get_vocab().items())).encode())
+    h.update(json.dumps([type(tok).__name__, dcfg.max_seq_length, list(tagger.labels),
+                         tagger.convert is not None]).encode())
+    for s in sentences:
+        h.update((f"{s.lang or ''}\x1e" + "\x1f".join(s.words) + "\x1d").encode())
+    return h.hexdigest()[:16]
 
 
 def cached_teacher_targets(tagger: Tagger, sentences, dcfg, folder: str | None,
