@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,11 +83,23 @@ def _run_distil(*args):
     return run_distil(SMOKE, *args, fresh_process=True)
 
 
-def test_pipeline_trains_every_stage_on_two_replicas(tmp_path):
-    proc = _run_distil(f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
+def test_pipeline_on_two_replicas_matches_one_device(tmp_path):
+    """The whole run (teacher outputs, every student stage, model choice) on two replicas, against
+    the same run on one device: without dropout (a copy of the tiny teacher whose config has
+    none, a student cut from it, no head dropout) the same global batches give the same
+    trajectory and weights."""
+    from xtremedistil_tf import model_folders
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(os.path.join(REPO, "tests", "fixtures", "models", "tiny_bert"), teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (teacher / "config.json").write_text(json.dumps(config))
+    common = (f"--teacher={teacher}", "--student=teacher:0", "--dropout=0", "--teacher_epochs=0",
+              "--stages=representations,labels", "--nogradual_unfreezing")
+    proc = _run_distil(*common, f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
                        "--distribution_strategy=mirrored", "--cpu_devices=2",
-                       "--per_replica_batch_size=4", "--teacher_epochs=0",
-                       "--stages=representations,labels", "--nogradual_unfreezing")
+                       "--per_replica_batch_size=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MirroredStrategy, 2 replicas in sync; global batch 8 (4 per replica)" in proc.stderr
     # The teacher is not fine-tuned (run_stage under a strategy is tested above); its outputs
@@ -95,6 +108,21 @@ def test_pipeline_trains_every_stage_on_two_replicas(tmp_path):
         assert f"{stage} epoch 1/1" in proc.stderr
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert (tmp_path / "exports" / "run" / "1" / "saved_model.pb").is_file()
+
+    one = run_distil(SMOKE, *common, "--batch_size=8", f"--output_dir={tmp_path}/one",
+                     f"--export_dir={tmp_path}/one_exports")
+    assert one.returncode == 0, one.stderr[-3000:]
+    histories = [json.loads((tmp_path / name / "history.json").read_text())
+                 for name in ("run", "one")]
+    for two_replicas, one_device in zip(*histories, strict=True):
+        assert two_replicas["stage"] == one_device["stage"]
+        for key in ("train_loss", "dev_loss", "dev_f1"):
+            assert two_replicas.get(key) == pytest.approx(one_device.get(key), rel=1e-5)
+    for which in ("teacher", "student"):
+        got, expected = (model_folders.load_model(str(tmp_path / name / which), which)[0]
+                         for name in ("run", "one"))
+        assert_same_weights([v.numpy() for v in got.weights],
+                            [v.numpy() for v in expected.weights])
 
 
 def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path, monkeypatch):
