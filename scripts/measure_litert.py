@@ -25,7 +25,15 @@ import xtremedistil_tf  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before TensorFlo
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from xtremedistil_tf import benchmark, benchmark_models, litert, models, peers, savedmodel  # noqa: E402
+from xtremedistil_tf import (  # noqa: E402
+    benchmark,
+    benchmark_models,
+    benchmark_modes,
+    litert,
+    models,
+    peers,
+    savedmodel,
+)
 
 
 def cpu_line() -> str:
@@ -91,18 +99,19 @@ def main(argv=None) -> int:
              f"model: {args.model} (random weights), "
              f"{models.count_params(model) / 1e6:.1f}M parameters, vocab {vocab}", ""]
     with tempfile.TemporaryDirectory(prefix="litert-") as work:
-        saved = savedmodel.export(model, labels, benchmark._NoTokenizer(), work, "m", version=1)
+        no_tok = benchmark_modes.NoTokenizer()
+        saved = savedmodel.export(model, labels, no_tok, work, "m", version=1)
         serving = tf.saved_model.load(saved).signatures["serving_default"]
         fns = {"saved_model": lambda i, m: serving(input_ids=tf.constant(i),
                                                     attention_mask=tf.constant(m))}
-        function = tf.function(benchmark._forward_fn(model))
+        function = tf.function(benchmark_modes.forward_fn(model))
         fns["tf.function"] = lambda i, m: function(tf.constant(i), tf.constant(m))
         sizes = {"saved_model": sum(os.path.getsize(os.path.join(d, f))
                                     for d, _, fs in os.walk(os.path.join(saved, "variables"))
                                     for f in fs)}
         for mode, quantize in peers.LITERT_MODES.items():
             t0 = time.perf_counter()
-            path = litert.export(model, labels, benchmark._NoTokenizer(), work, "m", 1, quantize)
+            path = litert.export(model, labels, no_tok, work, "m", 1, quantize)
             convert_s = time.perf_counter() - t0
             fns[mode] = litert.Model(path, num_threads=threads)
             for n in (int(x) for x in args.litert_threads.split(",") if x.strip()):

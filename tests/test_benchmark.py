@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import MODELS
-from xtremedistil_tf import benchmark, benchmark_models, peers
+from xtremedistil_tf import benchmark, benchmark_models, benchmark_modes, peers
 
 import tensorflow as tf
 
@@ -82,7 +82,7 @@ def test_bfloat16_policy_builds_a_bf16_model():
     assert model.classifier.compute_dtype == "bfloat16"
     assert model.classifier.kernel.dtype == tf.float32
     ids = tf.ones((2, 8), tf.int32)
-    out = benchmark._forward_fn(model)(ids, ids)
+    out = benchmark_modes.forward_fn(model)(ids, ids)
     assert out["probabilities"].dtype == tf.float32
     assert out["label_ids"].shape == (2, 8)
 
@@ -189,13 +189,13 @@ def test_train_modes_time_one_step_with_three_times_the_forward_flops(tmp_path):
 def test_train_step_updates_the_stage_variables_only():
     # The representations stage trains the encoder and the projection, not the head.
     model = benchmark_models.build_model(TINY, projection_dim=48)
-    step = benchmark.make_train_step(model, "representations", steps=10)
-    targets = benchmark.random_targets("representations", np.random.default_rng(0), 2, 8,
+    step = benchmark_modes.make_train_step(model, "representations", steps=10)
+    targets = benchmark_modes.random_targets("representations", np.random.default_rng(0), 2, 8,
                                        model.num_labels, 48)
     assert targets["teacher_hidden"].shape == (2, 8, 1, 48)
     head, projection = model.classifier.kernel.numpy(), model.projection.kernel.numpy()
     ids = tf.ones((2, 8), tf.int32)
-    run = benchmark.train_callable(step, targets)
+    run = benchmark_modes.train_callable(step, targets)
     for _ in range(2):  # the learning rate warms up from 0 at the first step, as in training
         assert np.isfinite(run(ids, ids)["loss"].numpy())
     np.testing.assert_array_equal(model.classifier.kernel.numpy(), head)
@@ -225,7 +225,7 @@ def test_a_peer_on_other_weights_is_refused():
     model = benchmark_models.build_model(TINY)
     ids = tf.constant(np.random.default_rng(0).integers(0, 185, (2, 8)), tf.int32)
     mask = tf.ones_like(ids)
-    expected = {k: v.numpy() for k, v in benchmark._forward_fn(model)(ids, mask).items()}
+    expected = {k: v.numpy() for k, v in benchmark_modes.forward_fn(model)(ids, mask).items()}
     tagger = peers.torch_tagger(model)
     run = peers.torch_callable(tagger, "float32", threads=1)
     ids64, mask64 = ids.numpy().astype(np.int64), mask.numpy().astype(np.int64)

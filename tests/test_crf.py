@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import crf
+from xtremedistil_tf import crf, crf_layer
 
 SEEDS = [0, 1, 2, 3]
 
@@ -172,7 +172,7 @@ def test_large_emissions_stay_finite_and_exact():
 
 def test_iob2_allowed_hand_checked():
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    allowed, allowed_start = crf.iob2_allowed(labels)
+    allowed, allowed_start = crf_layer.iob2_allowed(labels)
     # rows: from; columns: to            O     B-PER  I-PER  B-LOC  I-LOC
     expected = np.array([[True, True, False, True, False],  # O
                          [True, True, True, True, False],  # B-PER
@@ -207,7 +207,7 @@ def test_constrained_decode_matches_brute_force_over_allowed_paths(seed):
 
 def test_iob2_constraint_changes_an_unconstrained_decode():
     labels = ["O", "B-PER", "I-PER"]
-    allowed, allowed_start = crf.iob2_allowed(labels)
+    allowed, allowed_start = crf_layer.iob2_allowed(labels)
     # Emissions alone prefer "I-PER O I-PER": invalid IOB2 at both I-PER's.
     emissions = np.array([[[0.0, 1.0, 2.0], [2.0, 0.0, 0.0], [0.0, 1.0, 2.0]]], np.float32)
     trans = np.zeros((3, 3), np.float32)
@@ -222,7 +222,7 @@ def test_iob2_constraint_changes_an_unconstrained_decode():
 
 def test_xla_matches_eager():
     emissions, tags, mask, params = random_problem(5)
-    allowed, allowed_start = crf.iob2_allowed(["O", "B-X", "I-X"])
+    allowed, allowed_start = crf_layer.iob2_allowed(["O", "B-X", "I-X"])
 
     def everything(e, y, m):
         with tf.GradientTape() as tape:
@@ -323,7 +323,7 @@ def mixed_bfloat16():
 
 
 def _randomised_layer(seed=0, **kwargs):
-    layer = crf.CRF(3, **kwargs)
+    layer = crf_layer.CRF(3, **kwargs)
     layer.build(tf.TensorShape([None, None, 3]))
     rng = np.random.default_rng(seed)
     for variable in layer.trainable_variables:
@@ -332,14 +332,14 @@ def _randomised_layer(seed=0, **kwargs):
 
 
 def test_layer_variables_identity_and_methods():
-    layer = crf.CRF(3, name="crf")
+    layer = crf_layer.CRF(3, name="crf")
     emissions, tags, mask, _ = random_problem(9)
     out = layer(tf.constant(emissions), mask=tf.constant(mask, tf.bool))
     np.testing.assert_array_equal(out.numpy(), emissions)
     names = sorted(v.name for v in layer.trainable_variables)
     assert names == ["crf/end:0", "crf/start:0", "crf/transitions:0"]
     assert all(not np.any(v.numpy()) for v in layer.trainable_variables)  # zeros-initialised
-    bare = crf.CRF(3, use_boundary=False)
+    bare = crf_layer.CRF(3, use_boundary=False)
     bare.log_likelihood(emissions, tags, mask)  # builds on first use
     assert [v.name.split("/")[-1] for v in bare.trainable_variables] == ["transitions:0"]
 
@@ -352,11 +352,11 @@ def test_layer_variables_identity_and_methods():
     np.testing.assert_array_equal(layer.decode(emissions, mask)[0].numpy(), ref_path)
     np.testing.assert_allclose(layer.marginals(emissions, mask).numpy(), ref_marg, atol=1e-4)
     with pytest.raises(ValueError, match="num_tags"):
-        crf.CRF(4).build(tf.TensorShape([None, None, 3]))
+        crf_layer.CRF(4).build(tf.TensorShape([None, None, 3]))
 
 
 def test_layer_decode_applies_allowed_transitions():
-    allowed, allowed_start = crf.iob2_allowed(["O", "B-PER", "I-PER"])
+    allowed, allowed_start = crf_layer.iob2_allowed(["O", "B-PER", "I-PER"])
     layer = _randomised_layer(1, allowed_transitions=allowed, allowed_start=allowed_start)
     emissions, _, mask, _ = random_problem(10)
     emissions *= 3.0
@@ -370,16 +370,16 @@ def test_layer_decode_applies_allowed_transitions():
 
 
 def test_layer_config_round_trip():
-    allowed, allowed_start = crf.iob2_allowed(["O", "B-PER", "I-PER"])
-    layer = crf.CRF(3, use_boundary=False, allowed_transitions=allowed,
+    allowed, allowed_start = crf_layer.iob2_allowed(["O", "B-PER", "I-PER"])
+    layer = crf_layer.CRF(3, use_boundary=False, allowed_transitions=allowed,
                     allowed_start=allowed_start, name="tagger")
     config = layer.get_config()
     assert config["allowed_transitions"] == allowed.tolist()
     assert all(type(x) is bool for row in config["allowed_transitions"] for x in row)
-    clone = crf.CRF.from_config(config)
+    clone = crf_layer.CRF.from_config(config)
     assert clone.get_config() == config
     with pytest.raises(ValueError, match="allowed_transitions"):
-        crf.CRF(4, allowed_transitions=allowed)
+        crf_layer.CRF(4, allowed_transitions=allowed)
 
 
 def test_layer_save_and_load_weights(tmp_path):
@@ -393,7 +393,7 @@ def test_layer_save_and_load_weights(tmp_path):
     saved = model(saved_layer)
     path = str(tmp_path / "crf.weights.h5")
     saved.save_weights(path)
-    loaded_layer = crf.CRF(3)
+    loaded_layer = crf_layer.CRF(3)
     loaded = model(loaded_layer)
     loaded.load_weights(path)
     np.testing.assert_array_equal(
@@ -404,7 +404,7 @@ def test_layer_save_and_load_weights(tmp_path):
 
 
 def test_layer_under_mixed_precision(mixed_bfloat16):
-    layer = crf.CRF(3)
+    layer = crf_layer.CRF(3)
     emissions, tags, mask, _ = random_problem(12)
     out = layer(tf.constant(emissions))
     assert out.dtype == tf.float32  # passed through, not rounded to bfloat16

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import crf, heads, models, savedmodel
+from xtremedistil_tf import crf, crf_layer, heads, models, savedmodel
 from conftest import MODELS
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -53,9 +53,9 @@ def test_crf_loss_is_the_chain_nll_per_labelled_subword():
     first = tf.constant([[0, 1, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]], tf.float32)
     token_mask = m.token_mask(IDS, MASK)
     got = float(m.head.loss(logits, labels, token_mask, first))
-    crf_layer = m.head.crf
-    ll = crf.crf_log_likelihood(logits, labels, token_mask, crf_layer.transitions,
-                                crf_layer.start, crf_layer.end)
+    layer = m.head.crf
+    ll = crf.crf_log_likelihood(logits, labels, token_mask, layer.transitions, layer.start,
+                                layer.end)
     assert got == pytest.approx(float(-tf.reduce_sum(ll) / 4.0), rel=1e-5)
 
 
@@ -77,7 +77,7 @@ def test_crf_decode_is_constrained_viterbi_over_real_subwords():
     logits = m({"input_ids": IDS, "attention_mask": MASK})["logits"]
     ids = m.decode(logits, IDS, MASK).numpy()
     token_mask = m.token_mask(IDS, MASK).numpy()
-    allowed, start = crf.iob2_allowed(LABELS)
+    allowed, start = crf_layer.iob2_allowed(LABELS)
     for row in range(2):
         path = [ids[row, t] for t in range(6) if token_mask[row, t]]
         assert start[path[0]]
@@ -120,12 +120,12 @@ def test_crf_export_decodes_and_scores_like_a_brute_force_chain(tmp_path, tiny_t
     # Independent reference: every path over the real sub-words, enumerated (test_crf).
     logits = m({"input_ids": IDS, "attention_mask": MASK})["logits"].numpy()
     token_mask = m.token_mask(IDS, MASK).numpy().astype(bool)
-    allowed, start = crf.iob2_allowed(LABELS)
-    crf_layer = m.head.crf
-    _, best, _, _ = brute_force(logits, None, token_mask, crf_layer.transitions.numpy(),
-                                crf_layer.start.numpy(), crf_layer.end.numpy(), allowed, start)
-    _, _, _, marginals = brute_force(logits, None, token_mask, crf_layer.transitions.numpy(),
-                                     crf_layer.start.numpy(), crf_layer.end.numpy())
+    allowed, start = crf_layer.iob2_allowed(LABELS)
+    layer = m.head.crf
+    _, best, _, _ = brute_force(logits, None, token_mask, layer.transitions.numpy(),
+                                layer.start.numpy(), layer.end.numpy(), allowed, start)
+    _, _, _, marginals = brute_force(logits, None, token_mask, layer.transitions.numpy(),
+                                     layer.start.numpy(), layer.end.numpy())
     soft = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     expected_ids = np.where(token_mask, best, logits.argmax(-1))
     expected_probs = np.where(token_mask[..., None], marginals, soft)

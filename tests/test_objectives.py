@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import benchmark, models, objectives, stages
+from xtremedistil_tf import benchmark_modes, models, objectives, stages
 from conftest import MODELS
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -34,7 +34,7 @@ def test_the_loss_is_the_sum_of_its_named_terms(teacher, name):
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 90, (2, 6)).astype(np.int32)
     batch = {"input_ids": tf.constant(ids), "attention_mask": tf.ones((2, 6), tf.int32),
-             **benchmark.random_targets(name, rng, 2, 6, len(LABELS), teacher.hidden_size)}
+             **benchmark_modes.random_targets(name, rng, 2, 6, len(LABELS), teacher.hidden_size)}
     settings = objectives.LossSettings(aux_weight=0.5)
     terms = objectives.loss_terms(teacher, name, settings, batch, training=False)
     assert tuple(terms) == objectives.get(name).term_names

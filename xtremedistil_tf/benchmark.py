@@ -23,10 +23,10 @@ Inference modes: `eager` (Keras call), `function` (`tf.function`), `xla`
 size and the int8 row's `mfu` is against the float32 peak.
 
 Training modes: `train_<objective>` for the distillation objectives `representations`,
-`logits` and `labels` time one optimizer step of that stage with all its layers training (see
-`make_train_step`) on random inputs and random targets. Training FLOPs are counted as 3 ×
-forward FLOPs (the backward pass ≈ 2 × the forward), so their `gflops_per_token` is 3 × the
-inference one and their `mfu` uses it.
+`logits` and `labels` time one optimizer step of that stage with all its layers training
+(`benchmark_modes.make_train_step`) on random inputs and random targets. Training FLOPs are
+counted as 3 × forward FLOPs (the backward pass ≈ 2 × the forward), so their
+`gflops_per_token` is 3 × the inference one and their `mfu` uses it.
 
 Peers (`--peers`, after the TensorFlow inference modes, float32 pass only): `torch` is the
 Hugging Face PyTorch model of the same config with the TensorFlow weights copied in, plus a
@@ -80,7 +80,13 @@ if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of
 
 import tensorflow as tf
 
-from xtremedistil_tf import benchmark_models as bm, benchmark_report, peers, speed
+from xtremedistil_tf import (
+    benchmark_models as bm,
+    benchmark_modes as modes,
+    benchmark_report,
+    peers,
+    speed,
+)
 
 INFERENCE_MODES = ("eager", "function", "xla", "saved_model")
 LITERT_MODES = tuple(peers.LITERT_MODES)  # litert (float32), litert_int8 (dynamic-range int8)
@@ -156,99 +162,6 @@ class BenchmarkConfig:
 
 def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
-
-
-class _NoTokenizer:
-    """Stands in for a tokenizer in `export.export`: random presets have none to save."""
-
-    def save_pretrained(self, folder):
-        with open(os.path.join(folder, "NO_TOKENIZER"), "w") as f:
-            f.write("benchmark export of a random-weight preset; no tokenizer\n")
-
-
-def _forward_fn(model):
-    """The serving computation (see `savedmodel._Tagger._forward`) without the input checks."""
-
-    def forward(input_ids, attention_mask):
-        logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
-                       training=False)["logits"]
-        return {"label_ids": model.decode(logits, input_ids, attention_mask),
-                "probabilities": model.probabilities(logits, input_ids, attention_mask)}
-
-    return forward
-
-
-def make_callable(model, mode: str, workdir: str):
-    """`fn(input_ids, attention_mask) -> dict of tensors` for a mode (SavedModel: exported here)."""
-    forward = _forward_fn(model)
-    if mode == "eager":
-        return forward
-    if mode == "function":
-        return tf.function(forward, autograph=False)
-    if mode == "xla":
-        return tf.function(forward, jit_compile=True, autograph=False)
-
-    from xtremedistil_tf import savedmodel
-
-    labels = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC", "MISC") for p in "BI"]
-    path = savedmodel.export(model, labels[:bm.NUM_LABELS], _NoTokenizer(), workdir, model.name,
-                             version=1, max_seq_length=max(8, savedmodel.max_positions(model)))
-    serving = tf.saved_model.load(path).signatures["serving_default"]
-    return lambda input_ids, attention_mask: serving(input_ids=input_ids,
-                                                     attention_mask=attention_mask)
-
-
-# --------------------------------------------------------------------------- training steps
-
-
-def make_train_step(model, objective: str, steps: int):
-    """`step(batch) -> loss`: one optimizer step of the `objective` distillation stage.
-
-    The pieces `train.run_stage` assembles, without a pipeline: the stage from
-    `stages.build_schedule` (default `DistilConfig`, no gradual unfreezing, so every layer of
-    the stage trains: representations = embeddings, blocks and projection; logits and labels =
-    embeddings, blocks and head), its variables (`train.stage_variables`), the stage's optimizer
-    (`train.make_optimizer`: AdamW, LayerNorm and biases not decayed, warm-up/decay over
-    `steps`) and the training step itself (`train.make_train_step`: forward, loss with
-    dropout, gradients and the AdamW update in one `tf.function`). Left out: the `tf.data`
-    feed, distribution strategies, NaN skipping, dropout reseeding and checkpoints.
-    """
-    from xtremedistil_tf import config as config_lib, objectives, stages, train
-
-    distil = config_lib.DistilConfig(stages=(objective,), gradual_unfreezing=False)
-    (stage,) = stages.build_schedule(distil, model.num_blocks, freeze_embeddings=False)
-    variables = train.stage_variables(model, stage)
-    optimizer, _ = train.make_optimizer(variables, stage.learning_rate, steps,
-                                        distil.warmup_ratio, distil.weight_decay)
-    settings = objectives.LossSettings(logit_loss=distil.logit_loss)
-    return train.make_train_step(model, objective, settings, variables, optimizer)
-
-
-def random_targets(objective: str, rng, batch: int, length: int, num_labels: int,
-                   teacher_width: int) -> dict:
-    """The batch entries besides the inputs that `objective` reads, random, shaped as
-    `features.make_batches` pads them, with every sub-word a word: cached teacher hidden states
-    (float16, `[B, T, 1, H_teacher]`), teacher logits (`[B, T, K]`) or gold label ids."""
-    from xtremedistil_tf import objectives
-
-    every = {
-        "word_index": np.tile(np.arange(length, dtype=np.int32), (batch, 1)),
-        "word_mask": np.ones((batch, length), np.float32),
-        "teacher_hidden": rng.standard_normal((batch, length, 1, teacher_width)).astype(
-            np.float16),
-        "teacher_logits": rng.standard_normal((batch, length, num_labels)).astype(np.float32),
-        "token_labels": rng.integers(0, num_labels, (batch, length)).astype(np.int32),
-        "token_first": np.ones((batch, length), np.float32),
-    }
-    keys = [k for k in objectives.batch_keys(objective) if k not in ("input_ids", "attention_mask")]
-    return {k: tf.constant(every[k]) for k in keys}
-
-
-def train_callable(step, targets: dict):
-    """`fn(input_ids, attention_mask) -> {"loss": ...}`: one `step` (from `make_train_step`) on
-    the inputs and `targets`."""
-    return lambda input_ids, attention_mask: {"loss": step(
-        {"input_ids": input_ids, "attention_mask": attention_mask, **targets})[0]}
 
 
 # --------------------------------------------------------------------------- peers
@@ -362,7 +275,7 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
         # Each mode's callable (a traced function, a loaded SavedModel, a training step with
         # its optimizer's slots) is dropped and collected before the next mode is built.
         for mode in (m for m in config.modes if m in INFERENCE_MODES):
-            fn = make_callable(model, mode, os.path.join(workdir, dtype))
+            fn = modes.make_callable(model, mode, os.path.join(workdir, dtype))
             for ids, mask in inputs.values():
                 rows.append(timed(mode, dtype, fn, ids, mask))
             del fn
@@ -375,12 +288,12 @@ def _time_model(config, name, dtype, peaks, teacher_width, rng, workdir, log) ->
             log(f"{label}: no {dtype} {','.join(lite)} rows (LiteRT converts float32 models)")
         for mode in (m for m in config.modes if m in TRAIN_MODES):
             objective = mode.removeprefix("train_")
-            step = make_train_step(model, objective,
+            step = modes.make_train_step(model, objective,
                                    steps=(config.warmup + config.repeats) * len(inputs))
             for (batch, length), (ids, mask) in inputs.items():
-                targets = random_targets(objective, rng, batch, length, model.num_labels,
+                targets = modes.random_targets(objective, rng, batch, length, model.num_labels,
                                          teacher_width or model.hidden_size)
-                rows.append(timed(mode, dtype, train_callable(step, targets), ids, mask,
+                rows.append(timed(mode, dtype, modes.train_callable(step, targets), ids, mask,
                                   flops_factor=TRAIN_FLOPS_FACTOR))
             del step, targets
             gc.collect()
@@ -393,13 +306,13 @@ def _time_peers(config, model, label, inputs, timed, workdir, log) -> list[dict]
     """The peers' and LiteRT modes' rows of one float32 model; each is checked against
     TensorFlow `function` mode on an input before it is timed on it (int8 and bf16 rows:
     agreement reported, not enforced)."""
-    reference = tf.function(_forward_fn(model), autograph=False)
+    reference = tf.function(modes.forward_fn(model), autograph=False)
     threads = intra_op_threads()
     runs = []  # (mode, row dtype, fn, int64 inputs?, size in MB)
     for mode in (m for m in config.modes if m in LITERT_MODES):
         quantize = peers.LITERT_MODES[mode]
         fn, size = peers.litert_callable(model, quantize, os.path.join(workdir, "litert"),
-                                         _NoTokenizer(), threads)
+                                         modes.NoTokenizer(), threads)
         runs.append((mode, "int8" if quantize == "dynamic_int8" else "float32", fn, False, size))
     if "torch" in config.peers or "onnxruntime" in config.peers:
         tagger = peers.torch_tagger(model)
@@ -417,7 +330,7 @@ def _time_peers(config, model, label, inputs, timed, workdir, log) -> list[dict]
             from xtremedistil_tf import savedmodel
 
             saved = savedmodel.export(model, [f"L{i}" for i in range(model.num_labels)],
-                                      _NoTokenizer(), os.path.join(workdir, "openvino"),
+                                      modes.NoTokenizer(), os.path.join(workdir, "openvino"),
                                       model.name, version=1)
             runs.append(("openvino", "float32", peers.openvino_callable(saved, threads)[0],
                          False, None))

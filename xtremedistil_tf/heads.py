@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from xtremedistil_tf import crf as crf_lib, losses
+from xtremedistil_tf import crf_layer, losses
 
 keras = tf.keras
 HEADS = ("softmax", "crf", "attention_softmax", "attention_crf")
@@ -54,8 +54,8 @@ class TaggingHead(keras.layers.Layer):
             name="classifier")
         self.crf = None
         if kind.endswith("crf"):
-            allowed, start = crf_lib.iob2_allowed(self.labels) if self.labels else (None, None)
-            self.crf = crf_lib.CRF(num_labels, allowed_transitions=allowed, allowed_start=start,
+            allowed, start = crf_layer.iob2_allowed(self.labels) if self.labels else (None, None)
+            self.crf = crf_layer.CRF(num_labels, allowed_transitions=allowed, allowed_start=start,
                                    name="crf")
 
     def call(self, sequence, attention_mask, training=False):

@@ -1,6 +1,8 @@
 """The whole job: data → teacher → student → teacher targets → stages → evaluation → export.
 
 `run(config)` is what `run_distil.py` calls; `_run` reads as those phases, one function each.
+A stage's batches, monitor and checkpoints are `run_stages`; test scores and exports,
+`run_results`.
 Each finished step (teacher fine-tuning, every student stage, the export) is recorded in
 `<output_dir>/state.json` (`run_state`) next to its weights, so rerunning the same command after
 an interruption continues after the last finished step.
@@ -22,7 +24,6 @@ import tensorflow as tf
 from xtremedistil_tf import (
     config as config_lib,
     distribute as distribute_lib,
-    export as export_lib,
     features,
     labels as labels_lib,
     model_folders,
@@ -30,16 +31,14 @@ from xtremedistil_tf import (
     objectives,
     report,
     run_data,
+    run_results,
+    run_stages,
     run_state,
-    savedmodel,
-    speed,
     stages as stages_lib,
     students,
-    teacher_cache,
     teacher_labels as teacher_labels_lib,
     teacher_outputs,
     train,
-    vocab_trim,
 )
 from xtremedistil_tf.tagging import (
     Split,
@@ -68,12 +67,12 @@ def _similarity_teacher(job: _Job, t_tok, t_splits):
     log("similarity teacher: fine-tuning on source word pairs (same entity type or not)")
     settings = objectives.LossSettings(label_types=labels_lib.label_types(labels))
     tagger = Tagger(model, t_tok, cfg.data, labels)
-    result = _run_stage(model, stages_lib.similarity_stage(cfg.teacher, model.num_blocks),
-                        t_splits, tagger, cfg, settings,
-                        dataclasses.replace(teacher_loop(cfg), reduce_lr_on_plateau=False),
-                        log_name="similarity_teacher")
-    _finish_stage(cfg, state, "similarity_teacher", "similarity_teacher", model, folder, result,
-                  labels, t_tok)
+    stage = stages_lib.similarity_stage(cfg.teacher, model.num_blocks)
+    loop = dataclasses.replace(run_stages.teacher_loop(cfg), reduce_lr_on_plateau=False)
+    result = run_stages.run_stage(model, stage, t_splits, tagger, cfg, settings, loop,
+                                  log_name="similarity_teacher")
+    run_stages.finish_stage(cfg, state, "similarity_teacher", "similarity_teacher", model,
+                            folder, result, labels, t_tok)
     job.history += result.history
     return model
 
@@ -170,13 +169,13 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     shutil.rmtree(os.path.join(cfg.output_dir, "teacher_cache"), ignore_errors=True)
 
     log("evaluating teacher and student on test")  # the only place test labels are read
-    doc = _evaluate(cfg, teacher, student)
+    doc = run_results.evaluate(cfg, teacher, student)
     if job.history:
         report.write_json(os.path.join(cfg.output_dir, "history.json"), job.history)
         report.plot_history(job.history, os.path.join(cfg.output_dir, "curves.png"))
     doc["data"] = {**{k: len(v) for k, v in data.splits.items()},
                    **{k: len(v) for k, v in data.unlabelled.items()}}
-    doc["export"] = _export(cfg, state, student, teacher, data.unlabelled["transfer"])
+    doc["export"] = run_results.export(cfg, state, student, teacher, data.unlabelled["transfer"])
     if "trimmed_vocab" in doc["export"]:
         doc["student"]["trimmed_vocab"] = doc["export"].pop("trimmed_vocab")
     doc["wall_seconds"] = time.time() - t_start
@@ -228,12 +227,12 @@ def _teacher_phase(job: _Job) -> tuple[_Side, bool]:
         stage = stages_lib.teacher_stage(cfg.teacher, model.num_blocks,
                                          aux=bool(model.aux_layers))
         log(f"teacher: fine-tuning {cfg.teacher.model} ({model.num_blocks} blocks)")
-        result = _run_stage(model, stage, t_splits, teacher.tagger, cfg,
-                            objectives.LossSettings(label_all_subwords=dcfg.label_all_subwords,
-                                                    aux_weight=cfg.teacher.aux_weight),
-                            teacher_loop(cfg))
-        _finish_stage(cfg, state, "teacher", "teacher", model, teacher.folder, result,
-                      teacher_labels, t_tok)
+        settings = objectives.LossSettings(label_all_subwords=dcfg.label_all_subwords,
+                                           aux_weight=cfg.teacher.aux_weight)
+        result = run_stages.run_stage(model, stage, t_splits, teacher.tagger, cfg, settings,
+                                      run_stages.teacher_loop(cfg))
+        run_stages.finish_stage(cfg, state, "teacher", "teacher", model, teacher.folder, result,
+                                teacher_labels, t_tok)
         job.history += result.history
     if not os.path.exists(teacher.folder):
         model_folders.save_weights(model, teacher.folder, teacher_labels, t_tok)
@@ -354,70 +353,14 @@ def _stages_phase(job: _Job, student: _Side, schedule, todo, settings, targets) 
     for stage in todo:
         baseline = best_f1 if stage.monitor == "dev_f1" else -math.inf
         log_name = f"student_{stage.name.replace('/', '_')}"
-        result = _run_stage(student.model, stage, student.splits, student.tagger, cfg, settings,
-                            student_loop(cfg), targets=targets, log_name=log_name,
-                            baseline=baseline)
+        result = run_stages.run_stage(student.model, stage, student.splits, student.tagger, cfg,
+                                      settings, run_stages.student_loop(cfg), targets=targets,
+                                      log_name=log_name, baseline=baseline)
         if stage.monitor == "dev_f1":
             best_f1 = max(best_f1, result.best)
-        _finish_stage(cfg, state, stage.name, log_name, student.model, student.folder, result,
-                      student.labels, student.tokenizer)
+        run_stages.finish_stage(cfg, state, stage.name, log_name, student.model, student.folder,
+                                result, student.labels, student.tokenizer)
         job.history += result.history
-
-
-def student_loop(cfg: config_lib.RunConfig) -> train.LoopConfig:
-    """How every distillation stage's loop runs (`train.LoopConfig`)."""
-    return train.LoopConfig(
-        weight_decay=cfg.distil.weight_decay, warmup_ratio=cfg.distil.warmup_ratio, xla=cfg.xla,
-        checkpoint_every=cfg.checkpoint_every, skip_nonfinite=cfg.skip_nonfinite_batches,
-        seed=cfg.seed,
-        distribution=(tf.distribute.get_strategy() if tf.distribute.has_strategy()
-                      else None))
-
-
-def teacher_loop(cfg: config_lib.RunConfig) -> train.LoopConfig:
-    """The teacher's fine-tuning loop: the student's, with the teacher's optimizer settings."""
-    return dataclasses.replace(student_loop(cfg), weight_decay=cfg.teacher.weight_decay,
-                               warmup_ratio=cfg.teacher.warmup_ratio,
-                               reduce_lr_on_plateau=cfg.teacher.reduce_lr_on_plateau)
-
-
-def _run_stage(model, stage, splits, tagger: Tagger, cfg, settings, loop: train.LoopConfig,
-               targets=None, log_name="teacher", baseline=-math.inf):
-    dcfg = cfg.data
-    source = splits[stage.data]
-    keys = objectives.batch_keys(stage.objective)
-    stage_targets = (targets or {}).get(stage.data, {})
-    streamed = isinstance(stage_targets, teacher_cache.TeacherCache)
-    word_targets = {} if streamed else {k: v for k, v in stage_targets.items() if k in keys}
-
-    def make(epoch):
-        if streamed:  # chunks of the on-disk cache, a few at a time
-            return stage_targets.batches(source.windows, keys, dcfg.batch_size,
-                                         dcfg.max_seq_length, tagger.tokenizer.pad_token_id,
-                                         seed=cfg.seed * 1000 + epoch)
-        batches = features.make_batches(source.windows, dcfg.batch_size, dcfg.max_seq_length,
-                                        tagger.tokenizer.pad_token_id, word_targets or None,
-                                        shuffle=True, seed=cfg.seed * 1000 + epoch)
-        if stage.objective == "msd":  # each target batch meets a batch of source sentences
-            teacher_outputs.add_source_batches(batches, splits["source"], targets["source_cls"],
-                                               dcfg, tagger.tokenizer.pad_token_id,
-                                               cfg.seed * 1000 + epoch)
-        return batches
-
-    if stage.monitor == "dev_f1":
-        def monitor():
-            return tagger.score(splits["dev"])["f1"]
-    else:
-        dev_targets = {k: v for k, v in (targets or {}).get("dev", {}).items() if k in keys}
-        dev_batches = tagger.batches(splits["dev"], dev_targets)
-
-        def monitor():
-            return -train.mean_loss(model, stage.objective, settings, dev_batches)
-
-    return train.run_stage(
-        model, stage, train.epoch_batches(make), monitor, settings, loop,
-        checkpoint_dir=_checkpoint_dir(cfg, log_name),
-        log_dir=os.path.join(cfg.output_dir, "tensorboard", log_name), baseline=baseline)
 
 
 SELECT_SENTENCES = 1024  # transfer sentences the weight selection measures the teacher on
@@ -444,76 +387,3 @@ def _cache_dir(cfg, name: str, tagger: Tagger, sentences, layers=(), aux: bool =
     folder = os.path.join(cfg.teacher_cache_dir, f"{name}-{what}-{key}")
     log(f"teacher cache: {folder} ({'reused' if os.path.isdir(folder) else 'new'})")
     return folder
-
-
-def _checkpoint_dir(cfg, name: str) -> str:
-    return os.path.join(cfg.output_dir, "checkpoints", name)
-
-
-def _finish_stage(cfg, state, name, log_name, model, folder, result, labels, tokenizer) -> None:
-    """Saves the stage's final weights, marks it done, then drops its resume checkpoints."""
-    model_folders.save_weights(model, folder, labels, tokenizer)
-    info = {"history": result.history, "seconds": result.seconds, "best": result.best}
-    state.mark(name, info)
-    shutil.rmtree(_checkpoint_dir(cfg, log_name), ignore_errors=True)
-
-
-def _evaluate(cfg, teacher: _Side, student: _Side) -> dict:
-    entries = {}
-    for name, side in (("teacher", teacher), ("student", student)):
-        tagger, splits, folder = side.tagger, side.splits, side.folder
-        scores = tagger.score(splits["test"])
-        timing = speed.time_forward(tagger.model, len(tagger.tokenizer), cfg.speed_batch_size,
-                                    cfg.speed_seq_length)
-        entries[name] = report.model_entry(scores, models.count_params(tagger.model),
-                                           model_folders.weights_size_mb(folder),
-                                           timing["ms_per_batch"])
-        # How much of `params` is the word-embedding table (most of a small student on a
-        # 250k multilingual vocabulary; --trim_vocab exports it smaller).
-        entries[name]["embedding_params"] = models.embedding_params(tagger.model)
-        entries[name]["dev_f1"] = tagger.score(splits["dev"])["f1"]  # what model choice saw
-        entries[name]["timing"] = timing
-        if cfg.data.target_langs:
-            entries[name]["target_avg_f1"] = float(np.mean(
-                [scores["per_language"][lang]["f1"] for lang in cfg.data.target_langs]))
-    extra = {}
-    if cfg.data.source_lang:
-        extra["protocol"] = {
-            "source_lang": cfg.data.source_lang, "target_langs": list(cfg.data.target_langs),
-            "strategy": cfg.strategy,
-            "model_choice": f"{cfg.data.source_lang} dev only (zero-shot: no target labels "
-                            "before evaluation)"}
-    return report.metrics_document(entries["teacher"], entries["student"], extra)
-
-
-def _export(cfg, state, student_side: _Side, teacher_side: _Side, transfer) -> dict:
-    if state.done("export"):
-        return dict(state.done("export"))
-    student, s_tok, labels = student_side.model, student_side.tokenizer, student_side.labels
-    teacher, t_tok, teacher_labels = (teacher_side.model, teacher_side.tokenizer,
-                                      teacher_side.labels)
-    name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
-    info = None
-    if cfg.trim_vocab:
-        student, s_tok, info = vocab_trim.trim(student, s_tok,
-                                               vocab_trim.covered_ids(s_tok, transfer))
-        log(f"student vocabulary trimmed to the training and transfer text: "
-            f"{info['vocab'][0]} -> {info['vocab'][1]} sub-words, {info['params'][0]} -> "
-            f"{info['params'][1]} parameters")
-    paths = {}
-    for which, model, model_labels, tok, model_name in (
-            ("student", student, labels, s_tok, name),
-            ("teacher", teacher, teacher_labels, t_tok, name + "-teacher")):
-        if which == "student" or cfg.export_teacher:
-            done = export_lib.export_formats(model, model_labels, tok, cfg.export_dir,
-                                             model_name, cfg.export_formats)
-            # "student" / "teacher" name the SavedModel, "student-litert" ... the others.
-            paths.update({which if fmt == "savedmodel" else f"{which}-{fmt}": path
-                          for fmt, path in done.items()})
-    for k, p in list(paths.items()):
-        log(f"exported {k} to {p}")
-    if info:
-        info["export_mb"] = savedmodel.variables_mb(paths["student"])
-        paths["trimmed_vocab"] = info
-    state.mark("export", paths)
-    return dict(paths)
