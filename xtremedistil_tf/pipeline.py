@@ -15,7 +15,6 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -48,10 +47,7 @@ from xtremedistil_tf.tagging import (
     tokenize,
     window_targets,
 )
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from xtremedistil_tf.report import log
 
 
 def _similarity_teacher(job: _Job, t_tok, t_splits):

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from xtremedistil_tf import evaluate
 
 MODEL_KEYS = ("f1", "precision", "recall", "accuracy", "accuracy_non_o", "per_type",
               "per_language", "params", "size_mb", "ms_per_batch")
+
+
+def log(message: str) -> None:
+    """A run's progress line, on stderr (stdout carries the comparison table)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def write_json(path: str, obj) -> None:

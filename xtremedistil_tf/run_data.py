@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 from xtremedistil_tf import config as config_lib, data as data_lib, labels as labels_lib
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from xtremedistil_tf.report import log
 
 
 @dataclasses.dataclass

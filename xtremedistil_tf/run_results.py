@@ -7,7 +7,6 @@ with `--export_teacher` the teacher) in every `--export_formats`, trimmed with `
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -20,10 +19,7 @@ from xtremedistil_tf import (
     speed,
     vocab_trim,
 )
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from xtremedistil_tf.report import log
 
 
 def evaluate(cfg, teacher, student) -> dict:

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 
 import numpy as np
 
 from xtremedistil_tf import features, inference, teacher_cache
 from xtremedistil_tf.tagging import Split, Tagger, teacher_targets, tokenize, window_targets
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from xtremedistil_tf.report import log
 
 
 def cache_key(tagger: Tagger, sentences, dcfg) -> str:
