@@ -51,6 +51,8 @@ CURVE = ("l6-h256 select 10k", "l6-h256 select 20k", "l6-h256 select 50k", "l6-h
 ROWS = [
     ("l6-h256 select 20k", "xtremedistil-l6-h256 shape, weight selection, 20k transfer",
      ["--student=l6-h256", *COMMON], 20_000, "ablation"),
+    ("l6-h256 select 20k no-stage1", "as l6-h256 select 20k, without the representation stage",
+     ["--student=l6-h256", *COMMON, "--stages=logits,labels"], 20_000, "ablation"),
     ("l6-h256 svd 20k", "random blocks, SVD-compressed teacher embeddings (before), 20k",
      ["--student=l6-h256", *COMMON, "--student_init=random"], 20_000, "ablation"),
     ("l6-h256 random 20k", "random blocks and random embeddings, 20k",

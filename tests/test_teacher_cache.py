@@ -196,3 +196,24 @@ def test_cache_key_changes_with_what_the_outputs_depend_on():
     weight.assign(weight + 1e-3)
     others.append(key(same))
     assert len({base, *others}) == len(others) + 1
+
+
+def test_a_finished_cache_with_more_outputs_serves_a_run_that_needs_fewer(tmp_path):
+    def make(entry, chunks):
+        folder = tmp_path / entry
+        folder.mkdir()
+        for c in range(chunks):
+            (folder / f"chunk-{c:05d}.npz").write_bytes(b"")
+        return str(folder)
+
+    n = 2 * teacher_cache.CACHE_CHUNK + 1  # three chunks
+    full = make("transfer-logits-h6-abc", 3)
+    make("transfer-logits-h6-aux-abc", 2)  # unfinished: chunks added to it would lack outputs
+    make("transfer-logits-h3-def", 3)  # another teacher or text
+    find = teacher_cache.find_complete
+    assert find(str(tmp_path), "transfer", ["logits"], "abc", n) == full
+    assert find(str(tmp_path), "transfer", ["logits", "h6"], "abc", n) == full
+    assert find(str(tmp_path), "transfer", ["logits", "h6", "aux"], "abc", n) is None
+    assert find(str(tmp_path), "transfer", ["logits", "h3"], "abc", n) is None
+    assert find(str(tmp_path), "target", ["logits"], "abc", n) is None
+    assert find(str(tmp_path / "none"), "transfer", ["logits"], "abc", n) is None

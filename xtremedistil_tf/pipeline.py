@@ -35,6 +35,7 @@ from xtremedistil_tf import (
     run_state,
     stages as stages_lib,
     students,
+    teacher_cache,
     teacher_labels as teacher_labels_lib,
     teacher_outputs,
     train,
@@ -375,11 +376,15 @@ def _select_sample(sentences, tokenizer, dcfg, seed: int) -> list[dict]:
 def _cache_dir(cfg, name: str, tagger: Tagger, sentences, layers=(), aux: bool = False) -> str:
     """Where the teacher's outputs on one unlabelled set are cached, named by what is cached:
     inside the run folder, or under `--teacher_cache_dir` with a key of what they depend on
-    (`teacher_outputs.cache_key`), where other runs find them."""
+    (`teacher_outputs.cache_key`), where other runs find them (also a finished one with more
+    outputs than this run needs)."""
     what = "-".join(["logits", *(f"h{i}" for i in layers), *(["aux"] if aux else [])])
     if not cfg.teacher_cache_dir:
         return os.path.join(cfg.output_dir, "teacher_cache", f"{name}-{what}")
     key = teacher_outputs.cache_key(tagger, sentences, cfg.data)
     folder = os.path.join(cfg.teacher_cache_dir, f"{name}-{what}-{key}")
+    if not os.path.isdir(folder):  # a finished cache with more outputs serves as well
+        folder = teacher_cache.find_complete(cfg.teacher_cache_dir, name, what.split("-"), key,
+                                             len(sentences)) or folder
     log(f"teacher cache: {folder} ({'reused' if os.path.isdir(folder) else 'new'})")
     return folder

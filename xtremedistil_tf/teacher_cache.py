@@ -30,6 +30,29 @@ CACHE_CHUNK = 4096  # sentences per file of the on-disk teacher cache
 GROUP = 2  # chunks whose windows are shuffled together into batches
 
 
+def find_complete(root: str, name: str, outputs: Sequence[str], key: str, n: int,
+                  chunk: int = CACHE_CHUNK) -> str | None:
+    """A finished cache under `root` of the same text and teacher (`<name>-<outputs>-<key>`)
+    that holds at least `outputs` (e.g. `["logits"]` is served by `logits-h6`), or None.
+
+    Only a complete folder qualifies: chunks a run added to an unfinished one would lack the
+    outputs its own run needs.
+    """
+    if not os.path.isdir(root):
+        return None
+    prefix, suffix = f"{name}-", f"-{key}"
+    for entry in sorted(os.listdir(root)):
+        if not (entry.startswith(prefix) and entry.endswith(suffix)):
+            continue
+        has = set(entry[len(prefix):-len(suffix)].split("-"))
+        folder = os.path.join(root, entry)
+        if set(outputs) <= has and all(
+                os.path.exists(os.path.join(folder, f"chunk-{c:05d}.npz"))
+                for c in range(math.ceil(n / chunk))):
+            return folder
+    return None
+
+
 class TeacherCache:
     """Word-level teacher targets of `n` sentences, stored under `folder` in chunks.
 
