@@ -49,35 +49,42 @@ WHAT = {"savedmodel": "SavedModel float32", "litert": "LiteRT float32 (XNNPACK)"
         "litert_int8": "LiteRT dynamic-range int8"}
 
 
-def folder_mb(path: str, only=None) -> float:
-    """MB (10^6 bytes) of the files under `path` (or of the named entries only)."""
+def files_mb(*paths: str) -> float:
+    """MB (10^6 bytes) of the given files and of every file under the given folders."""
     total = 0
-    for entry in only or [path]:
-        entry = os.path.join(path, entry) if only else entry
-        if os.path.isfile(entry):
-            total += os.path.getsize(entry)
-        for root, _, files in os.walk(entry):
+    for path in paths:
+        if os.path.isfile(path):
+            total += os.path.getsize(path)
+        for root, _, files in os.walk(path):
             total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     return total / 1e6
 
 
 def model_mb(version_dir: str) -> float:
-    if os.path.isfile(os.path.join(version_dir, "model.tflite")):
-        return folder_mb(version_dir, ["model.tflite"])
-    return folder_mb(version_dir, ["saved_model.pb", "variables"])
+    """The model file's MB: `model.tflite`, or `saved_model.pb` + `variables/`."""
+    tflite = os.path.join(version_dir, "model.tflite")
+    if os.path.isfile(tflite):
+        return files_mb(tflite)
+    return files_mb(os.path.join(version_dir, "saved_model.pb"),
+                    os.path.join(version_dir, "variables"))
+
+
+def language_average(per_language: dict, f1: float) -> float:
+    """The mean of the per-language F1 (the README tables' `avg`), or `f1` without languages."""
+    return float(np.mean([m["f1"] for m in per_language.values()])) if per_language else f1
 
 
 def score(tags, sentences) -> dict:
     gold = [list(s.tags) for s in sentences]
     scores = evaluate.score_tags(gold, tags, [s.lang for s in sentences])
     per_lang = scores.get("per_language", {})
-    avg = float(np.mean([m["f1"] for m in per_lang.values()])) if per_lang else scores["f1"]
-    return {"f1": scores["f1"], "avg_f1": avg,
+    return {"f1": scores["f1"], "avg_f1": language_average(per_lang, scores["f1"]),
             "per_language": {k: v["f1"] for k, v in per_lang.items()}}
 
 
 def evaluate_export(name: str, version_dir: str, sentences, reference, max_seq_length: int,
-                    batch_size: int) -> dict:
+                    batch_size: int) -> tuple[dict, list[list[str]]]:
+    """The export's row of the table, and its tags (the first export's are the reference)."""
     tagger = predict.ExportedTagger(version_dir)
     t0 = time.time()
     tags = tagger.tag(sentences, batch_size, max_seq_length)
@@ -85,7 +92,7 @@ def evaluate_export(name: str, version_dir: str, sentences, reference, max_seq_l
     words = sum(len(t) for t in tags)
     same = (sum(a == b for t, r in zip(tags, reference) for a, b in zip(t, r)) / words
             if reference is not None else 1.0)
-    row = {"export": name, "model_mb": model_mb(version_dir), "folder_mb": folder_mb(version_dir),
+    row = {"export": name, "model_mb": model_mb(version_dir), "folder_mb": files_mb(version_dir),
            "vocab": len(tagger.tokenizer), **score(tags, sentences), "same_tags": same,
            "tag_seconds": seconds}
     print(f"{name}: F1 {row['f1']:.4f}, avg F1 {row['avg_f1']:.4f}, {row['model_mb']:.1f} MB, "
@@ -140,11 +147,9 @@ def main(argv=None) -> int:
                                                 cfg.data.tag_scheme, test_files)
     with open(os.path.join(args.run_dir, "metrics.json"), encoding="utf-8") as f:
         student = json.load(f)["student"]
-    langs = student.get("per_language", {})
     rows = [{"export": "run", "what": "the run's model in memory (metrics.json)",
              "f1": student["f1"], "vocab": None,
-             "avg_f1": (float(np.mean([m["f1"] for m in langs.values()])) if langs
-                        else student["f1"])}]
+             "avg_f1": language_average(student.get("per_language", {}), student["f1"])}]
     variants = [(f, f, False) for f in formats]
     if args.trim:
         variants += [(f"{f}_trimmed", f, True) for f in ("savedmodel", "litert_int8")

@@ -30,6 +30,11 @@ CACHE_CHUNK = 4096  # sentences per file of the on-disk teacher cache
 GROUP = 2  # chunks whose windows are shuffled together into batches
 
 
+def chunk_path(folder: str, c: int) -> str:
+    """The file of chunk `c` (0-based) of a cache folder."""
+    return os.path.join(folder, f"chunk-{c:05d}.npz")
+
+
 def find_complete(root: str, name: str, outputs: Sequence[str], key: str, n: int,
                   chunk: int = CACHE_CHUNK) -> str | None:
     """A finished cache under `root` of the same text and teacher (`<name>-<outputs>-<key>`)
@@ -46,9 +51,8 @@ def find_complete(root: str, name: str, outputs: Sequence[str], key: str, n: int
             continue
         has = set(entry[len(prefix):-len(suffix)].split("-"))
         folder = os.path.join(root, entry)
-        if set(outputs) <= has and all(
-                os.path.exists(os.path.join(folder, f"chunk-{c:05d}.npz"))
-                for c in range(math.ceil(n / chunk))):
+        if set(outputs) <= has and all(os.path.exists(chunk_path(folder, c))
+                                       for c in range(math.ceil(n / chunk))):
             return folder
     return None
 
@@ -92,7 +96,7 @@ class TeacherCache:
             raise ValueError("no sentences to cache teacher outputs for")
         n_chunks = math.ceil(len(sentences) / chunk)
         for c in range(n_chunks):
-            path = os.path.join(folder, f"chunk-{c:05d}.npz")
+            path = chunk_path(folder, c)
             if os.path.exists(path):
                 continue
             part = sentences[c * chunk:(c + 1) * chunk]
@@ -114,7 +118,7 @@ class TeacherCache:
         return math.ceil(len(self.lengths) / self.chunk)
 
     def path(self, c: int) -> str:
-        return os.path.join(self.folder, f"chunk-{c:05d}.npz")
+        return chunk_path(self.folder, c)
 
     def _chunk(self, c: int) -> dict[str, list[np.ndarray]]:
         if c in self._loaded:

@@ -21,8 +21,8 @@ from xtremedistil_tf.report import log
 
 def cache_key(tagger: Tagger, sentences, dcfg) -> str:
     """A hash of everything the teacher's cached outputs on `sentences` depend on: the model's
-    weights (values and shapes, in order), its tokenizer (the fast tokenizer's whole definition,
-    else its vocabulary), `max_seq_length` (windowing), the data's labels and whether a ready
+    weights (values and shapes, in order), its fast tokenizer's whole definition,
+    `max_seq_length` (windowing), the data's labels and whether a ready
     teacher's labels are mapped onto them, and the sentences themselves (words and language).
     Which outputs are cached (logits, hidden layers, per-layer classifiers) is in the folder
     name beside it."""
@@ -31,12 +31,9 @@ def cache_key(tagger: Tagger, sentences, dcfg) -> str:
         value = np.ascontiguousarray(v.numpy())
         h.update(f"{value.dtype}{value.shape}".encode())
         h.update(value.tobytes())
-    tok = tagger.tokenizer
-    backend = getattr(tok, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else
-             json.dumps(sorted(tok.get_vocab().items())).encode())
-    h.update(json.dumps([type(tok).__name__, dcfg.max_seq_length, list(tagger.labels),
-                         tagger.convert is not None]).encode())
+    h.update(tagger.tokenizer.backend_tokenizer.to_str().encode())  # `load_tokenizer`: fast
+    h.update(json.dumps([type(tagger.tokenizer).__name__, dcfg.max_seq_length,
+                         list(tagger.labels), tagger.convert is not None]).encode())
     for s in sentences:
         h.update((f"{s.lang or ''}\x1e" + "\x1f".join(s.words) + "\x1d").encode())
     return h.hexdigest()[:16]
