@@ -87,6 +87,26 @@ def test_the_users_own_tensorflow_log_level_is_told_from_ours(env, user_level, l
     assert out.split() == [str(user_level), level]
 
 
+@pytest.mark.parametrize("env, user_value, value, state, why", [
+    ({}, None, "1", "on", "xtremedistil_tf's default"),  # ours, on every CPU
+    ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "0", "0", "off", "TF_ENABLE_ONEDNN_OPTS=0"),  # the user's
+    # Inherited from a parent that imported the package (sweep.py -> run_distil.py): still ours.
+    ({"TF_ENABLE_ONEDNN_OPTS": "1", "XTREMEDISTIL_DEFAULT_TF_ENABLE_ONEDNN_OPTS": "1"}, None, "1",
+     "on", "xtremedistil_tf's default"),
+])
+def test_onednn_is_on_unless_the_user_turned_it_off(env, user_value, value, state, why):
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("TF_ENABLE_ONEDNN_OPTS", "XTREMEDISTIL_DEFAULT_TF_ENABLE_ONEDNN_OPTS")}
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, xtremedistil_tf as x; from xtremedistil_tf import "
+         "startup; startup.quiet_tensorflow(); print(x.USER_TF_ENABLE_ONEDNN_OPTS, "
+         "os.environ['TF_ENABLE_ONEDNN_OPTS']); print(startup.cpu_line())"],
+        cwd=REPO, env={**clean, **env}, capture_output=True, text=True, check=True).stdout
+    first, line = out.splitlines()
+    assert first.split() == [str(user_value), value]
+    assert f"; oneDNN {state} ({why}" in line, line
+
+
 def _export_command(tmp_path, *extra):
     # Imports TensorFlow (and starts its devices), then fails at once on a missing run folder.
     return subprocess.Popen(

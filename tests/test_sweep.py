@@ -13,7 +13,7 @@ import re
 import pytest
 
 from conftest import REPO, in_repo
-from xtremedistil_tf import sweep, sweep_grid
+from xtremedistil_tf import sweep, sweep_grid, sweep_tables
 
 # Keeps every point a few seconds long: the teacher is not fine-tuned, one student stage.
 FAST = ["--stages=labels", "--nogradual_unfreezing", "--teacher_epochs=0"]
@@ -81,8 +81,38 @@ def test_booleans_become_flag_and_noflag(kinds, capsys):
                                         "saved_models"))
 
 
+def test_env_keys_set_environment_variables_not_flags(kinds, capsys):
+    grid = sweep_grid.parse_grid("env.TF_ENABLE_ONEDNN_OPTS=1,0;seed=1", kinds)
+    assert grid == [("env.TF_ENABLE_ONEDNN_OPTS", ["1", "0"]), ("seed", ["1"])]
+    point = sweep_grid.points(grid)[1]
+    assert sweep_grid.flag_args(point, kinds) == ["--seed=1"]
+    assert sweep_grid.env_vars(point) == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert sweep_grid.point_name(point) == "env.TF_ENABLE_ONEDNN_OPTS=0_seed=1"
+    code = sweep.main(["--flagfile", "flags/smoke.cfg", "--grid", "env.TF_ENABLE_ONEDNN_OPTS=0",
+                       "--output_dir", "unused", "--dry_run"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and out[0].startswith("TF_ENABLE_ONEDNN_OPTS=0 python run_distil.py ")
+
+
+def test_spread_is_mean_std_and_range_of_the_done_points_per_group():
+    f1 = {("a", "1"): 0.5, ("a", "2"): 0.7, ("a", "3"): 0.9, ("b", "1"): 0.4, ("b", "2"): None}
+    rows = [{"point": f"{g}{s}", "status": "done" if v is not None else "failed", "head": g,
+             "seed": s, "student_f1": "" if v is None else str(v), "wall_s": "10"}
+            for (g, s), v in f1.items()]
+    spread = sweep_tables.spread_rows(rows, ["head", "seed"], "seed")
+    assert [(r["head"], r["runs"]) for r in spread] == [("a", 3), ("b", 1)]
+    a, b = spread
+    assert a["student_f1_mean"] == pytest.approx(0.7)
+    assert a["student_f1_std"] == pytest.approx(0.2)  # sample std: sqrt((0.04 + 0 + 0.04) / 2)
+    assert (a["student_f1_min"], a["student_f1_max"]) == (0.5, 0.9)
+    assert b["student_f1_std"] == 0.0 and "teacher_f1_mean" not in b
+    table = sweep_tables.spread_markdown(spread, ["head", "seed"], "seed")
+    assert "| a | 3 | — | 0.700 ± 0.200 (0.500–0.900) | — | — | 10 s |" in table
+
+
 @pytest.mark.parametrize("grid, message", [
     ("learning_rate", "'learning_rate' has no '='"),
+    ("env.1X=1", "'env.1X' is not a flag name (nor env.NAME"),
     ("learning_rate=", "empty value"),
     ("learning_rate=1e-3,,1e-4", "empty value"),
     ("learning_rate=1e-3,", "empty value"),
@@ -109,6 +139,7 @@ def test_bad_extra_flags_and_sort_keys_stop_early(capsys):
         (["--", "--nofreeze_encoder"], "--freeze_encoder is a grid key"),
         (["--", "--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
         (["--sort_by", "f1"], "--sort_by=f1: not a numeric column"),
+        (["--spread_over", "seed"], "--spread_over=seed: not a grid key (freeze_encoder)"),
     ]:
         with pytest.raises(SystemExit):
             sweep.main(["--flagfile", "flags/smoke.cfg", "--grid", "freeze_encoder=true,false",
@@ -145,12 +176,13 @@ def test_point_names_are_safe_unique_and_deterministic(kinds):
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """A 2x1 sweep over flags/smoke.cfg, both points at once (the grid's product and order
+    """A 2x1x1 sweep over flags/smoke.cfg, both points at once, with Eigen's kernels (an
+    environment variable) and the spread over the learning rates (the grid's product and order
     are checked above without running anything)."""
     out = str(tmp_path_factory.mktemp("sweep"))
-    grid = "learning_rate=1e-3,5e-4;student=l1-h16"
+    grid = "learning_rate=1e-3,5e-4;student=l1-h16;env.TF_ENABLE_ONEDNN_OPTS=0"
     args = ["--flagfile", "flags/smoke.cfg", "--grid", grid, "--output_dir", out,
-            "--parallel", "2", "--", *FAST]
+            "--parallel", "2", "--spread_over", "learning_rate", "--", *FAST]
     log = _run(*args)
     return out, args, log
 
@@ -162,7 +194,8 @@ def test_a_sweep_runs_every_point_and_tabulates_them(swept):
         ("1e-3", "l1-h16"), ("5e-4", "l1-h16")]
     for r in rows:
         assert r["status"] == "done" and r["error"] == "", r
-        assert r["point"] == f"learning_rate={r['learning_rate']}_student={r['student']}"
+        assert r["point"] == (f"learning_rate={r['learning_rate']}_student={r['student']}"
+                              "_env.TF_ENABLE_ONEDNN_OPTS=0")
         for column in ("teacher_f1", "student_f1", "teacher_dev_f1", "student_dev_f1"):
             assert 0.0 <= float(r[column]) <= 1.0
         assert int(r["student_params"]) > 0 and float(r["student_size_mb"]) > 0
@@ -175,14 +208,29 @@ def test_a_sweep_runs_every_point_and_tabulates_them(swept):
         assert f"--student={r['student']}\n" in flags and "--nogradual_unfreezing" in flags
         assert f"--learning_rate={float(r['learning_rate'])}\n" in flags
         assert os.path.isdir(os.path.join(folder, "saved_models"))
-        assert os.path.getsize(os.path.join(folder, "log.txt")) > 0
+        with open(os.path.join(folder, "log.txt"), encoding="utf-8") as f:
+            log_text = f.read()
+        # The environment variable reached the run: its command line and its CPU line say so.
+        assert "\n$ TF_ENABLE_ONEDNN_OPTS=0 " in log_text
+        assert "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)" in log_text
     with open(os.path.join(out, "sweep.md"), encoding="utf-8") as f:
         table = f.read()
-    assert table.startswith("| learning_rate | student | teacher F1 | student F1 |")
+    assert table.startswith("| learning_rate | student | env.TF_ENABLE_ONEDNN_OPTS | teacher F1 |")
     assert "| student dev F1 | student F1 de | student F1 en | student params |" in table
     assert "2 of 2 points done" in table and table.strip() in log
     f1s = [float(line.split(" | ")[3]) for line in table.splitlines()[2:4]]
     assert f1s == sorted(f1s, reverse=True)  # --sort_by student_f1, descending
+    with open(os.path.join(out, "spread.csv"), encoding="utf-8") as f:
+        (spread,) = list(csv.DictReader(f))
+    assert (spread["student"], spread["env.TF_ENABLE_ONEDNN_OPTS"], spread["runs"]) == (
+        "l1-h16", "0", "2")
+    f1s = [float(r["student_f1"]) for r in rows]
+    assert float(spread["student_f1_mean"]) == pytest.approx(sum(f1s) / 2, abs=1e-5)
+    assert float(spread["student_f1_max"]) == pytest.approx(max(f1s), abs=1e-5)
+    assert float(spread["student_f1_std"]) == pytest.approx(abs(f1s[0] - f1s[1]) / 2 ** 0.5,
+                                                            abs=1e-5)
+    with open(os.path.join(out, "spread.md"), encoding="utf-8") as f:
+        assert f.read().strip() in log
 
 
 def test_a_second_call_skips_finished_points(swept):
@@ -199,9 +247,10 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(swept):
     out, _, _ = swept
     # A finished point without metrics.json is rerun, which resumes it; it comes after the
     # failing one, so the sweep has to go on after the failure.
-    resumed = os.path.join(out, "points", "learning_rate=1e-3_student=l1-h16", "metrics.json")
+    resumed = os.path.join(out, "points", "learning_rate=1e-3_student=l1-h16"
+                           "_env.TF_ENABLE_ONEDNN_OPTS=0", "metrics.json")
     os.remove(resumed)
-    grid = "learning_rate=1e-3;student=teacher:9|l1-h16"
+    grid = "learning_rate=1e-3;student=teacher:9|l1-h16;env.TF_ENABLE_ONEDNN_OPTS=0"
     log = _run("--flagfile", "flags/smoke.cfg", "--grid", grid, "--output_dir", out, "--", *FAST,
                expect=1)
     rows = _csv(out)
@@ -214,7 +263,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(swept):
     with open(os.path.join(out, "sweep.md"), encoding="utf-8") as f:
         lines = f.read().splitlines()
     assert lines[2].startswith("| 1e-3 | l1-h16 |") and "| done |" in lines[2]
-    assert lines[3].startswith("| 1e-3 | teacher:9 | — |")  # failed rows last
+    assert lines[3].startswith("| 1e-3 | teacher:9 | 0 | — |")  # failed rows last
     assert "failed: --student=teacher:9: the teacher has layers" in lines[3]
 
 

@@ -159,8 +159,8 @@ def cpu_features(cpuinfo: str | None = None) -> list[str]:
 def onednn_enabled() -> bool | None:
     """Whether TensorFlow runs oneDNN kernels in this process (its own answer; None if unknown).
 
-    TF_ENABLE_ONEDNN_OPTS=1/0 decides; unset, TensorFlow turns oneDNN on for CPUs with
-    AVX512_VNNI, AVX512_BF16 or AMX only."""
+    TF_ENABLE_ONEDNN_OPTS=1/0 decides (importing xtremedistil_tf sets 1 unless the user set it);
+    unset, TensorFlow turns oneDNN on for CPUs with AVX512_VNNI, AVX512_BF16 or AMX only."""
     try:
         from tensorflow.python.util import _pywrap_util_port
     except ImportError:
@@ -175,8 +175,15 @@ def cpu_line() -> str:
     have = cpu_features()
     missing = [f for f in CPU_FEATURES if f not in have]
     onednn = onednn_enabled()
+    import xtremedistil_tf
+
     env = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    why = f"TF_ENABLE_ONEDNN_OPTS={env}" if env is not None else "TensorFlow's default for this CPU"
+    if env is None:
+        why = "TensorFlow's default for this CPU"
+    elif xtremedistil_tf.USER_TF_ENABLE_ONEDNN_OPTS is None:
+        why = "xtremedistil_tf's default; TF_ENABLE_ONEDNN_OPTS=0 for Eigen's kernels"
+    else:
+        why = f"TF_ENABLE_ONEDNN_OPTS={env}"
     state = {True: "on", False: "off", None: "unknown"}[onednn]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     intra = tf.config.threading.get_intra_op_parallelism_threads()

@@ -8,8 +8,10 @@
         [-- --train_file=train.conll --dev_file=dev.conll --test_file=test.conll]
 
 Grid syntax (`--grid`): `key=v1,v2;key2=w1,w2`, keys are run_distil.py flag names, and the
-points are the cartesian product of the value lists, the first key varying slowest. A value list
-that contains `|` is split on `|` instead of `,`, for values that contain commas themselves:
+points are the cartesian product of the value lists, the first key varying slowest. A key
+`env.NAME` sets the environment variable NAME of each point's process instead of a flag (e.g.
+`env.TF_ENABLE_ONEDNN_OPTS=1,0`: oneDNN's and Eigen's kernels, two floating-point orders).
+A value list that contains `|` is split on `|` instead of `,`, for values with commas:
 `stages=logits,labels|labels` or `train_file=en=a.conll|en=a.conll,it=b.conll`. Boolean flags
 take true/false (also yes/no, 1/0): `freeze_encoder=true,false` runs `--freeze_encoder` and
 `--nofreeze_encoder`. `--flagfile` may be repeated (layered flagfiles, later ones win); flags after
@@ -37,6 +39,9 @@ Outputs, under OUTPUT_DIR:
   sweep.md         the same as a markdown table, sorted by --sort_by (a numeric column;
                    default student_f1, descending unless --ascending; failed rows last); also
                    printed at the end.
+  spread.csv/.md   with --spread_over KEY (a grid key, e.g. seed): one row per combination of
+                   the other keys, with each F1's mean ± standard deviation (min-max) and the
+                   mean wall time over KEY's values; also printed at the end.
 
 Resume: rerun the same command. Points whose metrics.json exists are skipped; a point whose
 folder exists without one is run again, which resumes it after its last finished step
@@ -52,6 +57,7 @@ import concurrent.futures
 import contextlib
 import copy
 import csv
+import io
 import json
 import os
 import re
@@ -62,13 +68,11 @@ import threading
 import time
 import types
 
-from xtremedistil_tf import sweep_grid as grid_lib
+from xtremedistil_tf import sweep_grid as grid_lib, sweep_tables as tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where run_distil.py is
 
-METRICS = ("teacher_f1", "student_f1", "teacher_dev_f1", "student_dev_f1", "student_params",
-           "student_size_mb", "speedup", "wall_s")
-LANG_PREFIX = "student_f1_"  # + a language: the student's test F1 on that language's sentences
+METRICS, LANG_PREFIX = tables.METRICS, tables.LANG_PREFIX
 
 
 @contextlib.contextmanager
@@ -173,11 +177,12 @@ class Sweep:
         self._log(f"[{name}] {'resuming' if resumed else 'running'}; log: {log_path}")
         start = time.time()
         with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"\n$ {shlex.join(cmd)}\n")
+            log.write(f"\n$ {_command_line(cmd, overrides)}\n")
             log.flush()
             offset = log.tell()  # this attempt's output starts here
             code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                        **grid_lib.env_vars(overrides)})
         elapsed = time.time() - start
         if code:
             error = _error_line(log_path, offset) or f"exit code {code}"
@@ -211,7 +216,7 @@ class Sweep:
         path = os.path.join(self.output_dir, "sweep.csv")
         with self.lock:
             columns = ["point", "status", *self.keys, *METRICS, "error",
-                       *language_columns(list(self.rows.values()))]
+                       *tables.language_columns(list(self.rows.values()))]
             with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, columns, extrasaction="ignore")
                 writer.writeheader()
@@ -220,88 +225,24 @@ class Sweep:
             os.replace(path + ".tmp", path)
 
 
+def _command_line(cmd: list[str], overrides) -> str:
+    """A point's command as a shell line, its environment variables first."""
+    env = [f"{k}={shlex.quote(v)}" for k, v in grid_lib.env_vars(overrides).items()]
+    return " ".join([*env, shlex.join(cmd)])
+
+
+def _write(path: str, text: str) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def _csv_cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
-
-
-def _number(value) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def sort_rows(rows: list[dict], key: str, ascending: bool = False) -> list[dict]:
-    """Rows sorted by a numeric column (descending unless `ascending`); failed rows and rows
-    without a number last, ties in grid order."""
-    def rank(row):
-        value = _number(row.get(key))
-        missing = row["status"] != "done" or value is None
-        return (missing, 0.0 if missing else (value if ascending else -value))
-
-    return sorted(rows, key=rank)
-
-
-def _display(value: str) -> str:
-    """A grid value as a table cell: short (see `sweep_grid.short_value`), `|` escaped."""
-    cell = grid_lib.short_value(value)
-    limit = grid_lib.MAX_VALUE_CHARS
-    cell = cell if len(cell) <= limit else cell[:limit - 1] + "…"
-    return cell.replace("|", "\\|")
-
-
-def _params(n) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(int(n))
-
-
-def _wall(seconds) -> str:
-    return f"{seconds:.0f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
-
-
-def language_columns(rows: list[dict]) -> list[str]:
-    """The per-language student F1 columns (`student_f1_<lang>`) present in any row."""
-    return sorted({k for r in rows for k in r if k.startswith(LANG_PREFIX)})
-
-
-def markdown(rows: list[dict], keys: list[str], sort_by: str, ascending: bool) -> str:
-    """The sweep as a markdown table (F1 to 3 decimals, params like 17.3M, speed-up like 2.02x)."""
-    f1 = "{:.3f}"
-    langs = language_columns(rows)
-    formats = [("teacher F1", "teacher_f1", f1), ("student F1", "student_f1", f1),
-               ("teacher dev F1", "teacher_dev_f1", f1), ("student dev F1", "student_dev_f1", f1),
-               *[(f"student F1 {c[len(LANG_PREFIX):]}", c, f1) for c in langs if len(langs) > 1],
-               ("student params", "student_params", _params), ("MB", "student_size_mb", "{:.1f}"),
-               ("speed-up", "speedup", "{:.2f}x"), ("wall", "wall_s", _wall)]
-    head = [*keys, *(h for h, _, _ in formats), "status"]
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] * len(keys) + ["---:"] * len(formats) + ["---"]) + "|"]
-    for r in sort_rows(rows, sort_by, ascending):
-        cells = [_display(str(r.get(k, ""))) for k in keys]
-        for _, column, fmt in formats:
-            value = _number(r.get(column))
-            done = r["status"] == "done" or column == "wall_s"
-            if value is None or not done:
-                cells.append("—")
-            else:
-                cells.append(fmt(value) if callable(fmt) else fmt.format(value))
-        error = re.sub(r"^error:\s*", "", r.get("error") or "")
-        error = error if len(error) <= 100 else error[:99] + "…"
-        status = f"{r['status']}: {error}" if error else r["status"]
-        cells.append(status.replace("|", "\\|"))
-        lines.append("| " + " | ".join(cells) + " |")
-    done = sum(r["status"] == "done" for r in rows)
-    order = "ascending" if ascending else "descending"
-    note = (f"\n{done} of {len(rows)} points done; sorted by {sort_by} ({order}). F1: entity F1 "
-            "on test (dev F1 on dev); speed-up: the student's time per batch vs the teacher's; "
-            "wall: the whole run (or, when failed, until it failed).\n")
-    return "\n".join(lines) + "\n" + note
 
 
 def _flagfile(path: str) -> str | None:
@@ -323,6 +264,9 @@ def main(argv=None) -> int:
                    help=f"numeric column of sweep.csv ({', '.join(METRICS)}, "
                    f"{LANG_PREFIX}<lang> or a grid key); default student_f1")
     p.add_argument("--ascending", action="store_true", help="sort ascending (default descending)")
+    p.add_argument("--spread_over", default="",
+                   help="a grid key (e.g. seed): also write spread.csv/.md, each F1's mean, "
+                   "standard deviation and range over its values")
     p.add_argument("--dry_run", action="store_true", help="print every point's command and stop")
     p.add_argument("extra", nargs="*", help="more run_distil.py flags for every point (after --)")
     args = p.parse_args(argv)
@@ -347,10 +291,13 @@ def main(argv=None) -> int:
         p.error(str(e))
     if args.sort_by not in METRICS and not args.sort_by.startswith(LANG_PREFIX):
         values = dict(grid).get(args.sort_by)
-        if values is None or any(_number(v) is None for v in values):
+        if values is None or any(tables.number(v) is None for v in values):
             p.error(f"--sort_by={args.sort_by}: not a numeric column; use one of "
                     f"{', '.join(METRICS)}, {LANG_PREFIX}<lang> or a grid key with numeric "
                     "values")
+
+    if args.spread_over and args.spread_over not in keys:
+        p.error(f"--spread_over={args.spread_over}: not a grid key ({', '.join(keys)})")
 
     output_dir = os.path.abspath(args.output_dir)
     sweep = Sweep(output_dir, keys, base, args.extra, kinds)
@@ -365,7 +312,8 @@ def main(argv=None) -> int:
         p.error(str(e))
     if args.dry_run:
         for name, overrides in todo:
-            print(shlex.join(["python", "run_distil.py", *sweep.argv(name, overrides)]))
+            print(_command_line(["python", "run_distil.py", *sweep.argv(name, overrides)],
+                                overrides))
         return 0
 
     os.makedirs(os.path.join(output_dir, "points"), exist_ok=True)
@@ -383,11 +331,21 @@ def main(argv=None) -> int:
         return 130
     pool.shutdown()
 
-    table = markdown(list(sweep.rows.values()), keys, args.sort_by, args.ascending)
-    with open(os.path.join(output_dir, "sweep.md.tmp"), "w", encoding="utf-8") as f:
-        f.write(table)
-    os.replace(os.path.join(output_dir, "sweep.md.tmp"), os.path.join(output_dir, "sweep.md"))
+    rows = list(sweep.rows.values())
+    table = tables.markdown(rows, keys, args.sort_by, args.ascending)
+    _write(os.path.join(output_dir, "sweep.md"), table)
     print(table)
+    if args.spread_over:
+        spread = tables.spread_rows(rows, keys, args.spread_over)
+        columns = tables.spread_columns(keys, args.spread_over)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: _csv_cell(r.get(k)) for k in columns} for r in spread)
+        _write(os.path.join(output_dir, "spread.csv"), text.getvalue())
+        table = tables.spread_markdown(spread, keys, args.spread_over)
+        _write(os.path.join(output_dir, "spread.md"), table)
+        print(table)
     failed = statuses.count("failed")
     if failed:
         print(f"{failed} of {len(statuses)} points failed; see their log.txt; rerun the same "

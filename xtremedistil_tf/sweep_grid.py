@@ -1,7 +1,8 @@
 """The grid of a sweep: `--grid` parsed into points, each point's folder name and flags.
 
 The syntax is in `xtremedistil_tf.sweep`'s docstring: `key=v1,v2;key2=w1|w2`, keys are
-run_distil.py flag names, booleans take true/false.
+run_distil.py flag names (booleans take true/false) or `env.NAME`, an environment variable of the
+point's process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 RESERVED = ("output_dir", "export_dir", "flagfile")
 TRUE, FALSE = ("true", "yes", "1", "t", "y"), ("false", "no", "0", "f", "n")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV = "env."  # a key `env.NAME` sets the environment variable NAME of the point's process
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 MAX_VALUE_CHARS, MAX_NAME_CHARS = 40, 150
 
@@ -64,11 +66,13 @@ def parse_grid(text: str, kinds: dict[str, bool]) -> list[tuple[str, list[str]]]
             raise ValueError(f"'{part}' has no '=': write key=value1,value2")
         key, _, raw = part.partition("=")
         key = key.strip().lstrip("-")
-        if not _KEY.fullmatch(key):
-            raise ValueError(f"'{part}': '{key}' is not a flag name")
+        is_env = key.startswith(ENV)
+        if not _KEY.fullmatch(key[len(ENV):] if is_env else key):
+            raise ValueError(f"'{part}': '{key}' is not a flag name "
+                             f"(nor {ENV}NAME, an environment variable)")
         if key in RESERVED:
             raise ValueError(f"--{key} is set by the sweep for every point; it cannot be a key")
-        if key not in kinds:
+        if not is_env and key not in kinds:
             close = difflib.get_close_matches(key, list(kinds), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ValueError(f"unknown flag '{key}'{hint}")
@@ -78,7 +82,7 @@ def parse_grid(text: str, kinds: dict[str, bool]) -> list[tuple[str, list[str]]]
         if not raw.strip() or any(not v for v in values):
             raise ValueError(f"'{part}': empty value; write {key}=value1,value2 (or "
                              "value1|value2 when values contain commas)")
-        if kinds[key]:
+        if kinds.get(key):
             values = [_bool_value(key, v) for v in values]
         if len(set(values)) != len(values):
             raise ValueError(f"'{part}': a value repeats")
@@ -131,11 +135,18 @@ def flag_args(overrides: tuple[tuple[str, str], ...], kinds: dict[str, bool]) ->
     """run_distil.py arguments of a point: --key=value, or --key / --nokey for booleans."""
     out = []
     for key, value in overrides:
+        if key.startswith(ENV):
+            continue
         if kinds.get(key):
             out.append(f"--{key}" if value == "true" else f"--no{key}")
         else:
             out.append(f"--{key}={value}")
     return out
+
+
+def env_vars(overrides: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """The environment variables a point sets (its `env.NAME` keys)."""
+    return {k[len(ENV):]: v for k, v in overrides if k.startswith(ENV)}
 
 
 def _flag_name(arg: str, kinds: dict[str, bool]) -> str | None:
