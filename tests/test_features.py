@@ -84,8 +84,13 @@ def test_word_without_subwords_becomes_unknown(tiny_tokenizer):
 def test_batches_pad_to_bucket_and_carry_word_targets(tiny_tokenizer):
     sentences = [sent(["John"] * n) for n in (1, 3, 20, 2)]
     windows = features.make_windows(sentences, tiny_tokenizer, None, 64)
-    targets = {"t": [np.full((len(w.word_index), 2), i, np.float32) for i, w in enumerate(windows)]}
+    targets = {"t": [np.full((len(w.word_index), 2), i, np.float32) for i, w in enumerate(windows)],
+               # Cached teacher hidden states are float16; the step gets float32 (oneDNN has no
+               # float16 kernels without AVX-512 and says so on stderr).
+               "h": [np.full((len(w.word_index), 1, 3), i, np.float16)
+                     for i, w in enumerate(windows)]}
     batches = features.make_batches(windows, 2, 64, tiny_tokenizer.pad_token_id, targets)
+    assert {b["h"].dtype for b in batches} == {np.dtype(np.float32)}
     # Three short windows (bucket 16, batches of 2) and one of 22 sub-words (bucket 32).
     assert sorted(b["input_ids"].shape[1] for b in batches) == [16, 16, 32]
     seen = []

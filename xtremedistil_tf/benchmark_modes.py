@@ -82,14 +82,15 @@ def random_targets(objective: str, rng, batch: int, length: int, num_labels: int
                    teacher_width: int) -> dict:
     """The batch entries besides the inputs that `objective` reads, random, shaped as
     `features.make_batches` pads them, with every sub-word a word: cached teacher hidden states
-    (float16, `[B, T, 1, H_teacher]`), teacher logits (`[B, T, K]`) or gold label ids."""
+    (`[B, T, 1, H_teacher]`, float32 as `features.pad_batch` hands the cache's float16 to the step),
+    teacher logits (`[B, T, K]`) or gold label ids."""
     from xtremedistil_tf import objectives
 
     every = {
         "word_index": np.tile(np.arange(length, dtype=np.int32), (batch, 1)),
         "word_mask": np.ones((batch, length), np.float32),
         "teacher_hidden": rng.standard_normal((batch, length, 1, teacher_width)).astype(
-            np.float16),
+            np.float32),
         "teacher_logits": rng.standard_normal((batch, length, num_labels)).astype(np.float32),
         "token_labels": rng.integers(0, num_labels, (batch, length)).astype(np.int32),
         "token_first": np.ones((batch, length), np.float32),

@@ -206,7 +206,9 @@ def batch_groups(windows: Sequence[Window], members, batch_size: int, max_seq_le
 def pad_batch(windows: Sequence[Window], idx: Sequence[int], t: int, pad_id: int,
               word_targets=None) -> dict[str, np.ndarray]:
     """One batch of the windows `idx` padded to length `t` (see `make_batches` for the keys);
-    `word_targets` maps a key to anything indexable by window index giving `[W, ...]`."""
+    `word_targets` maps a key to anything indexable by window index giving `[W, ...]`; float16
+    targets (cached teacher hidden states) come out as float32: oneDNN has no float16 kernels
+    without AVX-512, and says so on stderr when the step gets one."""
     n = len(idx)
     batch = {
         "input_ids": np.full((n, t), pad_id, np.int32),
@@ -220,7 +222,8 @@ def pad_batch(windows: Sequence[Window], idx: Sequence[int], t: int, pad_id: int
     }
     for key, arrays in (word_targets or {}).items():
         first = arrays[idx[0]]
-        batch[key] = np.zeros((n, t) + first.shape[1:], first.dtype)
+        dtype = np.float32 if first.dtype == np.float16 else first.dtype
+        batch[key] = np.zeros((n, t) + first.shape[1:], dtype)
     for row, i in enumerate(idx):
         w = windows[i]
         ln, nw = len(w.input_ids), len(w.word_index)
