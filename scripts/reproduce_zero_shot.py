@@ -5,12 +5,22 @@
         --results results/zero_shot --readme docs/zero-shot.md
 
 Rows, as in the cross-lingual NER papers: direct transfer (the teacher fine-tuned on the source
-language, applied to the targets as is), TSL, MSD, MTMT and the XtremeDistil stages, all with the
-same student (`--student`, default 6 of the teacher's 12 layers) and the same teacher: the first
-row fine-tunes it (with per-layer classifiers, which MSD needs and the others ignore), the others
-reuse it. Source labels train; target sentences are used without labels; model choice on source
-dev only; every target language is scored on its test sample. Resumable like
-reproduce_wikiann.py: rerun the same command to continue.
+language, applied to the targets as is), then TSL, MSD, MTMT and the XtremeDistil stages for
+each student, all with the same teacher: the first row fine-tunes it (with per-layer
+classifiers, which MSD needs and the others ignore), the others reuse it. Source labels train;
+target sentences are used without labels; model choice on source dev only; every target language
+is scored on its test sample. Resumable like reproduce_wikiann.py: rerun the same command to
+continue.
+
+Students: `--student SPEC` (one; default 6 of the teacher's 12 layers), or `--students
+'NAME=SPEC;NAME=SPEC'` for several, e.g. the papers' setting and the compressed ones:
+
+    --students 'teacher-size=teacher:0,1,2,3,4,5,6,7,8,9,10,11;half-depth=teacher:0,2,4,6,8,10;\
+l6-h256=l6-h256' -- --student_init=select
+
+Runs with several students are named `<distiller> <NAME>` (`runs/TSL_teacher-size/`); `teacher:`
+students start from the fine-tuned teacher's layers, presets like `l6-h256` from a weight
+selection of it with `--student_init=select`.
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="folder with <lang>/{train,dev,test}.conll")
     p.add_argument("--teacher", required=True)
     p.add_argument("--student", default="teacher:0,2,4,6,8,10")
+    p.add_argument("--students", default="",
+                   help="several students, 'NAME=SPEC;NAME=SPEC' (replaces --student)")
     p.add_argument("--output_dir", default="runs/zero_shot")
     p.add_argument("--results", default="results/zero_shot")
     p.add_argument("--readme", default="")
@@ -51,7 +63,14 @@ def main(argv=None) -> int:
     rw.add_run_arguments(p)
     args = p.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
-    runs = rw.select_rows(p, args, RUNS)
+    try:
+        students = parse_students(args.students)
+    except ValueError as e:
+        p.error(f"--students: {e}")
+    rows = [(row_name(name, label), strategy, extra + [f"--student={spec}"])
+            for label, spec in students or [("", args.student)]
+            for name, strategy, extra in RUNS]
+    runs = rw.select_rows(p, args, rows)
     if not args.summary_only:
         dst = os.path.join(args.output_dir, "data")
         sample = lambda lang, split, n: rw.sample_split(  # noqa: E731
@@ -63,14 +82,14 @@ def main(argv=None) -> int:
             "test": ",".join(sample(lang, "test", args.test_per_lang)
                              for lang in [args.source, *targets]),
         }
-        common = [f"--student={args.student}", f"--source_lang={args.source}",
-                  f"--target_langs={','.join(targets)}", "--aux_heads"]
+        common = [f"--source_lang={args.source}", f"--target_langs={','.join(targets)}",
+                  "--aux_heads"]
         for name, flagfile, extra in runs:
             strategy = ([f"--flagfile={os.path.join(rw.REPO, 'flags', flagfile)}"]
                         if flagfile else [])
-            if not rw.run_row(name, common + strategy + extra, files, args, first=RUNS[0][0]):
+            if not rw.run_row(name, common + strategy + extra, files, args, first=rows[0][0]):
                 return 1
-    rows = summarise(args, targets)
+    rows = summarise(args, targets, students)
     if not rows:
         print("no finished runs yet", file=sys.stderr)
         return 1
@@ -78,40 +97,68 @@ def main(argv=None) -> int:
     return 0
 
 
-def summarise(args, targets: list[str]) -> list[dict]:
-    rows = []
-    for name, _, _ in RUNS:
-        path = os.path.join(rw.run_dir(args, name), "metrics.json")
-        if not os.path.exists(path):
+def parse_students(text: str) -> list[tuple[str, str]]:
+    """'NAME=SPEC;NAME=SPEC' -> [(NAME, SPEC)] ([] for an empty text)."""
+    students = []
+    for part in (x.strip() for x in text.split(";")):
+        if not part:
             continue
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-        entries = [("direct transfer (teacher)", doc["teacher"], 1.0)] if not rows else []
-        entries.append((name, doc["student"], doc["speedup"]))
-        for model, entry, speedup in entries:
-            f1 = {lang: entry["per_language"][lang]["f1"] for lang in [args.source, *targets]}
-            rows.append({"model": model, "avg_f1": sum(f1[t] for t in targets) / len(targets),
-                         **{f"f1_{lang}": v for lang, v in f1.items()},
-                         "params": entry["params"], "speedup": speedup,
-                         "wall_s": doc["wall_seconds"] if model == name else 0.0})
+        name, eq, spec = part.partition("=")
+        if not eq or not name.strip() or not spec.strip() or " " in name.strip():
+            raise ValueError(f"'{part}': write NAME=SPEC, e.g. half-depth=teacher:0,2,4,6,8,10")
+        students.append((name.strip(), spec.strip()))
+    if len({n for n, _ in students}) != len(students):
+        raise ValueError("a NAME repeats")
+    return students
+
+
+def row_name(distiller: str, student: str) -> str:
+    """A row's (and its run folder's) name: the distiller, then the student's NAME if any."""
+    return f"{distiller} {student}" if student else distiller
+
+
+def summarise(args, targets: list[str], students: list[tuple[str, str]] = ()) -> list[dict]:
+    """Direct transfer (from the first finished run), then every finished distiller row."""
+    rows = []
+    for label, spec in students or [("", args.student)]:
+        for distiller, _, _ in RUNS:
+            name = row_name(distiller, label)
+            path = os.path.join(rw.run_dir(args, name), "metrics.json")
+            if not os.path.exists(path):
+                continue
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            entries = [("direct transfer (teacher)", "", doc["teacher"], 1.0)] if not rows else []
+            entries.append((distiller, spec, doc["student"], doc["speedup"]))
+            for model, student, entry, speedup in entries:
+                f1 = {lang: entry["per_language"][lang]["f1"] for lang in [args.source, *targets]}
+                rows.append({"model": model, "student": student,
+                             "avg_f1": sum(f1[t] for t in targets) / len(targets),
+                             **{f"f1_{lang}": v for lang, v in f1.items()},
+                             "params": entry["params"], "speedup": speedup,
+                             "wall_s": doc["wall_seconds"] if student else 0.0})
     return rows
 
 
 def write(rows: list[dict], targets: list[str], args) -> None:
     os.makedirs(args.results, exist_ok=True)
-    columns = ["model", *[f"f1_{t}" for t in targets], "avg_f1", f"f1_{args.source}", "params",
-               "speedup", "wall_s"]
+    columns = ["model", "student", *[f"f1_{t}" for t in targets], "avg_f1",
+               f"f1_{args.source}", "params", "speedup", "wall_s"]
     with open(os.path.join(args.results, "summary.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
                              for k in columns})
-    head = ["model", *targets, "target avg", f"{args.source} (source)", "params", "wall"]
-    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    several = len({r["student"] for r in rows if r["student"]}) > 1
+    head = ["model", *(["student"] if several else []), *targets, "target avg",
+            f"{args.source} (source)", "params", "wall"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|---" * (1 + several) + "|---:" * (len(head) - 1 - several) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(
-            [r["model"], *[f"{100 * r[f'f1_{t}']:.1f}" for t in targets],
+            [r["model"], *([f"`{r['student']}`" if r["student"] else "—"] if several else []),
+             *[f"{100 * r[f'f1_{t}']:.1f}" for t in targets],
              f"**{100 * r['avg_f1']:.1f}**", f"{100 * r[f'f1_{args.source}']:.1f}",
              f"{r['params'] / 1e6:.1f}M",
              f"{r['wall_s'] / 60:.0f} min" if r["wall_s"] else "—"]) + " |")
@@ -119,11 +166,13 @@ def write(rows: list[dict], targets: list[str], args) -> None:
         f"\n\nEntity F1 on {args.test_per_lang or 'all'} test sentences per language. Teacher "
         f"fine-tuned on {args.source_train or 'all'} {args.source} sentences (model choice on "
         f"{args.source_dev or 'all'} {args.source} dev sentences only); students distil on "
-        f"{args.target_text or 'all'} unlabelled sentences per target language; student "
-        f"`{args.student}` (the same architecture in every row: its speed-up is in the WikiANN "
-        f"table). Wall time: each student's whole run (teacher caching, stages, scoring, "
-        f"export) on a CPU shared with other jobs; the first row's includes fine-tuning the "
-        f"teacher.\n")
+        f"{args.target_text or 'all'} unlabelled sentences per target language; "
+        + ("students as in the student column" if several else
+           f"student `{rows[-1]['student'] or args.student}` (the same architecture in every "
+           "row: its speed-up is in the WikiANN table)")
+        + ". Wall time: each student's whole run (teacher caching, stages, scoring, "
+        "export) on a CPU shared with other jobs; the first row's includes fine-tuning the "
+        "teacher.\n")
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write(table)
     if args.readme:

@@ -115,6 +115,36 @@ def test_zero_shot_summary_has_direct_transfer_then_each_distiller(tmp_path):
     assert "| MTMT | 55.0 | 65.0 | **60.0** | 70.0 |" in readme.read_text()
 
 
+def test_zero_shot_with_several_students_names_runs_and_rows_by_student(tmp_path, capsys):
+    import reproduce_zero_shot as zs
+
+    assert zs.parse_students(" big=teacher:0,1,2,3 ; small=l6-h256;") == [
+        ("big", "teacher:0,1,2,3"), ("small", "l6-h256")]
+    for bad in ("big", "big=", "=l6-h256", "a b=l6-h256", "x=l6-h256;x=l4-h256"):
+        with pytest.raises(ValueError):
+            zs.parse_students(bad)
+    with pytest.raises(SystemExit):
+        zs.main(["--data", "x", "--teacher", "t", "--students", "big"])
+    assert "--students: 'big': write NAME=SPEC" in capsys.readouterr().err
+
+    teacher = _entry({"en": 0.8, "de": 0.6}, 100, 400.0)
+    _fake_run(tmp_path, "TSL big", teacher, _entry({"en": 0.7, "de": 0.65}, 100, 400.0), 1.0, 9.0)
+    _fake_run(tmp_path, "MSD big", teacher, _entry({"en": 0.7, "de": 0.64}, 100, 400.0), 1.0, 9.0)
+    _fake_run(tmp_path, "TSL small", teacher, _entry({"en": 0.6, "de": 0.55}, 20, 100.0), 4.0,
+              5.0)
+    assert zs.main(["--data", "x", "--teacher", "t", "--output_dir", str(tmp_path),
+                    "--results", str(tmp_path / "res"), "--targets", "de", "--summary_only",
+                    "--students", "big=teacher:0,1;small=l6-h256"]) == 0
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["student"]) for r in rows] == [
+        ("direct transfer (teacher)", ""), ("TSL", "teacher:0,1"), ("MSD", "teacher:0,1"),
+        ("TSL", "l6-h256")]
+    table = (tmp_path / "res" / "summary.md").read_text()
+    assert "| model | student | de | target avg |" in table
+    assert "| TSL | `l6-h256` | 55.0 | **55.0** | 60.0 | 0.0M |" in table
+
+
 def test_retimed_speed_replaces_the_per_run_timing(tmp_path):
     teacher = _entry({"en": 0.9}, 100, 400.0)
     _fake_run(tmp_path, rw.RUNS[0][0], teacher, _entry({"en": 0.8}, 50, 420.0), 0.95, 10.0)
