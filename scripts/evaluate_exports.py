@@ -34,6 +34,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import xtremedistil_tf  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before TensorFlow)
+from xtremedistil_tf import startup  # noqa: E402
+
+if __name__ == "__main__":  # TensorFlow's start-up lines stay out of the output (-v 1: back)
+    startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
+
 import numpy as np  # noqa: E402
 
 from xtremedistil_tf import (  # noqa: E402
@@ -133,6 +138,7 @@ def main(argv=None) -> int:
                    "int8 when it is in --formats)")
     p.add_argument("--test_file", default="", help="test files (default: the run's)")
     p.add_argument("--batch_size", type=int, default=64)
+    startup.add_verbosity_argument(p)
     args = p.parse_args(argv)
     formats = ["savedmodel"] + [f for f in args.formats.split(",") if f and f != "savedmodel"]
     bad = [f for f in formats if f not in FORMATS]

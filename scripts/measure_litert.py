@@ -22,6 +22,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import xtremedistil_tf  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before TensorFlow)
+from xtremedistil_tf import startup  # noqa: E402
+
+if __name__ == "__main__":  # TensorFlow's start-up lines stay out of the output (-v 1: back)
+    startup.quiet_tensorflow(startup.verbosity_from_argv(sys.argv[1:]))
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -84,6 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip_fixed", action="store_true",
                    help="skip the dynamic vs fixed input shape comparison")
     p.add_argument("--output", default="")
+    startup.add_verbosity_argument(p)
     args = p.parse_args(argv)
     import transformers
 

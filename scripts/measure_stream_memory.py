@@ -31,6 +31,10 @@ sys.path.insert(0, REPO)
 def child(args) -> None:
     import numpy as np
 
+    import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    from xtremedistil_tf import startup
+
+    startup.quiet_tensorflow(args.verbosity)
     from xtremedistil_tf import data, features, models, teacher_cache, train
 
     sentences = []
@@ -79,6 +83,9 @@ def main() -> int:
     p.add_argument("--tmp", default=None, help="where the temporary cache goes")
     p.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--hidden", action="store_true", help="also hidden-state targets (stage 1)")
+    from xtremedistil_tf import startup
+
+    startup.add_verbosity_argument(p)
     args = p.parse_args()
     if args.child:
         args.n = args.child
@@ -91,7 +98,8 @@ def main() -> int:
                 cmd = [sys.executable, __file__, "--data", args.data, "--tokenizer",
                        args.tokenizer, "--mode", mode, "--width", str(args.width),
                        "--child", str(n)] + (["--hidden"] if hidden else []) + (
-                    ["--tmp", args.tmp] if args.tmp else [])
+                    ["--tmp", args.tmp] if args.tmp else []) + (
+                    ["-v", str(args.verbosity)] if args.verbosity is not None else [])
                 if subprocess.call(cmd) != 0:
                     print(f"failed: {' '.join(cmd)}", file=sys.stderr)
     return 0
