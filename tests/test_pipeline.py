@@ -214,13 +214,16 @@ def test_killed_run_resumes_where_it_stopped(smoke_run, tmp_path):
     args = smoke_args(tmp_path, litert=False)
     killed = run_distil(*args, env={stage_checkpoints.KILL_AT_ENV: "logits/top0:3"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    killed_wall = json.loads((tmp_path / "run" / "wall.json").read_text())  # its clock
     # Up to there (through the representation stage, float16 teacher hidden states), nothing
     # from TensorFlow's C++ logging, e.g. oneDNN's "supports DT_HALF only ... AVX-512".
     from xtremedistil_tf import startup
     assert not [x for x in killed.stderr.splitlines() if startup.is_noise(x)
                 or startup._LOG_LINE.match(x)], killed.stderr[-3000:]
     time.sleep(0.1)
+    t0 = time.time()
     again = run_distil(*args)
+    second_attempt = time.time() - t0
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[teacher]" not in again.stderr and "[representations]" not in again.stderr
     assert "[logits/top0] resuming at epoch 1, batch 4" in again.stderr, again.stderr[-3000:]
@@ -235,6 +238,12 @@ def test_killed_run_resumes_where_it_stopped(smoke_run, tmp_path):
     for model in ("teacher", "student"):
         for key in ("f1", "precision", "recall", "accuracy", "per_language"):
             assert resumed[model][key] == uninterrupted[model][key], (model, key)
+    # Its wall time counts both attempts: the killed one up to its clock's last write (at the
+    # teacher's and each stage's end, and every 30 s), then the resumed one.
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert killed_wall["attempts"] == 1 and killed_wall["seconds"] > 0
+    assert doc["attempts"] == 2
+    assert killed_wall["seconds"] < doc["wall_seconds"] <= killed_wall["seconds"] + second_attempt
     history = [json.loads((d / "run" / "history.json").read_text())
                for d in (tmp_path, reference)]
     assert [(r["stage"], r["epoch"]) for r in history[0]] == [
@@ -242,6 +251,27 @@ def test_killed_run_resumes_where_it_stopped(smoke_run, tmp_path):
     for a, b in zip(*history):
         for key in ("train_loss", "dev_f1", "dev_loss"):
             assert a.get(key) == pytest.approx(b.get(key), rel=1e-6, abs=1e-7), (a["stage"], key)
+
+
+def test_run_clock_adds_up_attempts(tmp_path):
+    import time
+
+    from xtremedistil_tf import run_state
+
+    with run_state.RunClock(str(tmp_path), interval=0.01) as clock:
+        time.sleep(0.05)
+        saved = json.loads((tmp_path / "wall.json").read_text())
+        assert saved["attempts"] == 1 and saved["seconds"] > 0.0  # ticking while it runs
+        first = clock.seconds()
+    assert first >= 0.05
+    (tmp_path / "wall.json").write_text(json.dumps({"seconds": 100.0, "attempts": 3}))
+    with run_state.RunClock(str(tmp_path)) as clock:  # a run resumed after a kill
+        time.sleep(0.02)
+    assert clock.attempts == 4 and 100.02 <= clock.seconds() < 110
+    (tmp_path / "wall.json").write_text("{not json")
+    with run_state.RunClock(str(tmp_path)) as clock:  # counts from here
+        pass
+    assert clock.attempts == 1 and clock.seconds() < 10
 
 
 def test_resume_tolerates_fields_added_at_their_defaults(tmp_path):

@@ -15,7 +15,6 @@ import dataclasses
 import math
 import os
 import shutil
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -148,10 +147,16 @@ class _Side:
 
 
 def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
-    t_start = time.time()
     os.makedirs(cfg.output_dir, exist_ok=True)
     tf.keras.utils.set_random_seed(cfg.seed)
     state = run_state.RunState(cfg.output_dir, settings)
+    with run_state.RunClock(cfg.output_dir) as clock:
+        state.clock = clock
+        return _run_phases(cfg, state, clock)
+
+
+def _run_phases(cfg: config_lib.RunConfig, state: run_state.RunState,
+                clock: run_state.RunClock) -> dict:
     data = run_data.load_data(cfg.data)
     cfg = dataclasses.replace(cfg, data=data.config)
     log(f"data: {', '.join(f'{k} {len(v)} sentences' for k, v in data.splits.items())}, "
@@ -175,7 +180,8 @@ def _run(cfg: config_lib.RunConfig, settings: config_lib.RunConfig) -> dict:
     doc["export"] = run_results.export(cfg, state, student, teacher, data.unlabelled["transfer"])
     if "trimmed_vocab" in doc["export"]:
         doc["student"]["trimmed_vocab"] = doc["export"].pop("trimmed_vocab")
-    doc["wall_seconds"] = time.time() - t_start
+    doc["wall_seconds"] = clock.seconds()  # every attempt's, a resumed run's too
+    doc["attempts"] = clock.attempts
     doc["peak_rss_mb"] = train.peak_rss_mb()  # of this process (a resumed run: since it resumed)
     report.write_json(os.path.join(cfg.output_dir, "metrics.json"), doc)
     return doc

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
+import time
 
 from xtremedistil_tf import config as config_lib, report
 
@@ -32,6 +34,56 @@ class RunState:
     def done(self, step: str):
         return self.state["done"].get(step)
 
+    clock: RunClock | None = None  # written with every finished step
+
     def mark(self, step: str, info) -> None:
         self.state["done"][step] = info
         report.write_json(self.path, self.state)
+        if self.clock:
+            self.clock.seconds()
+
+
+class RunClock:
+    """The run's wall time over every attempt: `wall.json` in the run folder holds the seconds
+    of the earlier attempts plus this one's so far, rewritten by `seconds()`: every `interval`
+    seconds and whenever `RunState.mark` records a finished step (a killed attempt loses at most
+    the time since).
+
+    `with RunClock(folder) as clock: ...; clock.seconds()` -> the total so far.
+    """
+
+    def __init__(self, output_dir: str, interval: float = 30.0):
+        self.path = os.path.join(output_dir, "wall.json")
+        self.interval = interval
+        self.before = 0.0
+        self.attempts = 1
+        if os.path.exists(self.path):
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    saved = json.load(f)
+                self.before, self.attempts = float(saved["seconds"]), int(saved["attempts"]) + 1
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # an unreadable clock counts from here
+        self.start = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+
+    def __enter__(self) -> RunClock:
+        self.seconds()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.seconds()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.seconds()
+
+    def seconds(self) -> float:
+        """Wall seconds of all attempts so far; also written to `wall.json`."""
+        total = self.before + time.time() - self.start
+        report.write_json(self.path, {"seconds": total, "attempts": self.attempts})
+        return total
