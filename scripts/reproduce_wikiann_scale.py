@@ -188,11 +188,23 @@ def retime(args) -> dict:
     return timing
 
 
+def _one_attempt_teacher_seconds(folder: str) -> float:
+    """The teacher's fine-tuning time in the run `folder`, when that run had one attempt (a
+    resumed stage's seconds are its last attempt's); else 0 (shown as —)."""
+    try:
+        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
+            if json.load(f).get("attempts") != 1:
+                return 0.0
+    except (OSError, ValueError):
+        return 0.0
+    return rw._teacher_seconds(folder)
+
+
 def summarise(args, langs: list[str]) -> str | None:
     """Writes summary.csv, the two tables (students; ablation and curve) and the plots."""
     rows = []
-    teacher_seconds = (rw._teacher_seconds(os.path.dirname(args.teacher_checkpoint.rstrip("/")))
-                       if args.teacher_checkpoint else 0.0)
+    teacher_seconds = (_one_attempt_teacher_seconds(
+        os.path.dirname(args.teacher_checkpoint.rstrip("/"))) if args.teacher_checkpoint else 0.0)
     for name, what, _, size, group in ROWS:
         path = os.path.join(rw.run_dir(args, name), "metrics.json")
         if not os.path.exists(path):
@@ -200,12 +212,13 @@ def summarise(args, langs: list[str]) -> str | None:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
         if not rows:
-            t_sec = teacher_seconds or rw._teacher_seconds(rw.run_dir(args, name))
+            t_sec = teacher_seconds or _one_attempt_teacher_seconds(rw.run_dir(args, name))
             rows.append(_row("teacher", f"fine-tuned on {args.train_per_lang} sentences per "
                              "language", doc["teacher"], 1.0, langs, 0, "main", t_sec))
+        # Runs written before `attempts` existed reported their last attempt only: no wall.
+        wall = doc.get("wall_seconds", 0.0) if "attempts" in doc else 0.0
         rows.append(_row(name, what, doc["student"], doc["speedup"], langs,
-                         doc.get("data", {}).get("transfer", size), group,
-                         doc["student"].get("wall_seconds", doc.get("wall_seconds", 0.0))))
+                         doc.get("data", {}).get("transfer", size), group, wall))
     if not rows:
         return None
     timing_path = os.path.join(args.results, "timing.json")
@@ -298,7 +311,8 @@ def markdown(rows: list[dict], langs: list[str], args, retimed: bool) -> str:
             "sample. Speed-up: batch 32 x 128, fp32, "
             + ("all models timed in one process on an idle CPU. " if retimed else
                "teacher and student timed during each run (a shared CPU: noisy). ")
-            + "Wall: the row's whole run on this 2-core CPU (teacher: its fine-tuning).\n")
+            + "Wall: the row's whole run on this 2-core CPU, every resumed attempt counted (—: a "
+            "run from before that was counted); teacher: its fine-tuning.\n")
     return (table(main_rows, "Students") + "\n\n"
             + table(other, "Ablation (20k transfer sentences) and transfer-size curve")
             + "\n" + note)

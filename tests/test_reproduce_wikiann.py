@@ -196,12 +196,16 @@ def test_scale_summary_tables_curve_and_readme(tmp_path):
     (run / "teacher").mkdir(parents=True)
     (run / "state.json").write_text(json.dumps({"done": {"teacher": {"seconds": 3600.0,
         "history": [{"epoch": 1, "dev_f1": 0.8}, {"epoch": 2, "dev_f1": 0.84}]}}}))
-    for name, f1, transfer in (("l6-h256", 0.82, 230_000), ("l6-h256 select 10k", 0.7, 56_000),
-                               ("l6-h256 svd 20k", 0.6, 66_000)):
+    (run / "metrics.json").write_text(json.dumps({"attempts": 1}))  # the teacher: not resumed
+    for name, f1, transfer, attempts in (
+            ("l6-h256", 0.82, 230_000, 2), ("l6-h256 select 10k", 0.7, 56_000, 1),
+            ("l6-h256 svd 20k", 0.6, 66_000, None)):  # None: before wall time spanned attempts
         _fake_run(tmp_path, name, teacher, _entry({"en": f1, "de": f1}, 20_000_000, 80.0),
                   5.0, 7200.0)
         doc = json.loads((tmp_path / "runs" / name.replace(" ", "_") / "metrics.json").read_text())
         doc["data"] = {"transfer": transfer}
+        if attempts:
+            doc["attempts"] = attempts
         (tmp_path / "runs" / name.replace(" ", "_") / "metrics.json").write_text(json.dumps(doc))
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{rs.BEGIN}\nold\n{rs.END}\nb\n")
@@ -214,9 +218,11 @@ def test_scale_summary_tables_curve_and_readme(tmp_path):
     assert [r["model"] for r in rows] == ["teacher", "l6-h256 svd 20k", "l6-h256",
                                           "l6-h256 select 10k"]
     assert float(rows[0]["wall_s"]) == 3600.0 and rows[2]["transfer"] == "230000"
+    assert [float(r["wall_s"]) for r in rows[1:]] == [0.0, 7200.0, 7200.0]
     assert float(rows[2]["kept"]) == pytest.approx(0.82 / 0.85, abs=1e-4)
     text = readme.read_text()
     assert "**Students**" in text and "| l6-h256 | 230k |" in text and "old" not in text
+    assert "| 2.0 h |" in text and "| 20.0M | 5.00x | — |" in text
     assert "dev F1 per epoch: 80.0, 84.0" in text
     assert (tmp_path / "res" / "scale.png").stat().st_size > 0
     assert (tmp_path / "res" / "teacher_curve.csv").read_text().count("\n") == 3
