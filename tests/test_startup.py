@@ -69,36 +69,30 @@ def test_cpu_line_names_features_onednn_and_threads():
     assert "oneDNN " in line and "threads intra-op " in line and "inter-op " in line
 
 
-@pytest.mark.parametrize("env, user_level, level", [
-    ({}, None, "2"),  # the package's default, marked as its own
-    ({"TF_CPP_MIN_LOG_LEVEL": "1"}, "1", "1"),  # the user's, kept
+# (variable, the package's attribute holding the user's value, its default marker)
+LOG_LEVEL = ("TF_CPP_MIN_LOG_LEVEL", "USER_TF_CPP_MIN_LOG_LEVEL",
+             "XTREMEDISTIL_DEFAULT_TF_CPP_MIN_LOG_LEVEL")
+ONEDNN = ("TF_ENABLE_ONEDNN_OPTS", "USER_TF_ENABLE_ONEDNN_OPTS",
+          "XTREMEDISTIL_DEFAULT_TF_ENABLE_ONEDNN_OPTS")
+
+
+@pytest.mark.parametrize("variable, env, user_value, value", [
+    (LOG_LEVEL, {}, None, "2"),  # the package's default, marked as its own
+    (LOG_LEVEL, {"TF_CPP_MIN_LOG_LEVEL": "1"}, "1", "1"),  # the user's, kept
     # Inherited from a parent that imported the package (sweep.py -> run_distil.py): not the
     # user's, so --verbosity may lower it; unless the user changed it since.
-    ({"TF_CPP_MIN_LOG_LEVEL": "2", "XTREMEDISTIL_DEFAULT_TF_CPP_MIN_LOG_LEVEL": "2"}, None, "2"),
-    ({"TF_CPP_MIN_LOG_LEVEL": "0", "XTREMEDISTIL_DEFAULT_TF_CPP_MIN_LOG_LEVEL": "2"}, "0", "0"),
+    (LOG_LEVEL, {"TF_CPP_MIN_LOG_LEVEL": "2", LOG_LEVEL[2]: "2"}, None, "2"),
+    (LOG_LEVEL, {"TF_CPP_MIN_LOG_LEVEL": "0", LOG_LEVEL[2]: "2"}, "0", "0"),
+    (ONEDNN, {}, None, "1"),  # oneDNN: ours, on every CPU
+    (ONEDNN, {"TF_ENABLE_ONEDNN_OPTS": "0"}, "0", "0"),  # the user's, kept
+    (ONEDNN, {"TF_ENABLE_ONEDNN_OPTS": "1", ONEDNN[2]: "1"}, None, "1"),  # inherited: ours
 ])
-def test_the_users_own_tensorflow_log_level_is_told_from_ours(env, user_level, level):
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("TF_CPP_MIN_LOG_LEVEL", "XTREMEDISTIL_DEFAULT_TF_CPP_MIN_LOG_LEVEL")}
+def test_the_users_own_tensorflow_settings_are_told_from_ours(variable, env, user_value, value):
+    name, attribute, marker = variable
+    clean = {k: v for k, v in os.environ.items() if k not in (name, marker)}
     out = subprocess.run(
-        [sys.executable, "-c", "import os, xtremedistil_tf as x; "
-         "print(x.USER_TF_CPP_MIN_LOG_LEVEL, os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
-        cwd=REPO, env={**clean, **env}, capture_output=True, text=True, check=True).stdout
-    assert out.split() == [str(user_level), level]
-
-
-@pytest.mark.parametrize("env, user_value, value", [
-    ({}, None, "1"),  # ours, on every CPU
-    ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "0", "0"),  # the user's, kept
-    # Inherited from a parent that imported the package (sweep.py -> run_distil.py): still ours.
-    ({"TF_ENABLE_ONEDNN_OPTS": "1", "XTREMEDISTIL_DEFAULT_TF_ENABLE_ONEDNN_OPTS": "1"}, None, "1"),
-])
-def test_onednn_is_on_unless_the_user_turned_it_off(env, user_value, value):
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("TF_ENABLE_ONEDNN_OPTS", "XTREMEDISTIL_DEFAULT_TF_ENABLE_ONEDNN_OPTS")}
-    out = subprocess.run(
-        [sys.executable, "-c", "import os, xtremedistil_tf as x; "
-         "print(x.USER_TF_ENABLE_ONEDNN_OPTS, os.environ['TF_ENABLE_ONEDNN_OPTS'])"],
+        [sys.executable, "-c", f"import os, xtremedistil_tf as x; "
+         f"print(x.{attribute}, os.environ['{name}'])"],
         cwd=REPO, env={**clean, **env}, capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(user_value), value]
 
