@@ -3,7 +3,7 @@ dynamic-range int8, and the same with the vocabulary trimmed (`--trim_vocab`), w
 
     python scripts/evaluate_exports.py --run_dir runs/wikiann_scale/runs/l6-h256 \
         --output results/wikiann_scale/exports [--formats savedmodel,litert,litert_int8] \
-        [--trim] [--test_file en=test.conll,...]
+        [--trim [--trim_text FILES]] [--test_file en=test.conll,...]
 
 Every export is written to a temporary folder from the run's `student/` (as
 `python -m xtremedistil_tf.export` writes it), read back the way `predict` reads it
@@ -136,10 +136,14 @@ def main(argv=None) -> int:
     p.add_argument("--trim", action="store_true",
                    help="also export with the vocabulary trimmed (the SavedModel, and LiteRT "
                    "int8 when it is in --formats)")
+    p.add_argument("--trim_text", default="",
+                   help="with --trim: also keep the sub-words of these unlabelled files")
     p.add_argument("--test_file", default="", help="test files (default: the run's)")
     p.add_argument("--batch_size", type=int, default=64)
     startup.add_verbosity_argument(p)
     args = p.parse_args(argv)
+    if args.trim_text and not args.trim:
+        p.error("--trim_text adds text to --trim's: give --trim too")
     formats = ["savedmodel"] + [f for f in args.formats.split(",") if f and f != "savedmodel"]
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -168,14 +172,15 @@ def main(argv=None) -> int:
             m, tok = model, tokenizer
             if trim:
                 if trimmed is None:
-                    trimmed = export.trimmed(cfg, model, tokenizer)
+                    trimmed = export.trimmed(cfg, model, tokenizer, args.trim_text)
                 m, tok = trimmed
             folder = export.export_formats(m, labels, tok, tmp, name, (fmt,), 1,
                                            **({"max_seq_length": cfg.data.max_seq_length}
                                               if fmt == "savedmodel" else {}))[fmt]
             row, tags = evaluate_export(name, folder, sentences, reference,
                                         cfg.data.max_seq_length, args.batch_size)
-            row["what"] = WHAT[fmt] + (", trimmed vocabulary" if trim else "")
+            row["what"] = WHAT[fmt] + (", trimmed vocabulary" if trim else "") + (
+                " (+ --trim_text)" if trim and args.trim_text else "")
             reference = tags if reference is None else reference
             rows.append(row)
     finally:

@@ -94,3 +94,19 @@ def test_headline_command(hub_models, tmp_path):
     pipe = transformers.pipeline("token-classification", model=str(hf_dir), framework="tf",
                                  torch_dtype=None)
     assert all(e["entity"] in LABELS for e in pipe("John Smith visited Paris ."))
+
+    # --trim_text: the sub-words of more text are kept too (here the test file's, which has
+    # pieces the training and transfer text lack), and the run's own stay.
+    assert export_lib.main([f"--run_dir={tmp_path}/run", "--trim_vocab", "--name=more",
+                            f"--trim_text={fixture_path('tiny_test.conll')}"]) == 0
+    vocab = {}
+    for name in ("run", "more"):
+        with open(tmp_path / "exports" / name / "1" / "assets" / "tokenizer.json") as f:
+            model = json.load(f)["model"]  # Unigram: [piece, score] pairs
+            vocab[name] = {v[0] if isinstance(v, list) else v for v in model["vocab"]}
+    # The student reads the teacher's (SentencePiece) tokenizer.
+    original = transformers.AutoTokenizer.from_pretrained(hub_models["xlmr_ner"])
+    pieces = {p for s in test for p in original.tokenize(list(s.words),
+                                                          is_split_into_words=True)}
+    assert not pieces <= vocab["run"] and pieces <= vocab["more"]
+    assert vocab["run"] < vocab["more"]

@@ -3,7 +3,7 @@
     python -m xtremedistil_tf.export --run_dir runs/default [--name N] [--version V] \
         [--export_dir saved_models] [--which student|teacher] [--text_signature] \
         [--precision float32|bfloat16] [--format savedmodel|litert|hf] \
-        [--quantize none|dynamic_int8] [--trim_vocab]
+        [--quantize none|dynamic_int8] [--trim_vocab [--trim_text FILES]]
 
 rebuilds the model from its run folder alone (`model_folders.load_model`: no teacher, no data) and
 writes a TF Serving SavedModel `<name>/<version>/` (`savedmodel`), `--format litert`
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 import xtremedistil_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from xtremedistil_tf import startup
@@ -154,7 +155,7 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
                version: int | None = None, export_dir: str | None = None,
                text_signature: bool = False, precision: str = "float32",
                export_format: str = "savedmodel", quantize: str = "none",
-               trim_vocab: bool = False) -> str:
+               trim_vocab: bool = False, trim_text: str = "") -> str:
     """Exports the student (or teacher) of a finished run; returns the version folder.
 
     Defaults follow the run: `export_dir` is the run's `--export_dir`, `name` its
@@ -164,7 +165,7 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
     `export_format="litert"` writes `<name>-litert[-int8]/<version>/model.tflite` instead,
     `export_format="hf"` a Hugging Face token-classification folder (`export_hf`) to
     `<name>-hf/<version>/`. With `trim_vocab` the model keeps only the sub-words of the run's
-    training and transfer text (`vocab_trim`).
+    training and transfer text (`vocab_trim`), and of the unlabelled files `trim_text`.
     """
     if which not in ("student", "teacher"):
         raise ValueError(f"--which={which}: use student or teacher")
@@ -176,6 +177,8 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
                                           else ""))
     if export_format != "litert" and quantize != "none":
         raise ValueError("--quantize applies to --format=litert only")
+    if trim_text and not trim_vocab:
+        raise ValueError("--trim_text adds text to --trim_vocab's: give --trim_vocab too")
     fmt = export_format
     cfg, model, labels, tokenizer = rebuild(run_dir, which, precision)
     if fmt == "hf":
@@ -183,7 +186,7 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
 
         export_hf.check_exportable(model)  # before any trimming work
     if trim_vocab:
-        model, tokenizer = trimmed(cfg, model, tokenizer)
+        model, tokenizer = trimmed(cfg, model, tokenizer, trim_text)
     if not name:
         name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
         name += "-teacher" if which == "teacher" and not name.endswith("-teacher") else ""
@@ -199,13 +202,16 @@ def export_run(run_dir: str, which: str = "student", name: str | None = None,
                           (fmt,), version, **kwargs)[fmt]
 
 
-def trimmed(cfg, model, tokenizer):
-    """The model and tokenizer with only the sub-words of the run's training and transfer text."""
-    from xtremedistil_tf import run_data, vocab_trim
+def trimmed(cfg, model, tokenizer, extra_text: str | Sequence[str] = ()):
+    """The model and tokenizer with only the sub-words of the run's training and transfer text
+    and of the unlabelled files `extra_text` (comma list or sequence; `lang=path` allowed)."""
+    from xtremedistil_tf import data as data_lib, run_data, vocab_trim
 
-    transfer = run_data.load_data(cfg.data).unlabelled["transfer"]
+    text = list(run_data.load_data(cfg.data).unlabelled["transfer"])
+    if extra_text:
+        text += data_lib.read_unlabelled_files(extra_text)
     model, tokenizer, info = vocab_trim.trim(model, tokenizer,
-                                             vocab_trim.covered_ids(tokenizer, transfer))
+                                             vocab_trim.covered_ids(tokenizer, text))
     print(f"vocabulary trimmed: {info['vocab'][0]} -> {info['vocab'][1]} sub-words, "
           f"{info['params'][0]} -> {info['params'][1]} parameters", file=sys.stderr)
     return model, tokenizer
@@ -238,6 +244,10 @@ def define_flags(fv) -> None:
                       "dynamic_int8 stores weights as int8 (~4x smaller).", flag_values=fv)
     flags.DEFINE_bool("trim_vocab", False, "Keep only the sub-words of the run's training and "
                       "transfer text (a much smaller embedding table).", flag_values=fv)
+    flags.DEFINE_string("trim_text", "", "With --trim_vocab: also keep the sub-words of these "
+                        "unlabelled files (comma list; one sentence per line or CoNLL), e.g. "
+                        "more text of the languages you serve: fewer unseen pieces.",
+                        flag_values=fv)
 
 
 def run_from_flags(fv) -> int:
@@ -251,7 +261,7 @@ def run_from_flags(fv) -> int:
         transformers.logging.set_verbosity_error()
         path = export_run(fv.run_dir, fv.which, fv.name, fv.version, fv.export_dir,
                           fv.text_signature, fv.precision, fv.format, fv.quantize,
-                          fv.trim_vocab)
+                          fv.trim_vocab, fv.trim_text)
     except (ValueError, OSError, ImportError) as e:
         if os.environ.get("XTREMEDISTIL_DEBUG"):
             raise
