@@ -64,12 +64,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
     try:
-        students = parse_students(args.students)
+        students = parse_students(args.students) or [("", args.student)]
     except ValueError as e:
         p.error(f"--students: {e}")
     rows = [(row_name(name, label), strategy, extra + [f"--student={spec}"])
-            for label, spec in students or [("", args.student)]
-            for name, strategy, extra in RUNS]
+            for label, spec in students for name, strategy, extra in RUNS]
     runs = rw.select_rows(p, args, rows)
     if not args.summary_only:
         dst = os.path.join(args.output_dir, "data")
@@ -117,10 +116,11 @@ def row_name(distiller: str, student: str) -> str:
     return f"{distiller} {student}" if student else distiller
 
 
-def summarise(args, targets: list[str], students: list[tuple[str, str]] = ()) -> list[dict]:
-    """Direct transfer (from the first finished run), then every finished distiller row."""
+def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list[dict]:
+    """Direct transfer (from the first finished run), then every finished distiller row of each
+    (NAME, SPEC) student (NAME "" for the one `--student`)."""
     rows = []
-    for label, spec in students or [("", args.student)]:
+    for label, spec in students:
         for distiller, _, _ in RUNS:
             name = row_name(distiller, label)
             path = os.path.join(rw.run_dir(args, name), "metrics.json")

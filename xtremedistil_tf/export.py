@@ -210,10 +210,7 @@ def trimmed(cfg, model, tokenizer, extra_text: str | Sequence[str] = ()):
     text = list(run_data.load_data(cfg.data).unlabelled["transfer"])
     if extra_text:
         text += data_lib.read_unlabelled_files(extra_text)
-    model, tokenizer, info = vocab_trim.trim(model, tokenizer,
-                                             vocab_trim.covered_ids(tokenizer, text))
-    print(f"vocabulary trimmed: {info['vocab'][0]} -> {info['vocab'][1]} sub-words, "
-          f"{info['params'][0]} -> {info['params'][1]} parameters", file=sys.stderr)
+    model, tokenizer, _ = vocab_trim.trim_to_text(model, tokenizer, text)
     return model, tokenizer
 
 

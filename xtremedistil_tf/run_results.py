@@ -59,11 +59,7 @@ def export(cfg, state, student_side, teacher_side, transfer) -> dict:
     name = cfg.export_name or os.path.basename(os.path.normpath(cfg.output_dir))
     info = None
     if cfg.trim_vocab:
-        student, s_tok, info = vocab_trim.trim(student, s_tok,
-                                               vocab_trim.covered_ids(s_tok, transfer))
-        log(f"student vocabulary trimmed to the training and transfer text: "
-            f"{info['vocab'][0]} -> {info['vocab'][1]} sub-words, {info['params'][0]} -> "
-            f"{info['params'][1]} parameters")
+        student, s_tok, info = vocab_trim.trim_to_text(student, s_tok, transfer)
     paths = {}
     for which, model, model_labels, tok, model_name in (
             ("student", student, labels, s_tok, name),

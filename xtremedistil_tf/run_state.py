@@ -20,6 +20,7 @@ class RunState:
 
     def __init__(self, output_dir: str, cfg: config_lib.RunConfig):
         self.path = os.path.join(output_dir, "state.json")
+        self.clock: RunClock | None = None  # written with every finished step
         self.state = {"settings": json.loads(json.dumps(dataclasses.asdict(cfg))), "done": {}}
         if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
@@ -33,8 +34,6 @@ class RunState:
 
     def done(self, step: str):
         return self.state["done"].get(step)
-
-    clock: RunClock | None = None  # written with every finished step
 
     def mark(self, step: str, info) -> None:
         self.state["done"][step] = info

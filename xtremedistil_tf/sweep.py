@@ -213,16 +213,11 @@ class Sweep:
         return values["status"]
 
     def write_csv(self) -> None:
-        path = os.path.join(self.output_dir, "sweep.csv")
         with self.lock:
             columns = ["point", "status", *self.keys, *METRICS, "error",
                        *tables.language_columns(list(self.rows.values()))]
-            with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, columns, extrasaction="ignore")
-                writer.writeheader()
-                for row in self.rows.values():
-                    writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
-            os.replace(path + ".tmp", path)
+            _write_csv(os.path.join(self.output_dir, "sweep.csv"), columns,
+                       list(self.rows.values()))
 
 
 def _command_line(cmd: list[str], overrides) -> str:
@@ -232,9 +227,19 @@ def _command_line(cmd: list[str], overrides) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    """Writes `text` atomically (temporary file, then rename)."""
+    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
         f.write(text)
     os.replace(path + ".tmp", path)
+
+
+def _write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
+    """`rows` as CSV with `columns` (missing cells empty), written atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: _csv_cell(r.get(k)) for k in columns} for r in rows)
+    _write(path, text.getvalue())
 
 
 def _csv_cell(value) -> str:
@@ -337,12 +342,8 @@ def main(argv=None) -> int:
     print(table)
     if args.spread_over:
         spread = tables.spread_rows(rows, keys, args.spread_over)
-        columns = tables.spread_columns(keys, args.spread_over)
-        text = io.StringIO()
-        writer = csv.DictWriter(text, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: _csv_cell(r.get(k)) for k in columns} for r in spread)
-        _write(os.path.join(output_dir, "spread.csv"), text.getvalue())
+        _write_csv(os.path.join(output_dir, "spread.csv"),
+                   tables.spread_columns(keys, args.spread_over), spread)
         table = tables.spread_markdown(spread, keys, args.spread_over)
         _write(os.path.join(output_dir, "spread.md"), table)
         print(table)

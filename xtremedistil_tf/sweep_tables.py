@@ -98,9 +98,9 @@ def spread_rows(rows: list[dict], keys: list[str], over: str) -> list[dict]:
     rest = [k for k in keys if k != over]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault(tuple(r.get(k, "") for k in rest), [])
+        members = groups.setdefault(tuple(r.get(k, "") for k in rest), [])
         if r["status"] == "done":
-            groups[tuple(r.get(k, "") for k in rest)].append(r)
+            members.append(r)
     out = []
     for values, members in groups.items():
         row = {**dict(zip(rest, values)), "runs": len(members)}

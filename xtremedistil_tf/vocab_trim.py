@@ -168,3 +168,15 @@ def trim(model, tokenizer, keep: Sequence[int]):
             "embedding_params": [models.embedding_params(model),
                                  models.embedding_params(trimmed)]}
     return trimmed, new_tokenizer, info
+
+
+def trim_to_text(model, tokenizer, sentences: Iterable):
+    """`trim` to the sub-words of `sentences` (`covered_ids`); returns (model, tokenizer, info)
+    and says on stderr what it kept."""
+    import sys
+
+    model, tokenizer, info = trim(model, tokenizer, covered_ids(tokenizer, sentences))
+    print(f"vocabulary trimmed to its text's sub-words: {info['vocab'][0]} -> "
+          f"{info['vocab'][1]} sub-words, {info['params'][0]} -> {info['params'][1]} parameters",
+          file=sys.stderr, flush=True)
+    return model, tokenizer, info
