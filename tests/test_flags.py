@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import json
+import re
 import types
 
 from absl import app  # noqa: F401  (absl's own flags, which run_distil.py accepts too)
@@ -65,3 +66,19 @@ def test_runs_saved_by_older_versions_still_resume():
     saved["data"]["batch_size"], saved["distil"]["epochs"] = 32, 3
     assert config.setting_changes(saved, cfg) == ["data.batch_size: 32 -> 16",
                                                   "distil.epochs: 3 -> 2"]
+
+
+def test_class_handling_flags_reach_both_configs_and_a_crf_refuses_them():
+    cfg = xflags.configs_from_flags(ASSETS, flag_values=_parsed(
+        "--teacher_head_init=prior", "--teacher_o_weight=0.5", "--o_weight=0.25"))
+    assert (cfg.teacher.head_init, cfg.teacher.o_weight, cfg.distil.o_weight) == (
+        "prior", 0.5, 0.25)
+    for argv, message in ((("--head=crf", "--teacher_o_weight=0.5"), "--teacher_o_weight"),
+                          (("--student_head=crf", "--o_weight=0.5"), "--o_weight"),
+                          (("--o_weight=0",), r"\(0, 1\]")):
+        try:
+            xflags.configs_from_flags(ASSETS, flag_values=_parsed(*argv))
+        except ValueError as e:
+            assert re.search(message, str(e)), e
+        else:
+            raise AssertionError(f"{argv} accepted")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xtremedistil_tf import crf, crf_layer, heads, models, savedmodel
+from xtremedistil_tf import crf, crf_layer, heads, models, objectives, savedmodel
 from conftest import MODELS
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -70,6 +70,36 @@ def test_softmax_loss_counts_first_subwords_unless_all_asked():
     tm = m.token_mask(IDS, MASK)
     assert float(m.head.loss(logits, labels, tm, first)) == pytest.approx(ref_first, rel=1e-5)
     assert float(m.head.loss(logits, labels, tm, first, True)) == pytest.approx(ref_all, rel=1e-5)
+
+
+def test_o_weight_scales_only_o_positions_and_is_refused_by_a_crf():
+    m = model("softmax")
+    logits = m({"input_ids": IDS, "attention_mask": MASK})["logits"]
+    labels = tf.constant([[-1, 1, 2, 0, -1, -1], [-1, 0, -1, -1, -1, -1]])
+    first = tf.constant([[0, 1, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]], tf.float32)
+    lp = tf.nn.log_softmax(logits).numpy()
+    weights = objectives.class_weights_for(LABELS, 0.3)
+    assert weights == (0.3, 1.0, 1.0, 1.0, 1.0)
+    assert objectives.class_weights_for(LABELS, 1.0) == ()
+    expected = -(lp[0, 1, 1] + 0.3 * lp[0, 3, 0] + 0.3 * lp[1, 1, 0]) / 3
+    tm = m.token_mask(IDS, MASK)
+    assert float(m.head.loss(logits, labels, tm, first, False, weights)) == pytest.approx(
+        expected, rel=1e-5)
+    crf_model = model("crf")
+    with pytest.raises(ValueError, match="softmax heads"):
+        crf_model.head.loss(logits, labels, tm, first, False, weights)
+
+
+def test_prior_bias_makes_an_untrained_head_predict_the_label_frequencies():
+    m = model("softmax")
+    m.head.set_prior_bias([99, 0, 0, 0, 0])
+    assert m.head.classifier.bias.numpy() == pytest.approx(np.log([100, 1, 1, 1, 1]) -
+                                                           np.log(104), abs=1e-6)
+    m.head.classifier.kernel.assign(tf.zeros_like(m.head.classifier.kernel))
+    probs = tf.nn.softmax(m({"input_ids": IDS, "attention_mask": MASK})["logits"])[0, 1]
+    assert probs.numpy() == pytest.approx(np.array([100, 1, 1, 1, 1]) / 104, abs=1e-6)
+    with pytest.raises(ValueError, match="5 labels"):
+        m.head.set_prior_bias([1, 2, 3])
 
 
 def test_crf_decode_is_constrained_viterbi_over_real_subwords():

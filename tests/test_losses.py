@@ -59,6 +59,19 @@ def test_cross_entropy_matches_reference_with_ignored_labels():
     assert got == pytest.approx(expected, rel=1e-5)
 
 
+def test_class_weighted_cross_entropy_matches_reference():
+    logits = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    labels = np.array([[0, 2, -1, 1, 0], [-1, 0, 2, 0, 1]], np.int32)
+    mask = labels >= 0
+    weights = (0.25, 1.0, 2.0)
+    got = float(losses.cross_entropy(tf.constant(logits), tf.constant(labels), tf.constant(mask),
+                                     weights))
+    lp = log_softmax(logits)
+    cells = list(zip(*np.nonzero(mask)))
+    expected = -sum(weights[labels[i, j]] * lp[i, j, labels[i, j]] for i, j in cells) / len(cells)
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("name", ["mse", "kl"])
 def test_all_padding_gives_zero_not_nan(name):
     s, t, _ = arrays()

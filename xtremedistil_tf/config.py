@@ -19,6 +19,7 @@ LOGIT_LOSSES = ("mse", "kl", "prob_mse")
 REP_LAYERS = ("middle", "last", "uniform")
 STAGE_NAMES = ("representations", "logits", "labels")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker", "tpu")
+HEAD_INITS = ("zero", "prior")
 # The first teacher layer with a per-layer classifier when --aux_heads turns them on
 # (`TeacherConfig.aux_from_layer` is 0, none, by default).
 AUX_FROM_LAYER = 4
@@ -112,6 +113,11 @@ class TeacherConfig:
         aux_weight: weight of the per-layer classifiers' loss.
         checkpoint: the `teacher/` folder of an earlier run with the same teacher, head and
             labels: its fine-tuned weights are loaded and fine-tuning is skipped.
+        head_init: how a new head's classifier bias starts: "zero", or "prior" (the log
+            frequency of each label in the training data, so fine-tuning does not spend its
+            first steps learning that most tokens are O).
+        o_weight: weight of O positions in the gold-label cross-entropy (softmax heads); below
+            1 makes predicting O everywhere a worse local optimum on O-heavy data.
     """
 
     model: str
@@ -130,6 +136,8 @@ class TeacherConfig:
     aux_from_layer: int = 0
     aux_weight: float = 0.1
     checkpoint: str = ""
+    head_init: str = "zero"
+    o_weight: float = 1.0
 
     def __post_init__(self):
         _check(bool(self.model), "--teacher is empty: give a hub id or a local model folder")
@@ -144,6 +152,12 @@ class TeacherConfig:
                "--teacher_new_head trains a new head: drop --teacher_fine_tune=no")
         _check(self.aux_from_layer >= 0, "--aux_from_layer must be >= 0 (0: none)")
         _check(self.aux_weight >= 0, "--aux_weight must be >= 0")
+        _check(self.head_init in HEAD_INITS,
+               f"--teacher_head_init={self.head_init}; use one of {', '.join(HEAD_INITS)}")
+        _check(0 < self.o_weight <= 1, "--teacher_o_weight must be in (0, 1]")
+        _check(self.o_weight == 1 or self.head in ("softmax", "attention_softmax"),
+               "--teacher_o_weight weights a softmax head's cross-entropy; a CRF head scores "
+               "whole tag sequences: drop it or use --head=softmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +223,7 @@ class DistilConfig:
         msd_beta: MSD, weight of the per-layer distribution losses (x learnable mixing weights).
         mmd_weight: MSD, weight of each of the two MMD^2 losses on [CLS] vectors.
         mtmt_alpha: MTMT, weight of the similarity loss against the recogniser losses.
+        o_weight: weight of O positions in the labels stage's cross-entropy (softmax heads).
     """
 
     stages: tuple[str, ...] = STAGE_NAMES
@@ -224,8 +239,10 @@ class DistilConfig:
     msd_beta: float = 0.1
     mmd_weight: float = 1e-3
     mtmt_alpha: float = 1.0
+    o_weight: float = 1.0
 
     def __post_init__(self):
+        _check(0 < self.o_weight <= 1, "--o_weight must be in (0, 1]")
         _check(self.msd_beta >= 0 and self.mmd_weight >= 0 and self.mtmt_alpha >= 0,
                "--msd_beta, --mmd_weight and --mtmt_alpha must be >= 0")
         for s in self.stages:
@@ -276,6 +293,9 @@ class RunConfig:
         _check(bool(self.export_formats) and all(f in EXPORT_FORMATS for f in self.export_formats),
                f"--export_formats={','.join(self.export_formats)}: use a comma list of "
                f"{', '.join(EXPORT_FORMATS)}")
+        _check(self.distil.o_weight == 1 or self.student.head in ("softmax", "attention_softmax"),
+               "--o_weight weights a softmax head's cross-entropy; a CRF head scores whole tag "
+               "sequences: drop it or use --student_head=softmax")
         _check(self.skip_nonfinite_batches >= 0, "--skip_nonfinite_batches must be >= 0")
         _check(self.distribution in DISTRIBUTIONS,
                f"--distribution_strategy={self.distribution}; use one of "

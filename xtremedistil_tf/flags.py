@@ -85,6 +85,11 @@ flags.DEFINE_string("teacher_checkpoint", _T.checkpoint,
                     "The teacher/ folder of an earlier run (same "
                     "--teacher, --head and labels): reuse its fine-tuned weights, skip "
                     "fine-tuning. For many students of one teacher.")
+flags.DEFINE_enum("teacher_head_init", _T.head_init, list(config_lib.HEAD_INITS),
+                  "How the teacher's new head starts: zero bias, or prior (log label "
+                  "frequencies of the training data).")
+flags.DEFINE_float("teacher_o_weight", _T.o_weight, "Weight of O positions in the teacher's "
+                   "cross-entropy (softmax heads; < 1 against the all-O start on O-heavy data).")
 flags.DEFINE_float("dropout", _T.dropout, "Dropout before the classifiers.")
 flags.DEFINE_float("warmup_ratio", _T.warmup_ratio, "Share of each stage's steps used for warm-up.")
 flags.DEFINE_float("weight_decay", _T.weight_decay,
@@ -123,6 +128,8 @@ flags.DEFINE_bool("gradual_unfreezing", _X.gradual_unfreezing,
 flags.DEFINE_float("learning_rate", _X.learning_rate, "Student peak learning rate per stage.")
 flags.DEFINE_integer("epochs", _X.epochs, "Student epochs per stage (or unfreezing step) at most.")
 flags.DEFINE_integer("patience", _X.patience, "Student early stopping patience (epochs).")
+flags.DEFINE_float("o_weight", _X.o_weight, "Weight of O positions in the student's labels "
+                   "stage cross-entropy (softmax heads).")
 
 # Run.
 flags.DEFINE_string("output_dir", _R.output_dir, "Where the run writes everything; rerunning "
@@ -210,6 +217,8 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         aux_from_layer=f.aux_from_layer if f.aux_heads else 0,
         aux_weight=f.aux_weight,
         checkpoint=f.teacher_checkpoint,
+        head_init=f.teacher_head_init,
+        o_weight=f.teacher_o_weight,
     )
     student = config_lib.StudentConfig(
         model=f.student,
@@ -235,6 +244,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         msd_beta=f.msd_beta,
         mmd_weight=f.mmd_weight,
         mtmt_alpha=f.mtmt_alpha,
+        o_weight=f.o_weight,
     )
     return config_lib.RunConfig(
         data=data,

@@ -9,6 +9,7 @@ training labels continuation sub-words of an entity with its `I-` tag.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from xtremedistil_tf import crf_layer, losses
@@ -71,17 +72,22 @@ class TaggingHead(keras.layers.Layer):
             emissions = self.crf(emissions)
         return emissions
 
-    def loss(self, emissions, labels, token_mask, first_subword, label_all_subwords=False):
+    def loss(self, emissions, labels, token_mask, first_subword, label_all_subwords=False,
+             class_weights=None):
         """Training loss of gold `labels` `[B, T]` (negative ids are ignored).
 
         Softmax heads: cross-entropy over first sub-words (all sub-words with
-        `label_all_subwords`). CRF heads: negative log-likelihood of the chain over all real
-        sub-words (`token_mask`), per labelled sub-word.
+        `label_all_subwords`), each position scaled by its label's `class_weights` (`[K]`,
+        optional). CRF heads: negative log-likelihood of the chain over all real sub-words
+        (`token_mask`), per labelled sub-word.
         """
         valid = labels >= 0
         if self.crf is None:
             mask = valid if label_all_subwords else valid & (first_subword > 0)
-            return losses.cross_entropy(emissions, labels, mask)
+            return losses.cross_entropy(emissions, labels, mask, class_weights)
+        if class_weights is not None:
+            raise ValueError("class weights (--o_weight) apply to softmax heads; a CRF scores "
+                             "whole tag sequences: drop --o_weight or use a softmax head")
         mask = tf.cast(token_mask, tf.bool) & valid
         nll = -self.crf.log_likelihood(emissions, labels, mask)
         return tf.math.divide_no_nan(tf.reduce_sum(nll), tf.reduce_sum(tf.cast(mask, nll.dtype)))
@@ -102,6 +108,18 @@ class TaggingHead(keras.layers.Layer):
             return soft
         marginals = tf.cast(self.crf.marginals(emissions, token_mask), tf.float32)
         return tf.where(tf.expand_dims(tf.cast(token_mask, tf.bool), -1), marginals, soft)
+
+    def set_prior_bias(self, counts) -> None:
+        """Starts the classifier at the labels' prior: bias = log frequency (add-one smoothed).
+
+        A zero bias makes an untrained head predict every label equally, and the first hundred
+        steps go to learning that most tokens are O; from the prior, they go to the features.
+        """
+        counts = np.asarray(counts, np.float64) + 1.0
+        if counts.shape != (self.num_labels,):
+            raise ValueError(f"label counts have shape {counts.shape}, the head has "
+                             f"{self.num_labels} labels")
+        self.classifier.bias.assign(np.log(counts / counts.sum()).astype(np.float32))
 
     def get_config(self):
         config = super().get_config()

@@ -48,16 +48,22 @@ def kl_divergence(
     return _masked_mean(per_word, mask) * temperature**2
 
 
-def cross_entropy(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+def cross_entropy(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor,
+                  class_weights=None) -> tf.Tensor:
     """Softmax cross-entropy of integer labels.
 
     Args:
         logits: `[B, T, K]`.
         labels: `[B, T]` int; positions with a negative id must be masked out.
         mask: `[B, T]`.
+        class_weights: optional `[K]`: each position's loss is scaled by its gold label's
+            weight; the mean stays over counted positions (a weight below 1 makes that label
+            cheaper to miss, not the other positions dearer).
     """
     safe = tf.maximum(labels, 0)
     per_pos = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+    if class_weights is not None:
+        per_pos *= tf.gather(tf.constant(class_weights, per_pos.dtype), safe)
     return _masked_mean(per_pos, mask)
 
 

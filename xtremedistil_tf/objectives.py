@@ -40,6 +40,8 @@ class LossSettings:
         mtmt_alpha: MTMT, weight of the similarity loss.
         label_types: label id -> entity type id (B-PER and I-PER share one; O has its own), for
             the similarity teacher's same-type pairs.
+        class_weights: per label id, the weight of its positions in the gold-label
+            cross-entropy (`class_weights_for`); empty = all 1.
     """
 
     student_layers: tuple[int, ...] = (-1,)
@@ -52,6 +54,15 @@ class LossSettings:
     mmd_weight: float = 1e-3
     mtmt_alpha: float = 1.0
     label_types: tuple[int, ...] = ()
+    class_weights: tuple[float, ...] = ()
+
+
+def class_weights_for(labels, o_weight: float) -> tuple[float, ...]:
+    """Label weights for the gold-label loss: `o_weight` for O, 1 for entity labels; empty (no
+    weighting) when `o_weight` is 1."""
+    if o_weight == 1.0:
+        return ()
+    return tuple(o_weight if label == "O" else 1.0 for label in labels)
 
 
 TermsFn = Callable[..., dict]
@@ -161,7 +172,7 @@ def _labels(model, settings, batch, out, training):
     labels = batch["token_labels"]
     token_mask = model.token_mask(batch["input_ids"], batch["attention_mask"])
     loss = model.head.loss(out["logits"], labels, token_mask, batch["token_first"],
-                           settings.label_all_subwords)
+                           settings.label_all_subwords, settings.class_weights or None)
     aux = tf.zeros([])
     if "aux_logits" in out and settings.aux_weight:
         counted = labels >= 0
@@ -169,7 +180,8 @@ def _labels(model, settings, batch, out, training):
             counted &= batch["token_first"] > 0
         weights = tf.nn.softmax(model.aux_weights)
         aux = settings.aux_weight * tf.add_n(
-            [weights[i] * losses.cross_entropy(logits, labels, counted)
+            [weights[i] * losses.cross_entropy(logits, labels, counted,
+                                               settings.class_weights or None)
              for i, logits in enumerate(out["aux_logits"])])
     return {"labels": loss, "aux_layers": aux}
 

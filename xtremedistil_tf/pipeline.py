@@ -230,8 +230,11 @@ def _teacher_phase(job: _Job) -> tuple[_Side, bool]:
         stage = stages_lib.teacher_stage(cfg.teacher, model.num_blocks,
                                          aux=bool(model.aux_layers))
         log(f"teacher: fine-tuning {cfg.teacher.model} ({model.num_blocks} blocks)")
-        settings = objectives.LossSettings(label_all_subwords=dcfg.label_all_subwords,
-                                           aux_weight=cfg.teacher.aux_weight)
+        if cfg.teacher.head_init == "prior" and not ready:
+            model.head.set_prior_bias(_label_counts(t_splits["train"], len(teacher_labels)))
+        settings = objectives.LossSettings(
+            label_all_subwords=dcfg.label_all_subwords, aux_weight=cfg.teacher.aux_weight,
+            class_weights=objectives.class_weights_for(teacher_labels, cfg.teacher.o_weight))
         result = run_stages.run_stage(model, stage, t_splits, teacher.tagger, cfg, settings,
                                       run_stages.teacher_loop(cfg))
         run_stages.finish_stage(cfg, state, "teacher", "teacher", model, teacher.folder, result,
@@ -275,7 +278,8 @@ def _student_phase(job: _Job, teacher: _Side, ready: bool):
     settings = objectives.LossSettings(
         s_layers, cfg.distil.logit_loss, cfg.distil.temperature, dcfg.label_all_subwords,
         aux_targets=msd_pairs[1] if msd_pairs else (), msd_beta=cfg.distil.msd_beta,
-        mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha)
+        mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha,
+        class_weights=objectives.class_weights_for(labels, cfg.distil.o_weight))
     label_ids = {label: i for i, label in enumerate(labels)}
     s_splits = (dict(teacher.splits) if s_tok is t_tok and teacher.label_ids == label_ids
                 else {k: tokenize(v, s_tok, label_ids, dcfg)
@@ -367,6 +371,12 @@ def _stages_phase(job: _Job, student: _Side, schedule, todo, settings, targets) 
 
 
 SELECT_SENTENCES = 1024  # transfer sentences the weight selection measures the teacher on
+
+
+def _label_counts(split: Split, num_labels: int) -> np.ndarray:
+    """How often each label id tags a word in `split` (the head's prior)."""
+    ids = np.concatenate([w.word_labels for w in split.windows] or [np.zeros(0, np.int64)])
+    return np.bincount(ids[ids >= 0], minlength=num_labels)[:num_labels]
 
 
 def _select_sample(sentences, tokenizer, dcfg, seed: int) -> list[dict]:
