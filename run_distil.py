@@ -59,10 +59,11 @@ def main(argv):
     elif share > 0.5:
         note += "; --trim_vocab exports only the sub-words of the training and transfer text"
     print(note)
+    exported = doc["export"].get("student") or next(iter(doc["export"].values()), None)
     print(f"speed-up {doc['speedup']:.2f}x at batch {config.speed_batch_size} x "
           f"{config.speed_seq_length} tokens; metrics in "
-          f"{os.path.join(config.output_dir, 'metrics.json')}; student export "
-          f"{doc['export']['student']}")
+          f"{os.path.join(config.output_dir, 'metrics.json')}; "
+          + (f"student export {exported}" if exported else "no export (--export_formats=none)"))
     return 0
 
 

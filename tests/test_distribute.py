@@ -110,7 +110,7 @@ def test_pipeline_on_two_replicas_matches_one_device(tmp_path):
     assert (tmp_path / "exports" / "run" / "1" / "saved_model.pb").is_file()
 
     one = run_distil(SMOKE, *common, "--batch_size=8", f"--output_dir={tmp_path}/one",
-                     f"--export_dir={tmp_path}/one_exports")
+                     "--export_formats=none")
     assert one.returncode == 0, one.stderr[-3000:]
     histories = [json.loads((tmp_path / name / "history.json").read_text())
                  for name in ("run", "one")]

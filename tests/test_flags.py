@@ -82,3 +82,15 @@ def test_class_handling_flags_reach_both_configs_and_a_crf_refuses_them():
             assert re.search(message, str(e)), e
         else:
             raise AssertionError(f"{argv} accepted")
+
+
+def test_export_formats_none_exports_nothing_and_refuses_export_options():
+    cfg = xflags.configs_from_flags(ASSETS, flag_values=_parsed("--export_formats=none"))
+    assert cfg.export_formats == ()
+    for extra in ("--trim_vocab", "--export_teacher"):
+        try:
+            xflags.configs_from_flags(ASSETS, flag_values=_parsed("--export_formats=none", extra))
+        except ValueError as e:
+            assert extra in str(e)
+        else:
+            raise AssertionError(f"{extra} accepted")

@@ -78,8 +78,8 @@ def test_second_student_reuses_the_fine_tuned_teacher(smoke_run, tmp_path):
     out, _ = smoke_run
     first = json.loads((out / "run" / "metrics.json").read_text())
     dev = "tests/fixtures/tiny_dev.conll"
-    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run",
-                      f"--export_dir={tmp_path}/exports", f"--teacher_checkpoint={out}/run/teacher",
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run", "--export_formats=none",
+                      f"--teacher_checkpoint={out}/run/teacher",
                       "--stages=labels", "--nogradual_unfreezing",
                       f"--test_file=de={dev},tests/fixtures/tiny_test.conll")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -99,12 +99,14 @@ def test_runs_sharing_a_teacher_cache_dir_reuse_its_outputs(smoke_run, tmp_path)
     out, _ = smoke_run
     common = (SMOKE, f"--teacher_checkpoint={out}/run/teacher", "--stages=logits",
               "--nogradual_unfreezing", f"--teacher_cache_dir={tmp_path}/cache")
-    runs = [run_distil(*common, f"--output_dir={tmp_path}/{name}",
-                       f"--export_dir={tmp_path}/{name}/exports") for name in ("a", "b")]
+    runs = [run_distil(*common, f"--output_dir={tmp_path}/{name}", "--export_formats=none")
+            for name in ("a", "b")]
     for proc in runs:
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(new)" in runs[0].stderr and "chunk 1/1 written" in runs[0].stderr
     assert "(reused)" in runs[1].stderr and "written" not in runs[1].stderr
+    assert "no export (--export_formats=none)" in runs[0].stdout  # and nothing written:
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "cache"]
     (folder,) = os.listdir(tmp_path / "cache")  # kept after both runs, one set of outputs
     assert folder.startswith("transfer-logits-")
     a, b = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("a", "b"))
@@ -164,8 +166,8 @@ def test_ready_token_classifier_teacher_is_used_as_is(tmp_path):
 
 def test_student_with_its_own_tokenizer(smoke_run, tmp_path):
     out, _ = smoke_run
-    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run",
-                      f"--export_dir={tmp_path}/exports", f"--teacher_checkpoint={out}/run/teacher",
+    proc = run_distil(SMOKE, f"--output_dir={tmp_path}/run", "--export_formats=none",
+                      f"--teacher_checkpoint={out}/run/teacher",
                       "--student=tests/fixtures/models/tiny_bert_pt", "--student_own_tokenizer",
                       "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -84,7 +84,7 @@ def test_new_head_on_data_with_a_type_the_teacher_lacks(misc_train, tmp_path):
 
 
 def test_ready_teacher_fine_tuned_further(tmp_path):
-    proc = run_smoke(f"--output_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports",
+    proc = run_smoke(f"--output_dir={tmp_path}/run", "--export_formats=none",
                       f"--teacher={NER}", "--teacher_fine_tune=yes", "--teacher_epochs=1",
                       "--stages=labels", "--nogradual_unfreezing")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -290,9 +290,11 @@ class RunConfig:
     teacher_cache_dir: str = ""
 
     def __post_init__(self):
-        _check(bool(self.export_formats) and all(f in EXPORT_FORMATS for f in self.export_formats),
+        _check(all(f in EXPORT_FORMATS for f in self.export_formats),
                f"--export_formats={','.join(self.export_formats)}: use a comma list of "
-               f"{', '.join(EXPORT_FORMATS)}")
+               f"{', '.join(EXPORT_FORMATS)}, or none")
+        _check(bool(self.export_formats) or not (self.trim_vocab or self.export_teacher),
+               "--export_formats=none exports nothing: drop --trim_vocab and --export_teacher")
         _check(self.distil.o_weight == 1 or self.student.head in ("softmax", "attention_softmax"),
                "--o_weight weights a softmax head's cross-entropy; a CRF head scores whole tag "
                "sequences: drop it or use --student_head=softmax")

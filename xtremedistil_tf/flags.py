@@ -140,7 +140,8 @@ flags.DEFINE_string("export_name", _R.export_name, "Export name (default: the ou
 flags.DEFINE_bool("export_teacher", _R.export_teacher, "Also export the teacher.")
 flags.DEFINE_list("export_formats", list(_R.export_formats), "Export formats, comma list: "
                   "savedmodel (<export_dir>/<name>/), litert (<name>-litert/: model.tflite "
-                  "for CPU processes and edge devices), litert_int8 (<name>-litert-int8/).")
+                  "for CPU processes and edge devices), litert_int8 (<name>-litert-int8/); none: no "
+                  "export (sweeps, experiments).")
 flags.DEFINE_bool("trim_vocab", _R.trim_vocab, "Export the student with only the sub-words of "
                   "the training and transfer text (+ special tokens): a much smaller embedding "
                   "table and tokenizer; covered text is tagged the same (see vocab_trim.py).")
@@ -257,7 +258,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         export_dir=f.export_dir,
         export_name=f.export_name,
         export_teacher=f.export_teacher,
-        export_formats=tuple(f.export_formats),
+        export_formats=() if f.export_formats == ["none"] else tuple(f.export_formats),
         trim_vocab=f.trim_vocab,
         speed_batch_size=f.speed_batch_size,
         speed_seq_length=f.speed_seq_length,

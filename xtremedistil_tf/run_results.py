@@ -53,6 +53,10 @@ def evaluate(cfg, teacher, student) -> dict:
 def export(cfg, state, student_side, teacher_side, transfer) -> dict:
     if state.done("export"):
         return dict(state.done("export"))
+    if not cfg.export_formats:
+        log("no export (--export_formats=none)")
+        state.mark("export", {})
+        return {}
     student, s_tok, labels = student_side.model, student_side.tokenizer, student_side.labels
     teacher, t_tok, teacher_labels = (teacher_side.model, teacher_side.tokenizer,
                                       teacher_side.labels)
