@@ -140,8 +140,8 @@ flags.DEFINE_string("export_name", _R.export_name, "Export name (default: the ou
 flags.DEFINE_bool("export_teacher", _R.export_teacher, "Also export the teacher.")
 flags.DEFINE_list("export_formats", list(_R.export_formats), "Export formats, comma list: "
                   "savedmodel (<export_dir>/<name>/), litert (<name>-litert/: model.tflite "
-                  "for CPU processes and edge devices), litert_int8 (<name>-litert-int8/); none: no "
-                  "export (sweeps, experiments).")
+                  "for CPU processes and edge devices), litert_int8 (<name>-litert-int8/); "
+                  "none: no export (sweeps, experiments).")
 flags.DEFINE_bool("trim_vocab", _R.trim_vocab, "Export the student with only the sub-words of "
                   "the training and transfer text (+ special tokens): a much smaller embedding "
                   "table and tokenizer; covered text is tagged the same (see vocab_trim.py).")
