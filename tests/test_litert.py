@@ -236,6 +236,7 @@ def test_run_config_validates_export_formats():
     assert run_config(("savedmodel", "litert_int8")).export_formats == ("savedmodel",
                                                                         "litert_int8")
     assert config_lib.EXPORT_FORMATS == export.EXPORT_FORMATS
-    for bad in (("onnx",), ()):
+    assert run_config(()).export_formats == ()  # --export_formats=none: no export
+    for bad in (("onnx",), ("savedmodel", "none")):
         with pytest.raises(ValueError, match="--export_formats"):
             run_config(bad)
