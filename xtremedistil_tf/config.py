@@ -20,6 +20,7 @@ REP_LAYERS = ("middle", "last", "uniform")
 STAGE_NAMES = ("representations", "logits", "labels")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker", "tpu")
 HEAD_INITS = ("zero", "prior")
+SOFTMAX_HEADS = ("softmax", "attention_softmax")  # heads that score each position on its own
 # The first teacher layer with a per-layer classifier when --aux_heads turns them on
 # (`TeacherConfig.aux_from_layer` is 0, none, by default).
 AUX_FROM_LAYER = 4
@@ -155,7 +156,7 @@ class TeacherConfig:
         _check(self.head_init in HEAD_INITS,
                f"--teacher_head_init={self.head_init}; use one of {', '.join(HEAD_INITS)}")
         _check(0 < self.o_weight <= 1, "--teacher_o_weight must be in (0, 1]")
-        _check(self.o_weight == 1 or self.head in ("softmax", "attention_softmax"),
+        _check(self.o_weight == 1 or self.head in SOFTMAX_HEADS,
                "--teacher_o_weight weights a softmax head's cross-entropy; a CRF head scores "
                "whole tag sequences: drop it or use --head=softmax")
 
@@ -295,7 +296,7 @@ class RunConfig:
                f"{', '.join(EXPORT_FORMATS)}, or none")
         _check(bool(self.export_formats) or not (self.trim_vocab or self.export_teacher),
                "--export_formats=none exports nothing: drop --trim_vocab and --export_teacher")
-        _check(self.distil.o_weight == 1 or self.student.head in ("softmax", "attention_softmax"),
+        _check(self.distil.o_weight == 1 or self.student.head in SOFTMAX_HEADS,
                "--o_weight weights a softmax head's cross-entropy; a CRF head scores whole tag "
                "sequences: drop it or use --student_head=softmax")
         _check(self.skip_nonfinite_batches >= 0, "--skip_nonfinite_batches must be >= 0")
@@ -317,8 +318,7 @@ class RunConfig:
             _check(bool(self.data.source_lang),
                    f"--strategy={self.strategy} distils on unlabelled target-language text: "
                    "give --source_lang (and --target_langs, default: every other language)")
-            _check(self.teacher.head in ("softmax", "attention_softmax")
-                   and self.student.head in ("softmax", "attention_softmax"),
+            _check(self.teacher.head in SOFTMAX_HEADS and self.student.head in SOFTMAX_HEADS,
                    f"--strategy={self.strategy} learns token distributions: use softmax or "
                    "attention_softmax for --head and --student_head")
         _check(

@@ -170,9 +170,10 @@ def _logits(model, settings, batch, out, training):
 
 def _labels(model, settings, batch, out, training):
     labels = batch["token_labels"]
+    class_weights = settings.class_weights or None
     token_mask = model.token_mask(batch["input_ids"], batch["attention_mask"])
     loss = model.head.loss(out["logits"], labels, token_mask, batch["token_first"],
-                           settings.label_all_subwords, settings.class_weights or None)
+                           settings.label_all_subwords, class_weights)
     aux = tf.zeros([])
     if "aux_logits" in out and settings.aux_weight:
         counted = labels >= 0
@@ -180,8 +181,7 @@ def _labels(model, settings, batch, out, training):
             counted &= batch["token_first"] > 0
         weights = tf.nn.softmax(model.aux_weights)
         aux = settings.aux_weight * tf.add_n(
-            [weights[i] * losses.cross_entropy(logits, labels, counted,
-                                               settings.class_weights or None)
+            [weights[i] * losses.cross_entropy(logits, labels, counted, class_weights)
              for i, logits in enumerate(out["aux_logits"])])
     return {"labels": loss, "aux_layers": aux}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 
@@ -173,8 +174,6 @@ def trim(model, tokenizer, keep: Sequence[int]):
 def trim_to_text(model, tokenizer, sentences: Iterable):
     """`trim` to the sub-words of `sentences` (`covered_ids`); returns (model, tokenizer, info)
     and says on stderr what it kept."""
-    import sys
-
     model, tokenizer, info = trim(model, tokenizer, covered_ids(tokenizer, sentences))
     print(f"vocabulary trimmed to its text's sub-words: {info['vocab'][0]} -> "
           f"{info['vocab'][1]} sub-words, {info['params'][0]} -> {info['params'][1]} parameters",
