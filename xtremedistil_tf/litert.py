@@ -104,7 +104,10 @@ def convert(model, quantize: str = "none", batch: int | None = None,
         model, input_ids, attention_mask), input_signature=spec, autograph=False)
     with crf.without_tensor_lists():
         concrete = serve.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # The converter saves the function beside this object: the weights only (not the Keras
+    # model, whose saving traces every layer's call).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [concrete], savedmodel.weights_module(model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "dynamic_int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
