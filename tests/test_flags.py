@@ -36,7 +36,13 @@ def test_no_flags_give_the_config_defaults():
 def test_the_command_line_values_users_rely_on():
     cfg = _defaults()
     assert (cfg.data.batch_size, cfg.teacher.learning_rate, cfg.distil.learning_rate,
-            cfg.distil.epochs, cfg.teacher.epochs) == (16, 2e-4, 2e-4, 2, 4)
+            cfg.distil.epochs, cfg.teacher.epochs) == (8, 3e-4, 2e-4, 2, 3)
+    # The embedded default's recipe (docs/default-run.md: how it was chosen).
+    assert (cfg.teacher.freeze_embeddings, cfg.student.freeze_embeddings,
+            cfg.distil.gradual_unfreezing) == (True, True, False)
+    assert (cfg.teacher.head_init, cfg.teacher.o_weight, cfg.distil.o_weight) == (
+        "prior", 0.5, 0.5)
+    assert (cfg.distil.stages, cfg.distil.logit_loss) == (("auto",), "kl")
     assert (cfg.student.model, cfg.output_dir) == ("teacher:0,2,4", "runs/default")
 
 
@@ -64,24 +70,40 @@ def test_runs_saved_by_older_versions_still_resume():
     assert config.setting_changes(saved, cfg) == []
     # A run saved with other values than today's defaults is not resumed by a default run.
     saved["data"]["batch_size"], saved["distil"]["epochs"] = 32, 3
-    assert config.setting_changes(saved, cfg) == ["data.batch_size: 32 -> 16",
+    assert config.setting_changes(saved, cfg) == ["data.batch_size: 32 -> 8",
                                                   "distil.epochs: 3 -> 2"]
 
 
-def test_class_handling_flags_reach_both_configs_and_a_crf_refuses_them():
+def test_runs_saved_before_the_class_handling_flags_resume_with_their_old_behaviour():
+    # Saved before --teacher_head_init / --teacher_o_weight / --o_weight existed: those runs had
+    # a zero bias and no O weight, so only a command asking for that resumes them.
+    saved = json.loads(json.dumps(dataclasses.asdict(_defaults())))
+    for part, key in (("teacher", "head_init"), ("teacher", "o_weight"), ("distil", "o_weight")):
+        del saved[part][key]
+    assert config.setting_changes(saved, _defaults()) == [
+        "teacher.head_init: (unset) -> prior", "teacher.o_weight: (unset) -> 0.5",
+        "distil.o_weight: (unset) -> 0.5"]
+    old = xflags.configs_from_flags(ASSETS, flag_values=_parsed(
+        "--teacher_head_init=zero", "--teacher_o_weight=1", "--o_weight=1"))
+    assert config.setting_changes(saved, old) == []
+
+
+def test_class_handling_flags_reach_both_configs():
     cfg = xflags.configs_from_flags(ASSETS, flag_values=_parsed(
-        "--teacher_head_init=prior", "--teacher_o_weight=0.5", "--o_weight=0.25"))
+        "--teacher_head_init=zero", "--teacher_o_weight=0.75", "--o_weight=0.25"))
     assert (cfg.teacher.head_init, cfg.teacher.o_weight, cfg.distil.o_weight) == (
-        "prior", 0.5, 0.25)
-    for argv, message in ((("--head=crf", "--teacher_o_weight=0.5"), "--teacher_o_weight"),
-                          (("--student_head=crf", "--o_weight=0.5"), "--o_weight"),
-                          (("--o_weight=0",), r"\(0, 1\]")):
+        "zero", 0.75, 0.25)
+    # A CRF head ignores the O weight (it scores tag sequences), so the defaults suit it too.
+    crf = xflags.configs_from_flags(ASSETS, flag_values=_parsed("--head=crf",
+                                                                "--student_head=crf"))
+    assert crf.teacher.o_weight == crf.distil.o_weight == 0.5
+    for bad in ("--o_weight=0", "--teacher_o_weight=1.5"):
         try:
-            xflags.configs_from_flags(ASSETS, flag_values=_parsed(*argv))
+            xflags.configs_from_flags(ASSETS, flag_values=_parsed(bad))
         except ValueError as e:
-            assert re.search(message, str(e)), e
+            assert "(0, 1]" in str(e), e
         else:
-            raise AssertionError(f"{argv} accepted")
+            raise AssertionError(f"{bad} accepted")
 
 
 def test_export_formats_none_exports_nothing_and_refuses_export_options():

@@ -72,7 +72,7 @@ def test_softmax_loss_counts_first_subwords_unless_all_asked():
     assert float(m.head.loss(logits, labels, tm, first, True)) == pytest.approx(ref_all, rel=1e-5)
 
 
-def test_o_weight_scales_only_o_positions_and_is_refused_by_a_crf():
+def test_o_weight_scales_only_o_positions_and_a_crf_ignores_it():
     m = model("softmax")
     logits = m({"input_ids": IDS, "attention_mask": MASK})["logits"]
     labels = tf.constant([[-1, 1, 2, 0, -1, -1], [-1, 0, -1, -1, -1, -1]])
@@ -81,6 +81,7 @@ def test_o_weight_scales_only_o_positions_and_is_refused_by_a_crf():
     weights = objectives.class_weights_for(LABELS, 0.3)
     assert weights == (0.3, 1.0, 1.0, 1.0, 1.0)
     assert objectives.class_weights_for(LABELS, 1.0) == ()
+    assert objectives.class_weights_for(LABELS, 0.3, model("crf").head) == ()  # ignored
     expected = -(lp[0, 1, 1] + 0.3 * lp[0, 3, 0] + 0.3 * lp[1, 1, 0]) / 3
     tm = m.token_mask(IDS, MASK)
     assert float(m.head.loss(logits, labels, tm, first, False, weights)) == pytest.approx(

@@ -13,7 +13,7 @@ QUIET = train.LoopConfig(verbose=False)
 
 
 def test_schedule_with_gradual_unfreezing():
-    cfg = config.DistilConfig()
+    cfg = config.DistilConfig(gradual_unfreezing=True)
     schedule = stages.build_schedule(cfg, num_blocks=2, freeze_embeddings=False)
     assert [s.name for s in schedule] == [
         "representations", "logits/top0", "logits/top1", "logits/top2",
@@ -77,7 +77,8 @@ def _batches(tiny_tokenizer, n_hidden=1):
 
 @pytest.mark.parametrize("stage_index", [0, 1, 2, 5, 6])
 def test_only_the_stage_variables_change(tiny_student, tiny_tokenizer, stage_index):
-    schedule = stages.build_schedule(config.DistilConfig(epochs=1), 2, False)
+    schedule = stages.build_schedule(config.DistilConfig(epochs=1, gradual_unfreezing=True), 2,
+                                     False)
     stage = schedule[stage_index]
     groups = tiny_student.variable_groups()
     before = {g: [v.numpy().copy() for v in vs] for g, vs in groups.items()}
@@ -227,7 +228,8 @@ def test_teacher_with_frozen_embeddings_trains_every_block_but_not_the_embedding
     cfg = config.TeacherConfig(model="m", freeze_embeddings=True)
     trainable = stages.teacher_stage(cfg, 3).trainable
     assert set(trainable) == {"head", "block:0", "block:1", "block:2"}
-    assert "embeddings" in stages.teacher_stage(config.TeacherConfig(model="m"), 3).trainable
+    assert "embeddings" in stages.teacher_stage(
+        config.TeacherConfig(model="m", freeze_embeddings=False), 3).trainable
 
 
 def test_nonfinite_batches_are_skipped_without_touching_the_weights(tiny_student, tiny_tokenizer,
@@ -246,3 +248,16 @@ def test_nonfinite_batches_are_skipped_without_touching_the_weights(tiny_student
     with pytest.raises(FloatingPointError, match="1 batches were skipped already"):
         train.run_stage(tiny_student, stage, lambda e: twice, lambda: 0.0,
                         loop=dataclasses.replace(QUIET, skip_nonfinite=1))
+
+
+def test_auto_stages_skip_the_representations_of_a_student_cut_from_the_teacher():
+    auto = config.DistilConfig()
+    assert auto.stages == ("auto",)
+    cut = stages.build_schedule(auto, 3, True, student="teacher:0,2,4")
+    assert [s.name for s in cut] == ["logits", "labels"]
+    fresh = stages.build_schedule(auto, 3, True, student="l4-h256")
+    assert [s.name for s in fresh] == ["representations", "logits", "labels"]
+    chosen = config.DistilConfig(stages=("representations", "labels"))
+    assert stages.resolve_stages(chosen.stages, "teacher:0") == ("representations", "labels")
+    with pytest.raises(ValueError, match="use auto or"):
+        config.DistilConfig(stages=("auto", "labels"))

@@ -63,7 +63,7 @@ class DataConfig:
     transfer_files: tuple[str, ...] = ()
     tag_scheme: str = "auto"
     max_seq_length: int = 128
-    batch_size: int = 16
+    batch_size: int = 8
     eval_batch_size: int = 64
     label_all_subwords: bool = False
     source_lang: str = ""
@@ -117,28 +117,29 @@ class TeacherConfig:
         head_init: how a new head's classifier bias starts: "zero", or "prior" (the log
             frequency of each label in the training data, so fine-tuning does not spend its
             first steps learning that most tokens are O).
-        o_weight: weight of O positions in the gold-label cross-entropy (softmax heads); below
-            1 makes predicting O everywhere a worse local optimum on O-heavy data.
+        o_weight: weight of O positions in the gold-label cross-entropy; below 1 makes
+            predicting O everywhere a worse local optimum on O-heavy data. Softmax heads only:
+            a CRF head scores whole tag sequences and ignores it.
     """
 
     model: str
     head: str = "softmax"
-    learning_rate: float = 2e-4  # suits the 6x384 default; 3e-5..5e-5 for base-size teachers
-    epochs: int = 4
+    learning_rate: float = 3e-4  # suits the 6x384 default; 3e-5..5e-5 for base-size teachers
+    epochs: int = 3
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     patience: int = 2
     reduce_lr_on_plateau: bool = False
     freeze_encoder: bool = False
-    freeze_embeddings: bool = False
+    freeze_embeddings: bool = True
     dropout: float = 0.1
     fine_tune: str = "auto"
     new_head: bool = False
     aux_from_layer: int = 0
     aux_weight: float = 0.1
     checkpoint: str = ""
-    head_init: str = "zero"
-    o_weight: float = 1.0
+    head_init: str = "prior"
+    o_weight: float = 0.5
 
     def __post_init__(self):
         _check(bool(self.model), "--teacher is empty: give a hub id or a local model folder")
@@ -156,9 +157,6 @@ class TeacherConfig:
         _check(self.head_init in HEAD_INITS,
                f"--teacher_head_init={self.head_init}; use one of {', '.join(HEAD_INITS)}")
         _check(0 < self.o_weight <= 1, "--teacher_o_weight must be in (0, 1]")
-        _check(self.o_weight == 1 or self.head in SOFTMAX_HEADS,
-               "--teacher_o_weight weights a softmax head's cross-entropy; a CRF head scores "
-               "whole tag sequences: drop it or use --head=softmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +182,7 @@ class StudentConfig:
 
     model: str = "teacher:0,2,4"
     own_tokenizer: bool = False
-    freeze_embeddings: bool = False
+    freeze_embeddings: bool = True
     dropout: float = 0.1
     head: str = "softmax"
     copy_transitions: bool = True
@@ -214,7 +212,9 @@ class DistilConfig:
     """The XtremeDistil stages.
 
     Attributes:
-        stages: which of representations, logits, labels run, in that order.
+        stages: which of representations, logits, labels run, in that order; `auto`: logits
+            and labels for a student cut from the teacher (`teacher:i,j`, whose blocks already
+            are the teacher's), all three for any other (`stages.resolve_stages`).
         teacher_layer: teacher layer the student's representation learns: "middle", "last",
             "uniform" (every student layer mapped to a teacher layer), or an integer index
             (1 = first transformer block, as in Hugging Face `hidden_states`).
@@ -224,14 +224,15 @@ class DistilConfig:
         msd_beta: MSD, weight of the per-layer distribution losses (x learnable mixing weights).
         mmd_weight: MSD, weight of each of the two MMD^2 losses on [CLS] vectors.
         mtmt_alpha: MTMT, weight of the similarity loss against the recogniser losses.
-        o_weight: weight of O positions in the labels stage's cross-entropy (softmax heads).
+        o_weight: weight of O positions in the labels stage's cross-entropy (softmax heads;
+            CRF heads ignore it).
     """
 
-    stages: tuple[str, ...] = STAGE_NAMES
+    stages: tuple[str, ...] = ("auto",)
     teacher_layer: str = "middle"
-    logit_loss: str = "mse"
+    logit_loss: str = "kl"
     temperature: float = 2.0
-    gradual_unfreezing: bool = True
+    gradual_unfreezing: bool = False
     learning_rate: float = 2e-4
     epochs: int = 2
     patience: int = 1
@@ -240,16 +241,18 @@ class DistilConfig:
     msd_beta: float = 0.1
     mmd_weight: float = 1e-3
     mtmt_alpha: float = 1.0
-    o_weight: float = 1.0
+    o_weight: float = 0.5
 
     def __post_init__(self):
         _check(0 < self.o_weight <= 1, "--o_weight must be in (0, 1]")
         _check(self.msd_beta >= 0 and self.mmd_weight >= 0 and self.mtmt_alpha >= 0,
                "--msd_beta, --mmd_weight and --mtmt_alpha must be >= 0")
         for s in self.stages:
-            _check(s in STAGE_NAMES, f"--stages: unknown stage {s!r}; use {','.join(STAGE_NAMES)}")
+            _check(s in STAGE_NAMES or self.stages == ("auto",),
+                   f"--stages: unknown stage {s!r}; use auto or {','.join(STAGE_NAMES)}")
         _check(
-            list(self.stages) == [s for s in STAGE_NAMES if s in self.stages],
+            self.stages == ("auto",)
+            or list(self.stages) == [s for s in STAGE_NAMES if s in self.stages],
             f"--stages must keep the order {','.join(STAGE_NAMES)}",
         )
         _check(
@@ -296,9 +299,6 @@ class RunConfig:
                f"{', '.join(EXPORT_FORMATS)}, or none")
         _check(bool(self.export_formats) or not (self.trim_vocab or self.export_teacher),
                "--export_formats=none exports nothing: drop --trim_vocab and --export_teacher")
-        _check(self.distil.o_weight == 1 or self.student.head in SOFTMAX_HEADS,
-               "--o_weight weights a softmax head's cross-entropy; a CRF head scores whole tag "
-               "sequences: drop it or use --student_head=softmax")
         _check(self.skip_nonfinite_batches >= 0, "--skip_nonfinite_batches must be >= 0")
         _check(self.distribution in DISTRIBUTIONS,
                f"--distribution_strategy={self.distribution}; use one of "
@@ -335,12 +335,16 @@ def _jsonable(value):
 # Where things are kept, not what is computed: a run may resume with another value.
 NOT_SETTINGS = ("teacher_cache_dir",)
 
+# Fields added after runs were saved without them, whose default is not what those runs did:
+# the value that reproduces the older behaviour (the class handling of the default recipe).
+BEFORE_FIELD = {"teacher.head_init": "zero", "teacher.o_weight": 1.0, "distil.o_weight": 1.0}
+
 
 def setting_changes(previous: dict, cfg) -> list[str]:
     """How `cfg` differs from settings saved earlier (`dataclasses.asdict` of a config, as JSON).
 
     A field the saved settings lack (added by a newer version) counts only if `cfg` sets it to
-    something else than its default; fields the saved settings have but `cfg` lacks (removed)
+    something else than what runs did before it existed (`BEFORE_FIELD`, else its default); fields the saved settings have but `cfg` lacks (removed)
     are ignored, and so are `NOT_SETTINGS`. Returns "path: old -> new" strings, empty when a
     run may resume.
     """
@@ -356,7 +360,8 @@ def setting_changes(previous: dict, cfg) -> list[str]:
             elif field.name in saved:
                 if saved[field.name] != _jsonable(value):
                     changes.append(f"{name}: {saved[field.name]} -> {_jsonable(value)}")
-            elif field.default is not dataclasses.MISSING and value != field.default:
+            elif field.default is not dataclasses.MISSING and value != BEFORE_FIELD.get(
+                    name, field.default):
                 changes.append(f"{name}: (unset) -> {_jsonable(value)}")
 
     walk(previous, cfg, "")

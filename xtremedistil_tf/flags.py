@@ -56,7 +56,7 @@ flags.DEFINE_bool("copy_transitions", _S.copy_transitions,
                   "the teacher's transition scores.")
 flags.DEFINE_float("teacher_learning_rate", _T.learning_rate,
                    "Teacher fine-tuning peak learning rate "
-                   "(2e-4 suits the 6x384 default; use 3e-5..5e-5 for base-size teachers).")
+                   "(3e-4 suits the 6x384 default; use 3e-5..5e-5 for base-size teachers).")
 flags.DEFINE_integer("teacher_epochs", _T.epochs, "Teacher fine-tuning epochs at most.")
 flags.DEFINE_integer("teacher_patience", _T.patience, "Teacher early stopping patience (epochs).")
 flags.DEFINE_bool("reduce_lr_on_plateau", _T.reduce_lr_on_plateau,
@@ -89,7 +89,7 @@ flags.DEFINE_enum("teacher_head_init", _T.head_init, list(config_lib.HEAD_INITS)
                   "How the teacher's new head starts: zero bias, or prior (log label "
                   "frequencies of the training data).")
 flags.DEFINE_float("teacher_o_weight", _T.o_weight, "Weight of O positions in the teacher's "
-                   "cross-entropy (softmax heads; < 1 against the all-O start on O-heavy data).")
+                   "cross-entropy (< 1 against the all-O start on O-heavy data; CRF heads ignore it).")
 flags.DEFINE_float("dropout", _T.dropout, "Dropout before the classifiers.")
 flags.DEFINE_float("warmup_ratio", _T.warmup_ratio, "Share of each stage's steps used for warm-up.")
 flags.DEFINE_float("weight_decay", _T.weight_decay,
@@ -116,7 +116,9 @@ flags.DEFINE_enum("strategy", _R.strategy, list(config_lib.STRATEGIES),
 flags.DEFINE_float("msd_beta", _X.msd_beta, "MSD: weight of the per-layer distribution losses.")
 flags.DEFINE_float("mmd_weight", _X.mmd_weight, "MSD: weight of each MMD^2 loss on [CLS] vectors.")
 flags.DEFINE_float("mtmt_alpha", _X.mtmt_alpha, "MTMT: weight of the similarity loss.")
-flags.DEFINE_list("stages", list(_X.stages), "Student stages, in order.")
+flags.DEFINE_list("stages", list(_X.stages), "Student stages, in order, of "
+                  "representations,logits,labels; auto: logits,labels for a teacher:i,j "
+                  "student, all three for others.")
 flags.DEFINE_string("teacher_layer", _X.teacher_layer,
                     "Teacher layer for the representation stage: "
                     "middle, last, uniform or an index into hidden_states.")
@@ -129,7 +131,7 @@ flags.DEFINE_float("learning_rate", _X.learning_rate, "Student peak learning rat
 flags.DEFINE_integer("epochs", _X.epochs, "Student epochs per stage (or unfreezing step) at most.")
 flags.DEFINE_integer("patience", _X.patience, "Student early stopping patience (epochs).")
 flags.DEFINE_float("o_weight", _X.o_weight, "Weight of O positions in the student's labels "
-                   "stage cross-entropy (softmax heads).")
+                   "stage cross-entropy (CRF heads ignore it).")
 
 # Run.
 flags.DEFINE_string("output_dir", _R.output_dir, "Where the run writes everything; rerunning "

@@ -57,10 +57,10 @@ class LossSettings:
     class_weights: tuple[float, ...] = ()
 
 
-def class_weights_for(labels, o_weight: float) -> tuple[float, ...]:
+def class_weights_for(labels, o_weight: float, head=None) -> tuple[float, ...]:
     """Label weights for the gold-label loss: `o_weight` for O, 1 for entity labels; empty (no
-    weighting) when `o_weight` is 1."""
-    if o_weight == 1.0:
+    weighting) when `o_weight` is 1 or `head` has a CRF (it scores whole tag sequences)."""
+    if o_weight == 1.0 or getattr(head, "crf", None) is not None:
         return ()
     return tuple(o_weight if label == "O" else 1.0 for label in labels)
 

@@ -234,7 +234,8 @@ def _teacher_phase(job: _Job) -> tuple[_Side, bool]:
             model.head.set_prior_bias(_label_counts(t_splits["train"], len(teacher_labels)))
         settings = objectives.LossSettings(
             label_all_subwords=dcfg.label_all_subwords, aux_weight=cfg.teacher.aux_weight,
-            class_weights=objectives.class_weights_for(teacher_labels, cfg.teacher.o_weight))
+            class_weights=objectives.class_weights_for(teacher_labels, cfg.teacher.o_weight,
+                                                       model.head))
         result = run_stages.run_stage(model, stage, t_splits, teacher.tagger, cfg, settings,
                                       run_stages.teacher_loop(cfg))
         run_stages.finish_stage(cfg, state, "teacher", "teacher", model, teacher.folder, result,
@@ -279,7 +280,7 @@ def _student_phase(job: _Job, teacher: _Side, ready: bool):
         s_layers, cfg.distil.logit_loss, cfg.distil.temperature, dcfg.label_all_subwords,
         aux_targets=msd_pairs[1] if msd_pairs else (), msd_beta=cfg.distil.msd_beta,
         mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha,
-        class_weights=objectives.class_weights_for(labels, cfg.distil.o_weight))
+        class_weights=objectives.class_weights_for(labels, cfg.distil.o_weight, model.head))
     label_ids = {label: i for i, label in enumerate(labels)}
     s_splits = (dict(teacher.splits) if s_tok is t_tok and teacher.label_ids == label_ids
                 else {k: tokenize(v, s_tok, label_ids, dcfg)
@@ -289,7 +290,7 @@ def _student_phase(job: _Job, teacher: _Side, ready: bool):
                     os.path.join(cfg.output_dir, "student"))
     schedule = stages_lib.build_schedule(cfg.distil, model.num_blocks,
                                          cfg.student.freeze_embeddings, cfg.strategy,
-                                         aux=bool(model.aux_layers))
+                                         aux=bool(model.aux_layers), student=cfg.student.model)
     log(f"student: {cfg.student.model} ({model.num_blocks} blocks, width "
         f"{model.hidden_size}); strategy {cfg.strategy}; stages: "
         f"{', '.join(s.name for s in schedule)}")
