@@ -3,7 +3,6 @@
 import copy
 import dataclasses
 import json
-import re
 import types
 
 from absl import app  # noqa: F401  (absl's own flags, which run_distil.py accepts too)

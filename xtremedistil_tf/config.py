@@ -344,8 +344,9 @@ def setting_changes(previous: dict, cfg) -> list[str]:
     """How `cfg` differs from settings saved earlier (`dataclasses.asdict` of a config, as JSON).
 
     A field the saved settings lack (added by a newer version) counts only if `cfg` sets it to
-    something else than what runs did before it existed (`BEFORE_FIELD`, else its default); fields the saved settings have but `cfg` lacks (removed)
-    are ignored, and so are `NOT_SETTINGS`. Returns "path: old -> new" strings, empty when a
+    something else than what runs did before it existed (`BEFORE_FIELD`, else its default);
+    fields the saved settings have but `cfg` lacks (removed) are ignored, and so are
+    `NOT_SETTINGS`. Returns "path: old -> new" strings, empty when a
     run may resume.
     """
     changes = []

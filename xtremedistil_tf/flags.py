@@ -89,7 +89,8 @@ flags.DEFINE_enum("teacher_head_init", _T.head_init, list(config_lib.HEAD_INITS)
                   "How the teacher's new head starts: zero bias, or prior (log label "
                   "frequencies of the training data).")
 flags.DEFINE_float("teacher_o_weight", _T.o_weight, "Weight of O positions in the teacher's "
-                   "cross-entropy (< 1 against the all-O start on O-heavy data; CRF heads ignore it).")
+                   "cross-entropy (< 1 against the all-O start on O-heavy data; CRF heads "
+                   "ignore it).")
 flags.DEFINE_float("dropout", _T.dropout, "Dropout before the classifiers.")
 flags.DEFINE_float("warmup_ratio", _T.warmup_ratio, "Share of each stage's steps used for warm-up.")
 flags.DEFINE_float("weight_decay", _T.weight_decay,
