@@ -21,6 +21,11 @@ l6-h256=l6-h256' -- --student_init=select
 Runs with several students are named `<distiller> <NAME>` (`runs/TSL_teacher-size/`); `teacher:`
 students start from the fine-tuned teacher's layers, presets like `l6-h256` from a weight
 selection of it with `--student_init=select`.
+
+The curve of target F1 against target sentences: `--curve_row 'MTMT teacher-size' --curve
+1000,5000,0` re-runs that row with each amount of unlabelled text per target (0: the whole
+train split; the table's own `--target_text` is that row itself), with the same teacher, source
+data and test samples, into `runs/<row>_@<n>/`; `RESULTS/curve.csv` and `curve.png` hold it.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--target_text", type=int, default=1000,
                    help="unlabelled sentences per target (from its train split, tags dropped)")
     p.add_argument("--test_per_lang", type=int, default=1000)
+    p.add_argument("--curve", default="",
+                   help="target sentences per language for the curve, e.g. 1000,5000,0 (0: all)")
+    p.add_argument("--curve_row", default="", help="the row the curve re-runs, e.g. 'MTMT'")
     rw.add_run_arguments(p)
     args = p.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
@@ -67,34 +75,70 @@ def main(argv=None) -> int:
         students = parse_students(args.students) or [("", args.student)]
     except ValueError as e:
         p.error(f"--students: {e}")
+    try:
+        sizes = curve_sizes(args.curve, args.target_text)
+    except ValueError as e:
+        p.error(str(e))
     rows = [(row_name(name, label), strategy, extra + [f"--student={spec}"])
             for label, spec in students for name, strategy, extra in RUNS]
+    by_name = {r[0]: r for r in rows}
+    if sizes and args.curve_row not in by_name:
+        p.error(f"--curve_row={args.curve_row!r}: name one of the rows: {', '.join(by_name)}")
     runs = rw.select_rows(p, args, rows)
     if not args.summary_only:
-        dst = os.path.join(args.output_dir, "data")
-        sample = lambda lang, split, n: rw.sample_split(  # noqa: E731
-            args.data, dst, lang, split, n, args.seed)
-        files = {
-            "train": ",".join([sample(args.source, "train", args.source_train)]
-                              + [sample(t, "train", args.target_text) for t in targets]),
-            "dev": sample(args.source, "dev", args.source_dev),
-            "test": ",".join(sample(lang, "test", args.test_per_lang)
-                             for lang in [args.source, *targets]),
-        }
         common = [f"--source_lang={args.source}", f"--target_langs={','.join(targets)}",
                   "--aux_heads"]
-        for name, flagfile, extra in runs:
+        todo = [(name, strategy, extra, args.target_text) for name, strategy, extra in runs]
+        todo += [(curve_name(args.curve_row, n), *by_name[args.curve_row][1:], n) for n in sizes]
+        for name, flagfile, extra, n in todo:
             strategy = ([f"--flagfile={os.path.join(rw.REPO, 'flags', flagfile)}"]
                         if flagfile else [])
-            if not rw.run_row(name, common + strategy + extra, files, args, first=rows[0][0]):
+            if not rw.run_row(name, common + strategy + extra, data_files(args, targets, n),
+                              args, first=rows[0][0]):
                 return 1
     rows = summarise(args, targets, students)
     if not rows:
         print("no finished runs yet", file=sys.stderr)
         return 1
     write(rows, targets, args)
+    if sizes:
+        write_curve(args, targets, sizes, rows[0])
     return 0
 
+
+def data_files(args, targets: list[str], target_text: int) -> dict[str, str]:
+    """The run_distil.py file flags: the source's labelled sample, `target_text` unlabelled
+    sentences per target (a sample of its own under data_curve/<n>/ unless it is the table's
+    `--target_text`), the source dev sample and every language's test sample."""
+    dst = os.path.join(args.output_dir, "data")
+
+    def sample(lang, split, n, folder=dst):
+        return rw.sample_split(args.data, folder, lang, split, n, args.seed)
+
+    text = (dst if target_text == args.target_text
+            else os.path.join(args.output_dir, "data_curve", str(target_text)))
+    return {
+        "train": ",".join([sample(args.source, "train", args.source_train)]
+                          + [sample(t, "train", target_text, text) for t in targets]),
+        "dev": sample(args.source, "dev", args.source_dev),
+        "test": ",".join(sample(lang, "test", args.test_per_lang)
+                         for lang in [args.source, *targets]),
+    }
+
+
+def curve_sizes(text: str, target_text: int) -> list[int]:
+    """'1000,5000,0' -> the sizes that need runs of their own (not the table's `target_text`)."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--curve={text}: write sentence counts, e.g. 1000,5000,0") from None
+    if any(n < 0 for n in sizes) or len(set(sizes)) != len(sizes):
+        raise ValueError(f"--curve={text}: counts must be distinct and >= 0 (0: all)")
+    return [n for n in sizes if n != target_text]
+
+
+def curve_name(row: str, target_text: int) -> str:
+    return f"{row} @{target_text or 'all'}"
 
 def parse_students(text: str) -> list[tuple[str, str]]:
     """'NAME=SPEC;NAME=SPEC' -> [(NAME, SPEC)] ([] for an empty text)."""
@@ -178,6 +222,56 @@ def write(rows: list[dict], targets: list[str], args) -> None:
     if args.readme:
         rw.update_readme(args.readme, table, BEGIN, END)
     print(table)
+
+
+def write_curve(args, targets: list[str], sizes: list[int], direct: dict) -> None:
+    """RESULTS/curve.csv and curve.png: the curve row's target F1 at each amount of target text
+    it has finished (its table run included), with direct transfer as the line to beat."""
+    points = []
+    for n in sorted({*sizes, args.target_text}, key=lambda n: n or float("inf")):
+        name = args.curve_row if n == args.target_text else curve_name(args.curve_row, n)
+        path = os.path.join(rw.run_dir(args, name), "metrics.json")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        f1 = {t: doc["student"]["per_language"][t]["f1"] for t in targets}
+        points.append({"target_text": n, "sentences": _target_sentences(args, targets, n),
+                       "avg_f1": sum(f1.values()) / len(targets),
+                       **{f"f1_{t}": v for t, v in f1.items()}, "wall_s": doc["wall_seconds"]})
+    if not points:
+        return
+    columns = ["target_text", "sentences", "avg_f1", *[f"f1_{t}" for t in targets], "wall_s"]
+    with open(os.path.join(args.results, "curve.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for row in points:
+            writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
+                             for k in columns})
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p["sentences"] for p in points], [100 * p["avg_f1"] for p in points], "o-",
+            label=args.curve_row)
+    ax.axhline(100 * direct["avg_f1"], color="k", ls="--", label="direct transfer (teacher)")
+    ax.set_xscale("log")
+    ax.set_xlabel("unlabelled target sentences per language")
+    ax.set_ylabel(f"target average F1 ({', '.join(targets)})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.results, "curve.png"), dpi=120)
+    plt.close(fig)
+
+
+def _target_sentences(args, targets: list[str], target_text: int) -> float:
+    """Unlabelled sentences per target the runs with `target_text` read (the mean over targets
+    of their sample files: a split smaller than `target_text` gives all it has)."""
+    files = data_files(args, targets, target_text)["train"].split(",")[1:]
+    return sum(len(rw.data_lib.read_conll(f.split("=", 1)[1])) for f in files) / len(files)
 
 
 if __name__ == "__main__":

@@ -226,3 +226,44 @@ def test_scale_summary_tables_curve_and_readme(tmp_path):
     assert "dev F1 per epoch: 80.0, 84.0" in text
     assert (tmp_path / "res" / "scale.png").stat().st_size > 0
     assert (tmp_path / "res" / "teacher_curve.csv").read_text().count("\n") == 3
+
+
+def _conll(path, n, lang):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{lang}{i} B-PER\nx O\n\n" for i in range(n)))
+
+
+def test_zero_shot_curve_reruns_one_row_per_amount_of_target_text(tmp_path, capsys):
+    import reproduce_zero_shot as zs
+
+    data = tmp_path / "data"
+    for lang, n in (("en", 30), ("de", 12), ("es", 40)):
+        for split in ("train", "dev", "test"):
+            _conll(data / lang / f"{split}.conll", n, lang)
+    args = ["--data", str(data), "--teacher", "t", "--output_dir", str(tmp_path / "out"),
+            "--results", str(tmp_path / "res"), "--targets", "de,es", "--target_text", "10",
+            "--summary_only"]
+    assert zs.curve_sizes("5, 10,0", 10) == [5, 0]  # 10 is the table's own row
+    for bad in ("5,x", "5,5", "-1"):
+        with pytest.raises(ValueError):
+            zs.curve_sizes(bad, 10)
+    with pytest.raises(SystemExit):
+        zs.main([*args, "--curve", "5", "--curve_row", "Nope"])
+    assert "--curve_row='Nope': name one of the rows: TSL, MSD, MTMT" in capsys.readouterr().err
+
+    teacher = _entry({"en": 0.8, "de": 0.6, "es": 0.7}, 100, 400.0)
+    for name, de, es in (("TSL", 0.62, 0.72), ("TSL @5", 0.61, 0.70), ("TSL @all", 0.66, 0.74)):
+        _fake_run(tmp_path / "out", name, teacher, _entry({"en": 0.7, "de": de, "es": es}, 100,
+                                                           400.0), 1.0, 60.0)
+    assert zs.main([*args, "--curve", "5,0,10", "--curve_row", "TSL"]) == 0
+    with open(tmp_path / "res" / "curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    # de has 12 train sentences: 5, 10 and all of its 12; es: 5, 10, 40.
+    assert [(r["target_text"], float(r["sentences"])) for r in rows] == [
+        ("5", 5.0), ("10", 10.0), ("0", 26.0)]
+    assert [float(r["avg_f1"]) for r in rows] == pytest.approx([0.655, 0.67, 0.70])
+    assert (tmp_path / "res" / "curve.png").stat().st_size > 0
+    sample = (tmp_path / "out" / "data_curve" / "5" / "es" / "train.conll").read_text()
+    assert sample.count("B-PER") == 5
+    assert rw.run_dir(type("A", (), {"output_dir": "o"}), zs.curve_name("MTMT big", 0)) == \
+        "o/runs/MTMT_big_@all"
