@@ -234,7 +234,7 @@ class DistilConfig:
     temperature: float = 2.0
     gradual_unfreezing: bool = False
     learning_rate: float = 2e-4
-    epochs: int = 2
+    epochs: int = 3
     patience: int = 1
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
