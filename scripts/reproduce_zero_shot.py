@@ -184,16 +184,21 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list
     return rows
 
 
-def write(rows: list[dict], targets: list[str], args) -> None:
-    os.makedirs(args.results, exist_ok=True)
-    columns = ["model", "student", *[f"f1_{t}" for t in targets], "avg_f1",
-               f"f1_{args.source}", "params", "speedup", "wall_s"]
-    with open(os.path.join(args.results, "summary.csv"), "w", newline="", encoding="utf-8") as f:
+def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
+    """`rows`' `columns` as CSV, floats with 4 decimals."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
                              for k in columns})
+
+
+def write(rows: list[dict], targets: list[str], args) -> None:
+    os.makedirs(args.results, exist_ok=True)
+    columns = ["model", "student", *[f"f1_{t}" for t in targets], "avg_f1",
+               f"f1_{args.source}", "params", "speedup", "wall_s"]
+    write_csv(os.path.join(args.results, "summary.csv"), columns, rows)
     several = len({r["student"] for r in rows if r["student"]}) > 1
     head = ["model", *(["student"] if several else []), *targets, "target avg",
             f"{args.source} (source)", "params", "wall"]
@@ -242,12 +247,7 @@ def write_curve(args, targets: list[str], sizes: list[int], direct: dict) -> Non
     if not points:
         return
     columns = ["target_text", "sentences", "avg_f1", *[f"f1_{t}" for t in targets], "wall_s"]
-    with open(os.path.join(args.results, "curve.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        for row in points:
-            writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row[k], float) else row[k])
-                             for k in columns})
+    write_csv(os.path.join(args.results, "curve.csv"), columns, points)
     import matplotlib
 
     matplotlib.use("Agg")
