@@ -247,14 +247,12 @@ class DistilConfig:
         _check(0 < self.o_weight <= 1, "--o_weight must be in (0, 1]")
         _check(self.msd_beta >= 0 and self.mmd_weight >= 0 and self.mtmt_alpha >= 0,
                "--msd_beta, --mmd_weight and --mtmt_alpha must be >= 0")
-        for s in self.stages:
-            _check(s in STAGE_NAMES or self.stages == ("auto",),
-                   f"--stages: unknown stage {s!r}; use auto or {','.join(STAGE_NAMES)}")
-        _check(
-            self.stages == ("auto",)
-            or list(self.stages) == [s for s in STAGE_NAMES if s in self.stages],
-            f"--stages must keep the order {','.join(STAGE_NAMES)}",
-        )
+        if self.stages != ("auto",):
+            for s in self.stages:
+                _check(s in STAGE_NAMES,
+                       f"--stages: unknown stage {s!r}; use auto or {','.join(STAGE_NAMES)}")
+            _check(list(self.stages) == [s for s in STAGE_NAMES if s in self.stages],
+                   f"--stages must keep the order {','.join(STAGE_NAMES)}")
         _check(
             self.teacher_layer in REP_LAYERS or self.teacher_layer.lstrip("-").isdigit(),
             f"--teacher_layer={self.teacher_layer} must be {'|'.join(REP_LAYERS)} or an integer",
