@@ -3,10 +3,13 @@
 import copy
 import dataclasses
 import json
+import os
+import re
 import types
 
 from absl import app  # noqa: F401  (absl's own flags, which run_distil.py accepts too)
 
+from conftest import REPO
 from xtremedistil_tf import config, flags as xflags
 
 ASSETS = types.SimpleNamespace(train_file="train.conll", dev_file="dev.conll",
@@ -115,3 +118,61 @@ def test_export_formats_none_exports_nothing_and_refuses_export_options():
             assert extra in str(e)
         else:
             raise AssertionError(f"{extra} accepted")
+
+
+def _documented_value(text: str):
+    """A default as docs/flags.md writes it -> a Python value, or None for a description."""
+    text = text.strip()
+    if text.startswith("`") and text.endswith("`"):
+        return text.strip("`")
+    if text in ("true", "false"):
+        return text == "true"
+    if text == "none":
+        return ""
+    try:
+        return float(text)
+    except ValueError:
+        return None  # "embedded WNUT-2016", "output dir name": described, not a value
+
+
+def _comparable(default):
+    if isinstance(default, list):
+        return ",".join(default)
+    if default is None:
+        return ""
+    return float(default) if isinstance(default, (int, float)) and not isinstance(
+        default, bool) else default
+
+
+def test_the_defaults_in_docs_flags_md_are_the_flags_defaults():
+    with open(os.path.join(REPO, "docs", "flags.md"), encoding="utf-8") as f:
+        rows = [line.split("|")[1:3] for line in f if line.startswith("| `--")]
+    checked = 0
+    for names_cell, default_cell in rows:
+        names = re.findall(r"`--(\w+)`", names_cell)
+        values = [v for v in default_cell.split(", ")]
+        assert len(values) in (1, len(names)), f"docs/flags.md: {names_cell}: one default each"
+        values = values * len(names) if len(values) == 1 else values
+        for name, text in zip(names, values, strict=True):
+            assert name in xflags.FLAGS, f"docs/flags.md documents --{name}, which is no flag"
+            documented = _documented_value(text)
+            if documented is not None:
+                assert documented == _comparable(xflags.FLAGS[name].default), (
+                    f"docs/flags.md: --{name} defaults to {xflags.FLAGS[name].default!r}, "
+                    f"not {text.strip()}")
+                checked += 1
+    assert checked > 40
+
+
+def test_base_cfg_spells_out_the_defaults():
+    with open(os.path.join(REPO, "flags", "base.cfg"), encoding="utf-8") as f:
+        lines = [x.strip() for x in f if x.strip() and not x.startswith("#")]
+    for line in lines:
+        name, eq, value = line[2:].partition("=")
+        if not eq:  # --flag / --noflag
+            value = "false" if name not in xflags.FLAGS else "true"
+            name = name if name in xflags.FLAGS else name[2:]
+        default = xflags.FLAGS[name].default
+        parsed = xflags.FLAGS[name].parser.parse(value) if not isinstance(default, bool) else (
+            value == "true")
+        assert parsed == default, f"flags/base.cfg: --{name}={value}, the default is {default!r}"
