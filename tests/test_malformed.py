@@ -47,13 +47,15 @@ CASES = {
                                                                     "teacher"]),
     "teacher_layer_out_of_range": (None, ["--teacher_layer=7"], ["--teacher_layer=7", "0..2"]),
     "cut_layer_out_of_range": (None, ["--student=teacher:0,5"], ["teacher:0,5", "[5]"]),
+    "all_student_blocks_frozen": (None, ["--freeze_bottom_blocks=1"],
+                                  ["--freeze_bottom_blocks=1", "1 blocks", "at most 0"]),
 }
 
 # The errors above must come before any training: none of their runs may fine-tune the teacher.
 BEFORE_TRAINING = ("student_width_not_divisible_by_heads", "student_without_blocks",
                    "student_folder_without_config", "student_positions_too_few",
                    "teacher_positions_too_few", "teacher_layer_out_of_range",
-                   "cut_layer_out_of_range")
+                   "cut_layer_out_of_range", "all_student_blocks_frozen")
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,38 @@ def test_only_the_stage_variables_change(tiny_student, tiny_tokenizer, stage_ind
         assert changed == (group in stage.trainable), (stage.name, group)
 
 
+def test_bottom_blocks_can_be_frozen_in_every_stage():
+    cfg = config.DistilConfig(stages=("representations", "logits", "labels"),
+                              freeze_bottom_blocks=1, gradual_unfreezing=True)
+    schedule = stages.build_schedule(cfg, num_blocks=3, freeze_embeddings=False)
+    assert [s.name for s in schedule] == ["representations", "logits/top0", "logits/top1",
+                                          "logits/top2", "labels/top0", "labels/top1",
+                                          "labels/top2"]
+    assert set(schedule[0].trainable) == {"block:1", "block:2", "projection"}
+    assert schedule[3].trainable == ("head", "block:2", "block:1")
+    (tsl,) = stages.build_schedule(dataclasses.replace(cfg, freeze_bottom_blocks=2), 3, False,
+                                   "tsl")
+    assert set(tsl.trainable) == {"head", "block:2", "projection"}
+    with pytest.raises(ValueError, match="leaves none of the student's 3 blocks"):
+        stages.build_schedule(dataclasses.replace(cfg, freeze_bottom_blocks=3), 3, False)
+    with pytest.raises(ValueError, match=">= 0"):
+        config.DistilConfig(freeze_bottom_blocks=-1)
+
+
+@pytest.mark.parametrize("stage_index", [0, 1])
+def test_frozen_bottom_blocks_do_not_change(tiny_student, tiny_tokenizer, stage_index):
+    cfg = config.DistilConfig(stages=("representations", "logits"), epochs=1,
+                              freeze_bottom_blocks=1)
+    stage = stages.build_schedule(cfg, 2, False)[stage_index]
+    groups = tiny_student.variable_groups()
+    before = {g: [v.numpy().copy() for v in vs] for g, vs in groups.items()}
+    train.run_stage(tiny_student, stage, lambda epoch: _batches(tiny_tokenizer), lambda: 1.0,
+                    objectives.LossSettings(student_layers=(2,)), QUIET)
+    changed = {g for g, values in before.items()
+               if any(not np.array_equal(a, v.numpy()) for a, v in zip(values, groups[g]))}
+    assert "block:1" in changed and not changed & {"block:0", "embeddings"}
+
+
 def test_best_dev_weights_are_restored(tiny_student, tiny_tokenizer):
     stage = stages.Stage("labels", "labels", "train", ("head",), 1e-2, 3, 5, "dev_f1")
     scores = iter([0.5, 0.9, 0.1])

@@ -220,6 +220,10 @@ class DistilConfig:
             (1 = first transformer block, as in Hugging Face `hidden_states`).
         logit_loss: "mse" on logits or "kl" with `temperature` (scaled by T^2).
         gradual_unfreezing: logits and labels stages unfreeze one block at a time from the top.
+        freeze_bottom_blocks: the student's lowest N blocks (and its embeddings, below them)
+            never train, in every stage: the published TSL setting freezes 3 of mBERT's 12,
+            which keeps the multilingual alignment of the lower layers while the student
+            adapts to target-language text.
         learning_rate, epochs, patience: per stage (or unfreezing step).
         msd_beta: MSD, weight of the per-layer distribution losses (x learnable mixing weights).
         mmd_weight: MSD, weight of each of the two MMD^2 losses on [CLS] vectors.
@@ -233,6 +237,7 @@ class DistilConfig:
     logit_loss: str = "kl"
     temperature: float = 2.0
     gradual_unfreezing: bool = False
+    freeze_bottom_blocks: int = 0
     learning_rate: float = 2e-4
     epochs: int = 3
     patience: int = 1
@@ -245,6 +250,7 @@ class DistilConfig:
 
     def __post_init__(self):
         _check(0 < self.o_weight <= 1, "--o_weight must be in (0, 1]")
+        _check(self.freeze_bottom_blocks >= 0, "--freeze_bottom_blocks must be >= 0")
         _check(self.msd_beta >= 0 and self.mmd_weight >= 0 and self.mtmt_alpha >= 0,
                "--msd_beta, --mmd_weight and --mtmt_alpha must be >= 0")
         if self.stages != ("auto",):

@@ -128,6 +128,8 @@ flags.DEFINE_float("temperature", _X.temperature, "Temperature of the kl logit l
 flags.DEFINE_bool("gradual_unfreezing", _X.gradual_unfreezing,
                   "Unfreeze one block at a time from the top in "
                   "the logits and labels stages.")
+flags.DEFINE_integer("freeze_bottom_blocks", _X.freeze_bottom_blocks,
+                     "The student's lowest N blocks (and its embeddings) never train.")
 flags.DEFINE_float("learning_rate", _X.learning_rate, "Student peak learning rate per stage.")
 flags.DEFINE_integer("epochs", _X.epochs, "Student epochs per stage (or unfreezing step) at most.")
 flags.DEFINE_integer("patience", _X.patience, "Student early stopping patience (epochs).")
@@ -240,6 +242,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         logit_loss=f.logit_loss,
         temperature=f.temperature,
         gradual_unfreezing=f.gradual_unfreezing,
+        freeze_bottom_blocks=f.freeze_bottom_blocks,
         learning_rate=f.learning_rate,
         epochs=f.epochs,
         patience=f.patience,

@@ -115,6 +115,7 @@ def _check_plan(cfg: config_lib.RunConfig, teacher) -> None:
                          f"positions of teacher {cfg.teacher.model}; lower --max_seq_length")
     blocks = students.check_student(cfg.student.model, teacher, length, cfg.student.init)
     stages_lib.representation_pairs(cfg.distil.teacher_layer, teacher.num_blocks, blocks)
+    stages_lib.check_frozen_blocks(cfg.distil.freeze_bottom_blocks, blocks)
     if cfg.strategy == "msd" and not stages_lib.msd_layer_pairs(
             teacher.aux_layers, teacher.num_blocks, blocks)[0]:
         log(f"warning: --strategy=msd: no layer of the {blocks}-block student pairs with a "

@@ -126,13 +126,17 @@ def build_schedule(
     """
     cfg = dataclasses.replace(cfg, stages=resolve_stages(cfg.stages, student))
     common = dict(learning_rate=cfg.learning_rate, max_epochs=cfg.epochs, patience=cfg.patience)
+    check_frozen_blocks(cfg.freeze_bottom_blocks, num_blocks)
+    frozen = cfg.freeze_bottom_blocks
+    freeze_embeddings = freeze_embeddings or frozen > 0  # the embeddings are below every block
+    top = num_blocks - frozen  # the blocks that may train
     if strategy != "xtremedistil":
-        groups = top_groups(num_blocks, num_blocks, freeze_embeddings) + ("projection",)
+        groups = top_groups(num_blocks, top, freeze_embeddings) + ("projection",)
         groups += ("aux",) if aux else ()
         return [Stage(strategy, strategy, "target", groups, monitor="dev_f1", **common)]
     schedule = []
     if "representations" in cfg.stages:
-        body = tuple(f"block:{i}" for i in range(num_blocks)) + ("projection",)
+        body = tuple(f"block:{i}" for i in range(frozen, num_blocks)) + ("projection",)
         if not freeze_embeddings:
             body = ("embeddings",) + body
         schedule.append(
@@ -142,7 +146,7 @@ def build_schedule(
     for objective, data in (("logits", "transfer"), ("labels", "train")):
         if objective not in cfg.stages:
             continue
-        steps = range(num_blocks + 1) if cfg.gradual_unfreezing else [num_blocks]
+        steps = range(top + 1) if cfg.gradual_unfreezing else [top]
         for k in steps:
             name = f"{objective}/top{k}" if cfg.gradual_unfreezing else objective
             schedule.append(
@@ -150,6 +154,13 @@ def build_schedule(
                       monitor="dev_f1", **common)
             )
     return schedule
+
+
+def check_frozen_blocks(frozen: int, num_blocks: int) -> None:
+    """Fails when `--freeze_bottom_blocks` leaves no block of the student to train."""
+    if frozen >= num_blocks:
+        raise ValueError(f"--freeze_bottom_blocks={frozen} leaves none of the student's "
+                         f"{num_blocks} blocks to train; use at most {num_blocks - 1}")
 
 
 def msd_layer_pairs(
