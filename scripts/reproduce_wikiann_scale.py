@@ -54,6 +54,8 @@ ROWS = [
      ["--student=l6-h256", *COMMON], 20_000, "main"),
     ("l4-h256 select 20k", "4 blocks x 256, weight selection, 20k transfer",
      ["--student=l4-h256", *COMMON], 20_000, "main"),
+    ("l4-h256 select 20k no-stage1", "as l4-h256 select 20k, without the representation stage",
+     ["--student=l4-h256", *COMMON, "--stages=logits,labels"], 20_000, "ablation"),
     ("l6-h256 select 20k no-stage1", "as l6-h256 select 20k, without the representation stage",
      ["--student=l6-h256", *COMMON, "--stages=logits,labels"], 20_000, "ablation"),
     ("l6-h256 svd 20k", "random blocks, SVD-compressed teacher embeddings (before), 20k",
