@@ -16,11 +16,12 @@ Students: `--student SPEC` (one; default 6 of the teacher's 12 layers), or `--st
 'NAME=SPEC;NAME=SPEC'` for several, e.g. the papers' setting and the compressed ones:
 
     --students 'teacher-size=teacher:0,1,2,3,4,5,6,7,8,9,10,11;half-depth=teacher:0,2,4,6,8,10;\
-l6-h256=l6-h256' -- --student_init=select
+l6-h256=l6-h256'
 
 Runs with several students are named `<distiller> <NAME>` (`runs/TSL_teacher-size/`); `teacher:`
 students start from the fine-tuned teacher's layers, presets like `l6-h256` from a weight
-selection of it with `--student_init=select`.
+selection of it (`--student_init=select`, added for them), a folder or hub id from that
+checkpoint (the teacher's own pretrained encoder, as in the TSL paper, is `NAME=<--teacher>`).
 
 The curve of target F1 against target sentences: `--curve_row 'MTMT teacher-size' --curve
 1000,5000,0` re-runs that row with each amount of unlabelled text per target (0: the whole
@@ -34,6 +35,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -79,8 +81,7 @@ def main(argv=None) -> int:
         sizes = curve_sizes(args.curve, args.target_text)
     except ValueError as e:
         p.error(str(e))
-    rows = [(row_name(name, label), strategy, extra + [f"--student={spec}"])
-            for label, spec in students for name, strategy, extra in RUNS]
+    rows = table_rows(students)
     by_name = {r[0]: r for r in rows}
     if sizes and args.curve_row not in by_name:
         p.error(f"--curve_row={args.curve_row!r}: name one of the rows: {', '.join(by_name)}")
@@ -139,6 +140,17 @@ def curve_sizes(text: str, target_text: int) -> list[int]:
 
 def curve_name(row: str, target_text: int) -> str:
     return f"{row} @{target_text or 'all'}"
+
+def table_rows(students: list[tuple[str, str]]) -> list[tuple[str, str | None, list[str]]]:
+    """(row name, strategy flagfile, flags) for every distiller of every (NAME, SPEC) student;
+    a preset student (`l6-h256`) is cut from the fine-tuned teacher by weight selection."""
+    def student_flags(spec):
+        preset = re.fullmatch(r"l\d+-h\d+", spec)
+        return [f"--student={spec}"] + (["--student_init=select"] if preset else [])
+
+    return [(row_name(name, label), strategy, extra + student_flags(spec))
+            for label, spec in students for name, strategy, extra in RUNS]
+
 
 def parse_students(text: str) -> list[tuple[str, str]]:
     """'NAME=SPEC;NAME=SPEC' -> [(NAME, SPEC)] ([] for an empty text)."""

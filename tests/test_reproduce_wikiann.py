@@ -126,6 +126,11 @@ def test_zero_shot_with_several_students_names_runs_and_rows_by_student(tmp_path
     with pytest.raises(SystemExit):
         zs.main(["--data", "x", "--teacher", "t", "--students", "big"])
     assert "--students: 'big': write NAME=SPEC" in capsys.readouterr().err
+    rows = {name: flags for name, _, flags in zs.table_rows(
+        [("big", "teacher:0,1"), ("small", "l6-h256"), ("pre", "/models/e5")])}
+    assert rows["TSL big"] == ["--student=teacher:0,1"]
+    assert rows["MSD small"] == ["--student=l6-h256", "--student_init=select"]
+    assert rows["XtremeDistil pre"] == ["--student=/models/e5"]
 
     teacher = _entry({"en": 0.8, "de": 0.6}, 100, 400.0)
     _fake_run(tmp_path, "TSL big", teacher, _entry({"en": 0.7, "de": 0.65}, 100, 400.0), 1.0, 9.0)
