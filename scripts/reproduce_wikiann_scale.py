@@ -44,11 +44,13 @@ COMMON = ["--student_init=select", "--nogradual_unfreezing", "--epochs=3", "--pa
           "--learning_rate=2e-4"]
 ALL = 0  # transfer size: every sentence of the pool
 # One student shape and recipe at several transfer sizes (XtremeDistil's Table 3).
-CURVE = ("l6-h256 select 10k", "l6-h256 select 20k", "l6-h256 select 50k", "l6-h256")
+CURVE = ("l4-h256 select 10k", "l4-h256 select 20k", "l4-h256 select 50k", "l4-h256")
 
 # (row, what it is, flags, transfer sentences, group). Rows run in this order: the 20k slice
-# first (settings are chosen there; its l6-h256 kept 97 % of the teacher's test average, so the
-# 20k students are the main rows), then the full-scale students, then the curve.
+# first (settings are chosen there on dev: l6-h256 kept 97 % of the teacher's test average;
+# without the representation stage, l4-h256's dev F1 after the logits stage fell from 0.830 to
+# 0.792, so every row keeps it), then the full-scale students, the curve (of the >= 5x
+# student, l4-h256), and the ablations of the start.
 ROWS = [
     ("l6-h256 select 20k", "xtremedistil-l6-h256 shape, weight selection, 20k transfer",
      ["--student=l6-h256", *COMMON], 20_000, "main"),
@@ -56,21 +58,19 @@ ROWS = [
      ["--student=l4-h256", *COMMON], 20_000, "main"),
     ("l4-h256 select 20k no-stage1", "as l4-h256 select 20k, without the representation stage",
      ["--student=l4-h256", *COMMON, "--stages=logits,labels"], 20_000, "ablation"),
-    ("l6-h256 select 20k no-stage1", "as l6-h256 select 20k, without the representation stage",
-     ["--student=l6-h256", *COMMON, "--stages=logits,labels"], 20_000, "ablation"),
+    ("l4-h256", "4 blocks x 256, weight selection, all transfer text",
+     ["--student=l4-h256", *COMMON], ALL, "main"),
+    ("l6-h256", "xtremedistil-l6-h256 shape, weight selection, all transfer text",
+     ["--student=l6-h256", *COMMON], ALL, "main"),
+    ("l4-h256 select 50k", "as l4-h256, 50k transfer sentences",
+     ["--student=l4-h256", *COMMON], 50_000, "curve"),
+    ("l4-h256 select 10k", "as l4-h256, 10k transfer sentences",
+     ["--student=l4-h256", *COMMON], 10_000, "curve"),
     ("l6-h256 svd 20k", "random blocks, SVD-compressed teacher embeddings (before), 20k",
      ["--student=l6-h256", *COMMON, "--student_init=random"], 20_000, "ablation"),
     ("l6-h256 random 20k", "random blocks and random embeddings, 20k",
      ["--student=l6-h256", *COMMON, "--student_init=random", "--student_embeddings=random",
       "--nofreeze_embeddings"], 20_000, "ablation"),
-    ("l6-h256", "xtremedistil-l6-h256 shape, weight selection, all transfer text",
-     ["--student=l6-h256", *COMMON], ALL, "main"),
-    ("l4-h256", "4 blocks x 256, weight selection, all transfer text",
-     ["--student=l4-h256", *COMMON], ALL, "main"),
-    ("l6-h256 select 50k", "as l6-h256, 50k transfer sentences",
-     ["--student=l6-h256", *COMMON], 50_000, "curve"),
-    ("l6-h256 select 10k", "as l6-h256, 10k transfer sentences",
-     ["--student=l6-h256", *COMMON], 10_000, "curve"),
 ]
 
 
