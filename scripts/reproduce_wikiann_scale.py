@@ -43,6 +43,7 @@ BEGIN, END = "<!-- wikiann-scale:begin -->", "<!-- wikiann-scale:end -->"
 COMMON = ["--student_init=select", "--nogradual_unfreezing", "--epochs=3", "--patience=1",
           "--learning_rate=2e-4"]
 ALL = 0  # transfer size: every sentence of the pool
+ROUNDS = 3  # --retime: timing rounds per model
 # One student shape and recipe at several transfer sizes (XtremeDistil's Table 3).
 CURVE = ("l4-h256 select 10k", "l4-h256 select 20k", "l4-h256 select 50k", "l4-h256")
 
@@ -60,6 +61,8 @@ ROWS = [
      ["--student=l4-h256", *COMMON, "--stages=logits,labels"], 20_000, "ablation"),
     ("l4-h256", "4 blocks x 256, weight selection, all transfer text",
      ["--student=l4-h256", *COMMON], ALL, "main"),
+    ("l3-h256 select 20k", "3 blocks x 256, weight selection, 20k transfer",
+     ["--student=l3-h256", *COMMON], 20_000, "main"),
     ("l6-h256", "xtremedistil-l6-h256 shape, weight selection, all transfer text",
      ["--student=l6-h256", *COMMON], ALL, "main"),
     ("l4-h256 select 50k", "as l4-h256, 50k transfer sentences",
@@ -157,8 +160,9 @@ def write_transfer(pool: list, size: int, output_dir: str) -> str:
 
 
 def retime(args) -> dict:
-    """Times teacher and every row's student shape in one process (batch 32 x 128); writes
-    RESULTS/timing.json. Weight-selected students keep the teacher's head size."""
+    """Times teacher and every row's student shape in one process (batch 32 x 128, the fastest
+    of ROUNDS interleaved rounds); writes RESULTS/timing.json. Weight-selected students keep the
+    teacher's head size."""
     import numpy as np
 
     import xtremedistil_tf  # noqa: F401
@@ -171,16 +175,25 @@ def retime(args) -> dict:
     teacher, _, _ = models.build_teacher(args.teacher, labels, 0.1)
     ids = np.full((2, 8), 5, np.int32)
     sample = [{"input_ids": ids, "attention_mask": np.ones_like(ids)}]
-    ms = {"teacher": speed.time_forward(teacher, len(tok), 32, 128)}
-    by_spec: dict = {}
+    models_by_key = {"teacher": teacher}
+    key_of = {"teacher": "teacher"}
     for name, _, flags, _, _ in ROWS:
         spec = [f.split("=", 1)[1] for f in flags if f.startswith("--student=")][-1]
         init = [f.split("=", 1)[1] for f in flags if f.startswith("--student_init=")][-1]
-        if (spec, init) not in by_spec:
-            student = students.build_student(spec, teacher, len(labels), len(tok), tok.pad_token_id,
-                                           128, 0.1, False, init=init, select_batches=sample)
-            by_spec[spec, init] = speed.time_forward(student, len(tok), 32, 128)
-        ms[name] = by_spec[spec, init]
+        if (spec, init) not in models_by_key:
+            models_by_key[spec, init] = students.build_student(
+                spec, teacher, len(labels), len(tok), tok.pad_token_id, 128, 0.1, False,
+                init=init, select_batches=sample)
+        key_of[name] = (spec, init)
+    # This VM's speed drifts by 10-20 % over minutes: every model is timed in each of
+    # ROUNDS interleaved rounds and keeps its fastest (noise only adds time).
+    best: dict = {}
+    for _ in range(ROUNDS):
+        for key, model in models_by_key.items():
+            r = speed.time_forward(model, len(tok), 32, 128)
+            if key not in best or r["ms_per_batch"] < best[key]["ms_per_batch"]:
+                best[key] = r
+    ms = {name: best[key] for name, key in key_of.items()}
     timing = {k: v["ms_per_batch"] for k, v in ms.items()}
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, "timing.json"), "w", encoding="utf-8") as f:
@@ -311,7 +324,8 @@ def markdown(rows: list[dict], langs: list[str], args, retimed: bool) -> str:
             f"sentences per language (dev {args.dev_per_lang}). Transfer: unlabelled train "
             "sentences of every WikiANN language and CoNLL-2002 es/nl, minus the labelled "
             "sample. Speed-up: batch 32 x 128, fp32, "
-            + ("all models timed in one process on an idle CPU. " if retimed else
+            + (f"all models timed in one process on an idle CPU, each its fastest of {ROUNDS} "
+               "interleaved rounds (this VM's speed drifts by 10-20 %). " if retimed else
                "teacher and student timed during each run (a shared CPU: noisy). ")
             + "Wall: the row's whole run on this 2-core CPU, every resumed attempt counted (—: a "
             "run from before that was counted); teacher: its fine-tuning.\n")
