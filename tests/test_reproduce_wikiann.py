@@ -272,3 +272,17 @@ def test_zero_shot_curve_reruns_one_row_per_amount_of_target_text(tmp_path, caps
     assert sample.count("B-PER") == 5
     assert rw.run_dir(type("A", (), {"output_dir": "o"}), zs.curve_name("MTMT big", 0)) == \
         "o/runs/MTMT_big_@all"
+
+
+def test_time_student_shapes_times_teacher_and_selected_students(tmp_path, capsys):
+    import time_student_shapes as ts
+
+    out = tmp_path / "shapes.json"
+    assert ts.main(["--teacher", str(pathlib.Path(_FIXTURES) / "models" / "tiny_bert"),
+                    "--shapes", "l1-h16", "--lengths", "8,4", "--rounds", "1",
+                    "--output", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["teacher", "l1-h16"]
+    assert rows[0]["speedup_32x8"] == 1.0 and rows[1]["speedup_32x4"] > 0
+    assert rows[1]["params"] < rows[0]["params"]
+    assert "| l1-h16 | " in capsys.readouterr().out
