@@ -354,7 +354,7 @@ def plot(rows: list[dict], path: str) -> None:
     if curve:
         right.plot([r["transfer"] for r in curve], [100 * r["kept"] for r in curve], "o-")
         right.set_xscale("log")
-    right.set_xlabel("transfer sentences (l6-h256, weight selection)")
+    right.set_xlabel(f"transfer sentences ({CURVE[-1]}, weight selection)")
     right.set_ylabel("% of the teacher's average F1 kept")
     right.grid(alpha=0.3)
     fig.tight_layout()
