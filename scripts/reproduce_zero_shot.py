@@ -35,11 +35,12 @@ import argparse
 import csv
 import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reproduce_wikiann as rw  # noqa: E402
+
+from xtremedistil_tf import config  # noqa: E402
 
 BEGIN, END = "<!-- zero-shot:begin -->", "<!-- zero-shot:end -->"
 RUNS = [  # (row, strategy flagfile or None, extra flags)
@@ -145,7 +146,7 @@ def table_rows(students: list[tuple[str, str]]) -> list[tuple[str, str | None, l
     """(row name, strategy flagfile, flags) for every distiller of every (NAME, SPEC) student;
     a preset student (`l6-h256`) is cut from the fine-tuned teacher by weight selection."""
     def student_flags(spec):
-        preset = re.fullmatch(r"l\d+-h\d+", spec)
+        preset = config.PRESET.match(spec)
         return [f"--student={spec}"] + (["--student_init=select"] if preset else [])
 
     return [(row_name(name, label), strategy, extra + student_flags(spec))

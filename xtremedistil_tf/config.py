@@ -28,6 +28,9 @@ AUX_FROM_LAYER = 4
 EXPORT_FORMATS = ("savedmodel", "litert", "litert_int8")
 
 
+PRESET = re.compile(r"^l(\d+)-h(\d+)$")  # a preset student shape: l<blocks>-h<width>
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
@@ -197,7 +200,7 @@ class StudentConfig:
         _check(self.init == "random" or not self.own_tokenizer,
                "--student_init=select reads the teacher's vocabulary; drop "
                "--student_own_tokenizer")
-        _check(self.init == "random" or bool(re.match(r"^l\d+-h\d+$", self.model)),
+        _check(self.init == "random" or bool(PRESET.match(self.model)),
                f"--student_init=select builds a preset student (l6-h256, l4-h256, ...), not "
                f"--student={self.model}; a teacher:i,j student already starts from the teacher")
         _check(self.embeddings in ("teacher", "random"),

@@ -15,14 +15,15 @@ import numpy as np
 import tensorflow as tf
 import transformers
 
-from xtremedistil_tf import embeddings as embeddings_lib, models, stages as stages_lib, student_init
+from xtremedistil_tf import (config as config_lib, embeddings as embeddings_lib, models,
+                             stages as stages_lib, student_init)
 
 STUDENT_SHORT_NAMES = {
     "xtremedistil-l6-h256": "microsoft/xtremedistil-l6-h256-uncased",
     "xtremedistil-l6-h384": "microsoft/xtremedistil-l6-h384-uncased",
     "xtremedistil-l12-h384": "microsoft/xtremedistil-l12-h384-uncased",
 }
-_PRESET = re.compile(r"^l(\d+)-h(\d+)$")
+_PRESET = config_lib.PRESET
 _CUT = re.compile(r"^teacher:(\d+(,\d+)*)$")
 
 
