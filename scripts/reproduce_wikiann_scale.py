@@ -185,15 +185,8 @@ def retime(args) -> dict:
                 spec, teacher, len(labels), len(tok), tok.pad_token_id, 128, 0.1, False,
                 init=init, select_batches=sample)
         key_of[name] = (spec, init)
-    # This VM's speed drifts by 10-20 % over minutes: every model is timed in each of
-    # ROUNDS interleaved rounds and keeps its fastest (noise only adds time).
-    best: dict = {}
-    for _ in range(ROUNDS):
-        for key, model in models_by_key.items():
-            r = speed.time_forward(model, len(tok), 32, 128)
-            if key not in best or r["ms_per_batch"] < best[key]["ms_per_batch"]:
-                best[key] = r
-    ms = {name: best[key] for name, key in key_of.items()}
+    best = speed.fastest_of(models_by_key, len(tok), ROUNDS)
+    ms = {name: best[key, 128] for name, key in key_of.items()}
     timing = {k: v["ms_per_batch"] for k, v in ms.items()}
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, "timing.json"), "w", encoding="utf-8") as f:

@@ -50,12 +50,8 @@ def main(argv=None) -> int:
             shape, teacher, len(LABELS), len(tok), tok.pad_token_id, 128, 0.1, False,
             init="select", select_batches=sample)
     lengths = [int(x) for x in args.lengths.split(",")]
-    best: dict[tuple[str, int], float] = {}
-    for _ in range(args.rounds):
-        for name, model in built.items():
-            for length in lengths:
-                ms = speed.time_forward(model, len(tok), 32, length)["ms_per_batch"]
-                best[name, length] = min(ms, best.get((name, length), ms))
+    best = {k: r["ms_per_batch"]
+            for k, r in speed.fastest_of(built, len(tok), args.rounds, lengths).items()}
     rows = [{"model": name, "params": models.count_params(model),
              **{f"ms_32x{n}": best[name, n] for n in lengths},
              **{f"speedup_32x{n}": best["teacher", n] / best[name, n] for n in lengths}}

@@ -262,3 +262,21 @@ def test_openvino_is_optional(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="float32"):
         benchmark.BenchmarkConfig(output_dir=str(tmp_path), models=(TINY,), modes=("litert",),
                                   dtypes=("bfloat16",))
+
+
+def test_fastest_of_interleaves_rounds_and_keeps_each_models_fastest(monkeypatch):
+    from xtremedistil_tf import speed
+
+    calls = []
+    ms = iter([30.0, 9.0, 20.0, 8.0, 25.0, 12.0, 10.0, 15.0])
+
+    def fake(model, vocab_size, batch_size, seq_length):
+        calls.append((model, seq_length))
+        return {"ms_per_batch": next(ms), "seq_length": seq_length}
+
+    monkeypatch.setattr(speed, "time_forward", fake)
+    best = speed.fastest_of({"t": "T", "s": "S"}, 100, rounds=2, lengths=(128, 32))
+    # Round 1 times every model at every length before round 2 times any again.
+    assert calls == [("T", 128), ("T", 32), ("S", 128), ("S", 32)] * 2
+    assert {k: v["ms_per_batch"] for k, v in best.items()} == {
+        ("t", 128): 25.0, ("t", 32): 9.0, ("s", 128): 10.0, ("s", 32): 8.0}
