@@ -204,3 +204,33 @@ def test_a_saved_student_is_rebuilt_from_its_folder_alone(tmp_path):
     np.testing.assert_allclose(rebuilt(batch)["logits"], trained(batch)["logits"], atol=1e-6)
     assert rebuilt.projection is not None and rebuilt.encoder.pooler is None
 
+
+
+def test_a_select_cut_of_every_layer_is_the_teacher_and_a_random_one_has_a_new_head():
+    teacher = _teacher()
+    b = _batches()[0]
+    inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+    want = teacher(inputs)["logits"].numpy()
+    every = "teacher:" + ",".join(str(i) for i in range(LAYERS))
+    copy = students.build_student(every, teacher, 5, VOCAB, 0, 40, 0.0, False, init="select")
+    np.testing.assert_allclose(copy(inputs)["logits"].numpy(), want, atol=1e-5)
+    h = np.random.default_rng(1).normal(size=(2, H)).astype(np.float32)
+    np.testing.assert_allclose(copy.project(tf.constant(h)).numpy(), h)  # identity
+    fresh = students.build_student(every, teacher, 5, VOCAB, 0, 40, 0.0, False)
+    assert np.abs(fresh(inputs)["logits"].numpy() - want).max() > 1e-2
+    # A teacher whose labels are another set (or order) keeps the student's head new.
+    teacher.head.labels = ["O", "B-A", "I-A", "B-B", "I-B"]
+    other = students.build_student(every, teacher, 5, VOCAB, 0, 40, 0.0, False, init="select",
+                                   labels=["O", "B-B", "I-B", "B-A", "I-A"])
+    assert not np.allclose(other.head.classifier.kernel.numpy(),
+                           teacher.head.classifier.kernel.numpy())
+
+
+def test_select_is_refused_for_a_checkpoint_student_and_taken_for_cuts():
+    from xtremedistil_tf import config
+
+    config.StudentConfig(model="teacher:0,2", init="select")
+    config.StudentConfig(model="l4-h256", init="select")
+    with pytest.raises(ValueError, match="preset .* or teacher:i,j student") as e:
+        config.StudentConfig(model="xtremedistil-l6-h256", init="select")
+    assert "\n" not in str(e.value)

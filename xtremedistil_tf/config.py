@@ -29,6 +29,7 @@ EXPORT_FORMATS = ("savedmodel", "litert", "litert_int8")
 
 
 PRESET = re.compile(r"^l(\d+)-h(\d+)$")  # a preset student shape: l<blocks>-h<width>
+CUT = re.compile(r"^teacher:(\d+(,\d+)*)$")  # a student cut from the teacher: teacher:i,j,...
 
 
 def _check(condition: bool, message: str) -> None:
@@ -180,7 +181,9 @@ class StudentConfig:
         init: how a preset student's weights start: "random" (random blocks; word embeddings
             as `embeddings` says) or "select" (weight selection from the fine-tuned teacher:
             evenly spaced layers, one subset of residual dimensions, whole heads and FFN
-            neurons by measured importance; see `student_init`).
+            neurons by measured importance; see `student_init`). A `teacher:i,j` cut has the
+            teacher's embeddings and blocks either way; "select" also gives it the teacher's
+            classifier (and an identity distillation projection), "random" a new one.
     """
 
     model: str = "teacher:0,2,4"
@@ -200,9 +203,9 @@ class StudentConfig:
         _check(self.init == "random" or not self.own_tokenizer,
                "--student_init=select reads the teacher's vocabulary; drop "
                "--student_own_tokenizer")
-        _check(self.init == "random" or bool(PRESET.match(self.model)),
-               f"--student_init=select builds a preset student (l6-h256, l4-h256, ...), not "
-               f"--student={self.model}; a teacher:i,j student already starts from the teacher")
+        _check(self.init == "random" or bool(PRESET.match(self.model) or CUT.match(self.model)),
+               f"--student_init=select cuts a preset (l6-h256, l4-h256, ...) or teacher:i,j "
+               f"student from the teacher, not --student={self.model}")
         _check(self.embeddings in ("teacher", "random"),
                "--student_embeddings must be teacher or random")
         _check(bool(self.model), "--student is empty: give a student name, preset or teacher:i,j")

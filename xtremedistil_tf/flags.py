@@ -108,7 +108,8 @@ flags.DEFINE_bool("freeze_embeddings", _S.freeze_embeddings,
 flags.DEFINE_enum("student_init", _S.init, ["random", "select"], "How a preset student "
                   "starts: random blocks, or weight selection from the fine-tuned teacher "
                   "(evenly spaced layers, residual dimensions by variance, heads and FFN "
-                  "neurons by importance; the teacher's head size is kept).")
+                  "neurons by importance; the teacher's head size is kept). A teacher:i,j "
+                  "student: a new classifier (random), or the teacher's (select).")
 flags.DEFINE_enum("student_embeddings", _S.embeddings, ["teacher", "random"], "Student word "
                   "embeddings: the teacher's, SVD-compressed to the student's width, or random.")
 flags.DEFINE_enum("strategy", _R.strategy, list(config_lib.STRATEGIES),

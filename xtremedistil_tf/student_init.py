@@ -233,7 +233,8 @@ def apply(student_encoder, teacher_encoder, sel: Selection, head_size: int) -> N
 def apply_head(student, teacher, dims: np.ndarray) -> bool:
     """Starts the student's classifier from the teacher's (selected input rows) and its
     distillation projection as the map back to the selected teacher dimensions. Returns
-    whether the classifier was copied (plain softmax heads of the same labels only)."""
+    whether the classifier was copied (plain softmax heads of the same labels, in the same
+    order, only: a ready teacher's own label set is not ours)."""
     if student.projection is not None:
         kernel = np.zeros(tuple(student.projection.kernel.shape), np.float32)
         kernel[np.arange(len(dims)), dims] = 1.0
@@ -241,7 +242,8 @@ def apply_head(student, teacher, dims: np.ndarray) -> bool:
         student.projection.bias.assign(tf.zeros_like(student.projection.bias))
     s_head, t_head = student.head, teacher.head
     if (s_head.attention is not None or t_head.attention is not None
-            or tuple(s_head.classifier.bias.shape) != tuple(t_head.classifier.bias.shape)):
+            or tuple(s_head.classifier.bias.shape) != tuple(t_head.classifier.bias.shape)
+            or (s_head.labels and t_head.labels and s_head.labels != t_head.labels)):
         return False
     _assign(s_head.classifier.kernel, t_head.classifier.kernel.numpy()[dims])
     _assign(s_head.classifier.bias, t_head.classifier.bias.numpy())

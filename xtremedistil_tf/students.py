@@ -9,7 +9,6 @@ fine-tunes; `build_student` makes it.
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -24,7 +23,7 @@ STUDENT_SHORT_NAMES = {
     "xtremedistil-l12-h384": "microsoft/xtremedistil-l12-h384-uncased",
 }
 _PRESET = config_lib.PRESET
-_CUT = re.compile(r"^teacher:(\d+(,\d+)*)$")
+_CUT = config_lib.CUT
 
 
 def resolve_student_name(name: str) -> str:
@@ -66,10 +65,10 @@ def build_student(
     cut = _CUT.match(spec)
     preset = _PRESET.match(spec)
     selection = None
-    if init == "select":
-        if not preset:
-            raise ValueError(f"--student_init=select needs a preset student (l6-h256, ...), "
-                             f"not {spec}")
+    if init == "select" and not (preset or cut):
+        raise ValueError(f"--student_init=select needs a preset (l6-h256, ...) or teacher:i,j "
+                         f"student, not {spec}")
+    if init == "select" and preset:
         encoder, selection = _selected_encoder(spec, teacher, vocab_size, select_batches)
     elif cut:
         encoder = _cut_teacher(teacher, check_cut(spec, teacher.num_blocks))
@@ -112,6 +111,8 @@ def build_student(
     if selection is not None:
         student_init.apply_head(student, teacher, selection.dims)
         student.selection = selection
+    elif cut and init == "select":  # every dimension kept: the teacher's head as it is
+        student_init.apply_head(student, teacher, np.arange(width))
     elif not cut and not own_tokenizer and embeddings == "teacher":
         teacher_emb = teacher.encoder.embeddings.weight.numpy()
         encoder.embeddings.weight.assign(
