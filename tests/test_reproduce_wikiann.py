@@ -128,7 +128,7 @@ def test_zero_shot_with_several_students_names_runs_and_rows_by_student(tmp_path
     assert "--students: 'big': write NAME=SPEC" in capsys.readouterr().err
     rows = {name: flags for name, _, flags in zs.table_rows(
         [("big", "teacher:0,1"), ("small", "l6-h256"), ("pre", "/models/e5")])}
-    assert rows["TSL big"] == ["--student=teacher:0,1"]
+    assert rows["TSL big"] == ["--student=teacher:0,1", "--student_init=select"]
     assert rows["MSD small"] == ["--student=l6-h256", "--student_init=select"]
     assert rows["XtremeDistil pre"] == ["--student=/models/e5"]
 
