@@ -196,7 +196,8 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list
                              "avg_f1": sum(f1[t] for t in targets) / len(targets),
                              **{f"f1_{lang}": v for lang, v in f1.items()},
                              "params": entry["params"], "speedup": speedup,
-                             "wall_s": doc["wall_seconds"] if student else 0.0})
+                             "wall_s": (doc["wall_seconds"] if student else
+                                        rw._teacher_seconds(rw.run_dir(args, name)))})
     return rows
 
 
@@ -236,8 +237,10 @@ def write(rows: list[dict], targets: list[str], args) -> None:
            f"student `{rows[-1]['student'] or args.student}` (the same architecture in every "
            "row: its speed-up is in the WikiANN table)")
         + ". Wall time: each student's whole run (teacher caching, stages, scoring, "
-        "export) on a CPU shared with other jobs; the first row's includes fine-tuning the "
-        "teacher.\n")
+        "export) on a CPU shared with other jobs; "
+        + ("direct transfer's is the teacher's fine-tuning, which the first student row's "
+           "includes.\n" if rows[0]["wall_s"] else
+           "the teacher was fine-tuned by an earlier run (its time is not in the table).\n"))
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write(table)
     if args.readme:

@@ -133,7 +133,8 @@ def test_zero_shot_with_several_students_names_runs_and_rows_by_student(tmp_path
     assert rows["XtremeDistil pre"] == ["--student=/models/e5"]
 
     teacher = _entry({"en": 0.8, "de": 0.6}, 100, 400.0)
-    _fake_run(tmp_path, "TSL big", teacher, _entry({"en": 0.7, "de": 0.65}, 100, 400.0), 1.0, 9.0)
+    _fake_run(tmp_path, "TSL big", teacher, _entry({"en": 0.7, "de": 0.65}, 100, 400.0), 1.0,
+              900.0, teacher_seconds=300.0)
     _fake_run(tmp_path, "MSD big", teacher, _entry({"en": 0.7, "de": 0.64}, 100, 400.0), 1.0, 9.0)
     _fake_run(tmp_path, "TSL small", teacher, _entry({"en": 0.6, "de": 0.55}, 20, 100.0), 4.0,
               5.0)
@@ -148,6 +149,9 @@ def test_zero_shot_with_several_students_names_runs_and_rows_by_student(tmp_path
     table = (tmp_path / "res" / "summary.md").read_text()
     assert "| model | student | de | target avg |" in table
     assert "| TSL | `l6-h256` | 55.0 | **55.0** | 60.0 | 0.0M |" in table
+    # Direct transfer's wall is the teacher's fine-tuning (from the run that did it).
+    assert "| direct transfer (teacher) | — | 60.0 | **60.0** | 80.0 | 0.0M | 5 min |" in table
+    assert "direct transfer's is the teacher's fine-tuning" in table
 
 
 def test_retimed_speed_replaces_the_per_run_timing(tmp_path):
