@@ -205,7 +205,6 @@ def test_a_saved_student_is_rebuilt_from_its_folder_alone(tmp_path):
     assert rebuilt.projection is not None and rebuilt.encoder.pooler is None
 
 
-
 def test_a_select_cut_of_every_layer_is_the_teacher_and_a_random_one_has_a_new_head():
     teacher = _teacher()
     b = _batches()[0]

@@ -257,15 +257,15 @@ def _student_phase(job: _Job, teacher: _Side, ready: bool):
     t_tok, t_model = teacher.tokenizer, teacher.model
     s_tok = (models.load_tokenizer(students.resolve_student_name(cfg.student.model))
              if cfg.student.own_tokenizer else t_tok)
-    cut = bool(config_lib.CUT.match(cfg.student.model))
+    selecting = students.selects_weights(cfg.student.model, cfg.student.init)
     model = students.build_student(
         cfg.student.model, t_model, len(labels), len(t_tok), t_tok.pad_token_id,
         dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
         cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
         msd=cfg.strategy == "msd", init=cfg.student.init,
         select_batches=(_select_sample(job.data.unlabelled["transfer"], t_tok, dcfg, cfg.seed)
-                        if cfg.student.init == "select" and not cut else None))
-    if cfg.student.init == "select" and not cut:
+                        if selecting else None))
+    if selecting:
         sel = model.selection
         log(f"student: weight selection from the teacher: blocks {sel.layers}, "
             f"{len(sel.dims)} of {t_model.hidden_size} residual dimensions, "

@@ -26,6 +26,12 @@ _PRESET = config_lib.PRESET
 _CUT = config_lib.CUT
 
 
+def selects_weights(spec: str, init: str) -> bool:
+    """Whether `build_student` measures the teacher for a weight selection (a preset student
+    with `init="select"`; a `teacher:i,j` cut keeps every dimension and needs no measuring)."""
+    return init == "select" and bool(_PRESET.match(spec))
+
+
 def resolve_student_name(name: str) -> str:
     """Maps a short student name to its hub id; other names pass through."""
     return STUDENT_SHORT_NAMES.get(name, name)
@@ -68,7 +74,7 @@ def build_student(
     if init == "select" and not (preset or cut):
         raise ValueError(f"--student_init=select needs a preset (l6-h256, ...) or teacher:i,j "
                          f"student, not {spec}")
-    if init == "select" and preset:
+    if selects_weights(spec, init):
         encoder, selection = _selected_encoder(spec, teacher, vocab_size, select_batches)
     elif cut:
         encoder = _cut_teacher(teacher, check_cut(spec, teacher.num_blocks))
