@@ -19,6 +19,8 @@ LOGIT_LOSSES = ("mse", "kl", "prob_mse")
 REP_LAYERS = ("middle", "last", "uniform")
 STAGE_NAMES = ("representations", "logits", "labels")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker", "tpu")
+# --mixed_precision values (see precision.py).
+MIXED_PRECISION = ("none", "bfloat16", "float16")
 HEAD_INITS = ("zero", "prior")
 SOFTMAX_HEADS = ("softmax", "attention_softmax")  # heads that score each position on its own
 # The first teacher layer with a per-layer classifier when --aux_heads turns them on
@@ -295,6 +297,7 @@ class RunConfig:
     speed_batch_size: int = 32
     speed_seq_length: int = 128
     xla: bool = False
+    mixed_precision: str = "none"
     checkpoint_every: int = 200
     distribution: str = "default"
     tpu: str = ""
@@ -313,6 +316,9 @@ class RunConfig:
         _check(self.distribution in DISTRIBUTIONS,
                f"--distribution_strategy={self.distribution}; use one of "
                f"{', '.join(DISTRIBUTIONS)}")
+        _check(self.mixed_precision in MIXED_PRECISION,
+               f"--mixed_precision={self.mixed_precision}: use one of "
+               f"{', '.join(MIXED_PRECISION)}")
         _check(self.per_replica_batch_size >= 0, "--per_replica_batch_size must be >= 0")
         _check(self.cpu_devices >= 0, "--cpu_devices must be >= 0")
         _check(bool(self.output_dir), "--output_dir is empty")

@@ -27,7 +27,10 @@ if __name__ == "__main__":  # a command: TensorFlow's start-up lines stay out of
 
 import tensorflow as tf
 
-from xtremedistil_tf import savedmodel
+from xtremedistil_tf import (
+    precision as precision_lib,
+    savedmodel,
+)
 
 # --------------------------------------------------------------------------- from a run folder
 
@@ -97,13 +100,8 @@ def rebuild(run_dir: str, which: str = "student", precision: str = "float32"):
     """
     if precision not in PRECISIONS:
         raise ValueError(f"--precision={precision}: use one of {', '.join(PRECISIONS)}")
-    previous = tf.keras.mixed_precision.global_policy().name
-    tf.keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if precision == "bfloat16" else "float32")
-    try:
+    with precision_lib.policy("bfloat16" if precision == "bfloat16" else "none"):
         return _rebuild(run_dir, which)
-    finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def _rebuild(run_dir: str, which: str):

@@ -168,6 +168,10 @@ flags.DEFINE_integer("skip_nonfinite_batches", _R.skip_nonfinite_batches,
                      "checkpoint is kept). N > 0: skip such batches (no update), halve the "
                      "learning rate each time, stop after N in a stage.")
 flags.DEFINE_bool("xla", _R.xla, "Compile with XLA (helps on GPUs; slower on CPUs).")
+flags.DEFINE_enum("mixed_precision", _R.mixed_precision, list(config_lib.MIXED_PRECISION),
+                  "Train in mixed precision: bfloat16 (CPUs with AVX512_BF16 or AMX, recent "
+                  "GPUs) or float16 (GPUs, with loss scaling); float32 variables, and the "
+                  "reported scores and speeds are of float32 rebuilds. none: float32.")
 flags.DEFINE_enum("distribution_strategy", _R.distribution, list(config_lib.DISTRIBUTIONS),
                   "tf.distribute for training: default (one device), mirrored (all local GPUs, "
                   "or --cpu_devices), multi_worker (hosts from TF_CONFIG) or tpu (--tpu).")
@@ -270,6 +274,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         speed_batch_size=f.speed_batch_size,
         speed_seq_length=f.speed_seq_length,
         xla=f.xla,
+        mixed_precision=f.mixed_precision,
         distribution=f.distribution_strategy,
         tpu=f.tpu,
         cpu_devices=f.cpu_devices,

@@ -15,6 +15,7 @@ import transformers
 
 from xtremedistil_tf import (
     heads as heads_lib,
+    precision,
 )
 
 keras = tf.keras
@@ -93,7 +94,8 @@ class TokenClassifier(keras.Model):
 
         Returns:
             dict with `logits` `[B, T, K]` (and `hidden_states`; with per-layer heads also
-            `aux_logits`, a list of `[B, T, K]` in `aux_layers` order).
+            `aux_logits`, a list of `[B, T, K]` in `aux_layers` order), float32 also when the
+            model computes in a mixed-precision policy (losses and decoding read float32).
         """
         out = self.encoder(
             input_ids=inputs["input_ids"],
@@ -110,7 +112,7 @@ class TokenClassifier(keras.Model):
                 clf(self.aux_dropout(out.hidden_states[i], training=training))
                 for i, clf in zip(self.aux_layers, self.aux_classifiers)
             ]
-        return result
+        return precision.float32(result)
 
     def token_mask(self, input_ids, attention_mask):
         """`[B, T]` bool: real sub-words (not padding, not special tokens)."""
@@ -131,8 +133,10 @@ class TokenClassifier(keras.Model):
         return self.head.probabilities(logits, self.token_mask(input_ids, attention_mask))
 
     def project(self, hidden):
-        """Maps `[..., H_student]` to the teacher width (identity without a projection)."""
-        return self.projection(hidden) if self.projection is not None else hidden
+        """Maps `[..., H_student]` to the teacher width (identity without a projection);
+        float32."""
+        return precision.float32(self.projection(hidden) if self.projection is not None
+                                 else hidden)
 
     def build_with_dummy(self):
         """Creates all variables by running one tiny batch."""

@@ -27,12 +27,14 @@ from xtremedistil_tf import (
     model_folders,
     models,
     objectives,
+    precision,
     report,
     run_data,
     run_results,
     run_stages,
     run_state,
     stages as stages_lib,
+    startup,
     students,
     teacher_cache,
     teacher_labels as teacher_labels_lib,
@@ -164,12 +166,22 @@ def _run_phases(cfg: config_lib.RunConfig, state: run_state.RunState,
         f"transfer {len(data.unlabelled['transfer'])}; {len(data.labels)} labels")
     job = _Job(cfg, state, data, [])
 
-    teacher, ready = _teacher_phase(job)
-    student, schedule, loss_settings = _student_phase(job, teacher, ready)
-    todo = _resumed_stages(job, student, schedule)
-    targets = _teacher_targets_phase(job, teacher, student, todo)
-    _stages_phase(job, student, schedule, todo, loss_settings, targets)
+    if cfg.mixed_precision != "none":
+        log(f"mixed precision: training in {cfg.mixed_precision} (float32 variables; scores "
+            "and speeds are of float32 rebuilds)")
+        warning = precision.hardware_warning(cfg.mixed_precision, startup.cpu_features(),
+                                             len(tf.config.list_physical_devices("GPU")))
+        if warning:
+            log(warning)
+    with precision.policy(cfg.mixed_precision):
+        teacher, ready = _teacher_phase(job)
+        student, schedule, loss_settings = _student_phase(job, teacher, ready)
+        todo = _resumed_stages(job, student, schedule)
+        targets = _teacher_targets_phase(job, teacher, student, todo)
+        _stages_phase(job, student, schedule, todo, loss_settings, targets)
     shutil.rmtree(os.path.join(cfg.output_dir, "teacher_cache"), ignore_errors=True)
+    if cfg.mixed_precision != "none":
+        teacher, student = _float32_side(cfg, teacher), _float32_side(cfg, student)
 
     log("evaluating teacher and student on test")  # the only place test labels are read
     doc = run_results.evaluate(cfg, teacher, student)
@@ -186,6 +198,15 @@ def _run_phases(cfg: config_lib.RunConfig, state: run_state.RunState,
     doc["peak_rss_mb"] = train.peak_rss_mb()  # of this process (a resumed run: since it resumed)
     report.write_json(os.path.join(cfg.output_dir, "metrics.json"), doc)
     return doc
+
+
+def _float32_side(cfg: config_lib.RunConfig, side: _Side) -> _Side:
+    """`side` with its model rebuilt in float32 from its saved weights (after mixed-precision
+    training: what a run reports and exports is the float32 model)."""
+    model, _ = model_folders.load_model(side.folder, name=side.model.name)
+    tagger = side.tagger
+    return dataclasses.replace(side, model=model, tagger=Tagger(
+        model, side.tokenizer, cfg.data, tagger.labels, tagger.convert, xla=cfg.xla))
 
 
 def _teacher_phase(job: _Job) -> tuple[_Side, bool]:
@@ -258,8 +279,14 @@ def _student_phase(job: _Job, teacher: _Side, ready: bool):
     s_tok = (models.load_tokenizer(students.resolve_student_name(cfg.student.model))
              if cfg.student.own_tokenizer else t_tok)
     selecting = students.selects_weights(cfg.student.model, cfg.student.init)
+    source = t_model
+    if selecting and cfg.mixed_precision != "none":
+        # Weight selection recomputes the teacher's blocks to measure (and check) them: in
+        # float32, on a float32 rebuild of the teacher (the student still trains mixed).
+        with precision.policy("none"):
+            source, _ = model_folders.load_model(teacher.folder, name=t_model.name)
     model = students.build_student(
-        cfg.student.model, t_model, len(labels), len(t_tok), t_tok.pad_token_id,
+        cfg.student.model, source, len(labels), len(t_tok), t_tok.pad_token_id,
         dcfg.max_seq_length, cfg.student.dropout, cfg.student.own_tokenizer,
         cfg.student.head, labels, s_tok.all_special_ids, cfg.student.embeddings,
         msd=cfg.strategy == "msd", init=cfg.student.init,

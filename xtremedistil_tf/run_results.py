@@ -37,10 +37,13 @@ def evaluate(cfg, teacher, student) -> dict:
         entries[name]["embedding_params"] = models.embedding_params(tagger.model)
         entries[name]["dev_f1"] = tagger.score(splits["dev"])["f1"]  # what model choice saw
         entries[name]["timing"] = timing
+        entries[name]["compute_dtype"] = tagger.model.compute_dtype  # of the scores and timing
         if cfg.data.target_langs:
             entries[name]["target_avg_f1"] = float(np.mean(
                 [scores["per_language"][lang]["f1"] for lang in cfg.data.target_langs]))
     extra = {}
+    if cfg.mixed_precision != "none":  # how they trained (scored: `compute_dtype`, float32)
+        extra["mixed_precision"] = cfg.mixed_precision
     if cfg.data.source_lang:
         extra["protocol"] = {
             "source_lang": cfg.data.source_lang, "target_langs": list(cfg.data.target_langs),

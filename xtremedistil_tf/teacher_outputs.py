@@ -23,7 +23,8 @@ def cache_key(tagger: Tagger, sentences, dcfg) -> str:
     """A hash of everything the teacher's cached outputs on `sentences` depend on: the model's
     weights (values and shapes, in order), its fast tokenizer's whole definition,
     `max_seq_length` (windowing), the data's labels and whether a ready
-    teacher's labels are mapped onto them, and the sentences themselves (words and language).
+    teacher's labels are mapped onto them, and the sentences themselves (words and language);
+    a model computing in mixed precision (`--mixed_precision`) adds its compute dtype.
     Which outputs are cached (logits, hidden layers, per-layer classifiers) is in the folder
     name beside it."""
     h = hashlib.sha1()
@@ -31,6 +32,8 @@ def cache_key(tagger: Tagger, sentences, dcfg) -> str:
         value = np.ascontiguousarray(v.numpy())
         h.update(f"{value.dtype}{value.shape}".encode())
         h.update(value.tobytes())
+    if tagger.model.compute_dtype != "float32":  # --mixed_precision: other outputs
+        h.update(tagger.model.compute_dtype.encode())
     h.update(tagger.tokenizer.backend_tokenizer.to_str().encode())  # `load_tokenizer`: fast
     h.update(json.dumps([type(tagger.tokenizer).__name__, dcfg.max_seq_length,
                          list(tagger.labels), tagger.convert is not None]).encode())

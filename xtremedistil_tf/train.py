@@ -26,6 +26,7 @@ from xtremedistil_tf import (
     distribute,
     features,
     objectives,
+    precision,
     stage_checkpoints as ckpt_lib,
     stages as stages_lib,
 )
@@ -91,10 +92,16 @@ def _zero_unless(ok, grad):
 def make_optimizer(variables, learning_rate: float, total_steps: int, warmup_ratio: float,
                    weight_decay: float):
     """AdamW over `variables` (LayerNorm weights and biases not decayed) with linear warm-up
-    over `warmup_ratio` of `total_steps` and decay to 0; returns (optimizer, schedule)."""
+    over `warmup_ratio` of `total_steps` and decay to 0; returns (optimizer, schedule).
+
+    Under the float16 policy (`--mixed_precision=float16`) the AdamW is wrapped in a dynamic
+    `LossScaleOptimizer` (the train step scales the loss and unscales the gradients; a step
+    whose gradients overflow is skipped and the scale halved)."""
     schedule = WarmupLinearDecay(learning_rate, total_steps, int(total_steps * warmup_ratio))
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
+    if precision.scales_loss():
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     optimizer.build(variables)
     return optimizer, schedule
 
@@ -191,6 +198,8 @@ def make_train_step(model, objective: str, settings: LossSettings, variables, op
     values, and converting Hugging Face's and Keras' Python for each stage's trace doubled a
     smoke run's time.
     """
+    scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
+
     def replica_step(batch):
         if before_step is not None:
             before_step()
@@ -204,17 +213,24 @@ def make_train_step(model, objective: str, settings: LossSettings, variables, op
                 total = tf.distribute.get_replica_context().all_reduce("sum", weight)
                 share = tf.math.divide_no_nan(weight, total)
                 loss, values = loss * share, values * share
+            if scaled:
+                loss = optimizer.get_scaled_loss(loss)
         grads = tape.gradient(loss, variables)
+        if scaled:
+            grads = optimizer.get_unscaled_gradients(grads)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         if not skip_nonfinite:
             optimizer.apply_gradients(pairs)
             return values
         finite = tf.math.is_finite(loss)
-        for g, _ in pairs:
+        for g, _ in pairs if not scaled else ():  # overflowing scaled gradients: its own skip
             grad = g.values if isinstance(g, tf.IndexedSlices) else g
             finite &= tf.reduce_all(tf.math.is_finite(grad))
         if distribution is None:
-            tf.cond(finite, lambda: optimizer.apply_gradients(pairs), lambda: optimizer.iterations)
+            def apply():
+                optimizer.apply_gradients(pairs)  # (a LossScaleOptimizer's returns nothing)
+                return tf.identity(optimizer.iterations)
+            tf.cond(finite, apply, lambda: tf.identity(optimizer.iterations))
             return values
         bad = tf.distribute.get_replica_context().all_reduce(
             "sum", 1.0 - tf.cast(finite, tf.float32))  # any replica's NaN skips the batch
