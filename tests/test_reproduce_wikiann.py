@@ -4,6 +4,7 @@ The runs themselves are run_distil.py calls, tested in test_pipeline.py; here th
 by metrics.json files written by hand, so the numbers in the table can be checked exactly.
 """
 
+import argparse
 import csv
 import json
 import pathlib
@@ -290,3 +291,30 @@ def test_time_student_shapes_times_teacher_and_selected_students(tmp_path, capsy
     assert rows[0]["speedup_32x8"] == 1.0 and rows[1]["speedup_32x4"] > 0
     assert rows[1]["params"] < rows[0]["params"]
     assert "| l1-h16 | " in capsys.readouterr().out
+
+
+def test_mixed_precision_comparison_pairs_each_seed_with_its_float32_run(tmp_path):
+    import compare_mixed_precision as cmp
+
+    def finished(name, f1, seconds):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        entry = {"f1": f1, "dev_f1": f1 + 0.01}
+        (run / "metrics.json").write_text(json.dumps(
+            {"teacher": entry, "student": entry, "wall_seconds": 600}))
+        (run / "history.json").write_text(json.dumps(
+            [{"stage": "logits", "seconds": s} for s in seconds]))
+
+    finished("float32_seed1", 0.80, [40.0, 20.0])
+    finished("bfloat16_seed1", 0.79, [35.0, 16.0])
+    args = argparse.Namespace(
+        output_dir=str(tmp_path), results=str(tmp_path / "results"))
+    table = cmp.summarise(args, [(1, "float32"), (1, "bfloat16"), (2, "float32")])
+    lines = table.splitlines()
+    assert lines[2] == "| 1 | float32 | 81.0 | 80.0 | 81.0 | 80.0 | 20 | 10.0 min |"
+    assert lines[3] == "| 1 | bfloat16 | 80.0 | 79.0 | 80.0 | 79.0 | 16 (1.25x) | 10.0 min |"
+    assert len([x for x in lines if x.startswith("| 2 ")]) == 0  # not run yet
+    with open(tmp_path / "results" / "summary.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["precision"] for r in rows] == ["float32", "bfloat16"]
+    assert float(rows[1]["s_per_epoch_logits"]) == 16.0
