@@ -2,7 +2,7 @@
 
     python scripts/reproduce_wikiann.py --data ../shared/data/wikiann \
         --teacher /path/to/multilingual-e5-small --output_dir runs/wikiann \
-        --results results/wikiann --readme README.md
+        --results results/wikiann --readme docs/wikiann.md
 
 On a machine with the hub: --teacher=xlm-roberta-base (fine-tuned here), or a ready NER checkpoint
 such as jplu/tf-xlm-r-ner-40-lang (used as is; the rows then compare it with its students).
