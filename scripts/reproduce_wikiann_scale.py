@@ -226,7 +226,10 @@ def summarise(args, langs: list[str]) -> str | None:
             rows.append(_row("teacher", f"fine-tuned on {args.train_per_lang} sentences per "
                              "language", doc["teacher"], 1.0, langs, 0, "main", t_sec))
         # Runs written before `attempts` existed reported their last attempt only: no wall.
+        # The run that fine-tuned the teacher shows that time on the teacher row, not its own.
         wall = doc.get("wall_seconds", 0.0) if "attempts" in doc else 0.0
+        if wall:
+            wall = max(0.0, wall - rw._teacher_seconds(rw.run_dir(args, name)))
         rows.append(_row(name, what, doc["student"], doc["speedup"], langs,
                          doc.get("data", {}).get("transfer", size), group, wall))
     if not rows:
@@ -322,8 +325,9 @@ def markdown(rows: list[dict], langs: list[str], args, retimed: bool) -> str:
             + (f"all models timed in one process on an idle CPU, each its fastest of {ROUNDS} "
                "interleaved rounds (this VM's speed drifts by 10-20 %). " if retimed else
                "teacher and student timed during each run (a shared CPU: noisy). ")
-            + "Wall: the row's whole run on this 2-core CPU, every resumed attempt counted (—: a "
-            "run from before that was counted); teacher: its fine-tuning.\n")
+            + "Wall: the row's whole run on this 2-core CPU (teacher outputs, distillation, "
+            "test), every resumed attempt counted (—: a run from before that was counted); "
+            "teacher: its fine-tuning.\n")
     return (table(main_rows, "Students") + "\n\n"
             + table(other, "Ablation (20k transfer sentences) and transfer-size curve")
             + "\n" + note)
