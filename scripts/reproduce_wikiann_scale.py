@@ -316,7 +316,8 @@ def markdown(rows: list[dict], langs: list[str], args, retimed: bool) -> str:
         return "\n".join(lines)
 
     main_rows = [r for r in rows if r["group"] == "main"]
-    other = [rows[0]] + [r for r in rows if r["group"] != "main"]
+    curve = sorted((r for r in rows if r["group"] == "curve"), key=lambda r: r["transfer"])
+    other = [rows[0], *curve] + [r for r in rows if r["group"] not in ("main", "curve")]
     note = (f"\nEntity F1 (seqeval, strict IOB2) on {args.test_per_lang} test sentences per "
             f"language (sw, af: their whole 1000); teacher trained on {args.train_per_lang} "
             f"sentences per language (dev {args.dev_per_lang}). Transfer: unlabelled train "

@@ -208,8 +208,8 @@ def test_scale_summary_tables_curve_and_readme(tmp_path):
         "history": [{"epoch": 1, "dev_f1": 0.8}, {"epoch": 2, "dev_f1": 0.84}]}}}))
     (run / "metrics.json").write_text(json.dumps({"attempts": 1}))  # the teacher: not resumed
     for name, f1, transfer, attempts in (
-            ("l6-h256", 0.82, 230_000, 2), ("l4-h256 select 10k", 0.7, 56_000, 1),
-            ("l4-h256 svd 20k", 0.6, 66_000, None)):  # None: before wall time spanned attempts
+            ("l6-h256", 0.82, 230_000, 2), ("l4-h256 select 50k", 0.75, 96_000, 1),
+            ("l4-h256 select 10k", 0.7, 56_000, 1), ("l4-h256 svd 20k", 0.6, 66_000, None)):  # None: before wall time spanned attempts
         # The 10k run fine-tuned a teacher itself: that hour is the teacher row's, not its own.
         _fake_run(tmp_path, name, teacher, _entry({"en": f1, "de": f1}, 20_000_000, 80.0),
                   5.0, 7200.0, teacher_seconds=3600.0 if "10k" in name else None)
@@ -226,13 +226,16 @@ def test_scale_summary_tables_curve_and_readme(tmp_path):
                     "--teacher_checkpoint", str(run / "teacher")])
     assert code == 0
     rows = list(csv.DictReader(open(tmp_path / "res" / "summary.csv")))
-    assert [r["model"] for r in rows] == ["teacher", "l6-h256", "l4-h256 select 10k",
-                                          "l4-h256 svd 20k"]
+    assert [r["model"] for r in rows] == ["teacher", "l6-h256", "l4-h256 select 50k",
+                                          "l4-h256 select 10k", "l4-h256 svd 20k"]
     assert float(rows[0]["wall_s"]) == 3600.0 and rows[1]["transfer"] == "230000"
-    assert [float(r["wall_s"]) for r in rows[1:]] == [7200.0, 3600.0, 0.0]
+    assert [float(r["wall_s"]) for r in rows[1:]] == [7200.0, 7200.0, 3600.0, 0.0]
     assert float(rows[1]["kept"]) == pytest.approx(0.82 / 0.85, abs=1e-4)
     text = readme.read_text()
     assert "**Students**" in text and "| l6-h256 | 230k |" in text and "old" not in text
+    # The curve's rows by transfer size, then the ablation.
+    assert text.index("| l4-h256 select 10k |") < text.index("| l4-h256 select 50k |") \
+        < text.index("| l4-h256 svd 20k |")
     assert "| 2.0 h |" in text and "| 20.0M | 5.00x | — |" in text
     assert "dev F1 per epoch: 80.0, 84.0" in text
     assert (tmp_path / "res" / "scale.png").stat().st_size > 0
