@@ -330,7 +330,8 @@ def markdown(rows: list[dict], langs: list[str], args, retimed: bool) -> str:
             "test), every resumed attempt counted (—: a run from before that was counted); "
             "teacher: its fine-tuning.\n")
     return (table(main_rows, "Students") + "\n\n"
-            + table(other, "Transfer-size curve (l4-h256) and the start's ablation (20k transfer sentences)")
+            + table(other, "Transfer-size curve (l4-h256) and the start's ablation "
+                    "(20k transfer sentences)")
             + "\n" + note)
 
 

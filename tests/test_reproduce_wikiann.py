@@ -207,9 +207,10 @@ def test_scale_summary_tables_curve_and_readme(tmp_path):
     (run / "state.json").write_text(json.dumps({"done": {"teacher": {"seconds": 3600.0,
         "history": [{"epoch": 1, "dev_f1": 0.8}, {"epoch": 2, "dev_f1": 0.84}]}}}))
     (run / "metrics.json").write_text(json.dumps({"attempts": 1}))  # the teacher: not resumed
+    # attempts None: a run from before wall time spanned attempts.
     for name, f1, transfer, attempts in (
             ("l6-h256", 0.82, 230_000, 2), ("l4-h256 select 50k", 0.75, 96_000, 1),
-            ("l4-h256 select 10k", 0.7, 56_000, 1), ("l4-h256 svd 20k", 0.6, 66_000, None)):  # None: before wall time spanned attempts
+            ("l4-h256 select 10k", 0.7, 56_000, 1), ("l4-h256 svd 20k", 0.6, 66_000, None)):
         # The 10k run fine-tuned a teacher itself: that hour is the teacher row's, not its own.
         _fake_run(tmp_path, name, teacher, _entry({"en": f1, "de": f1}, 20_000_000, 80.0),
                   5.0, 7200.0, teacher_seconds=3600.0 if "10k" in name else None)
