@@ -317,7 +317,7 @@ def markdown(rows: list[dict], langs: list[str], args, retimed: bool) -> str:
 
     main_rows = [r for r in rows if r["group"] == "main"]
     curve = sorted((r for r in rows if r["group"] == "curve"), key=lambda r: r["transfer"])
-    other = [rows[0], *curve] + [r for r in rows if r["group"] not in ("main", "curve")]
+    other = [rows[0], *curve] + [r for r in rows if r["group"] == "ablation"]
     note = (f"\nEntity F1 (seqeval, strict IOB2) on {args.test_per_lang} test sentences per "
             f"language (sw, af: their whole 1000); teacher trained on {args.train_per_lang} "
             f"sentences per language (dev {args.dev_per_lang}). Transfer: unlabelled train "
