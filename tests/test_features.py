@@ -130,3 +130,41 @@ def test_dataset_yields_the_batches(tiny_tokenizer):
     (element,) = list(features.to_dataset(batches, ["input_ids", "word_index"]))
     np.testing.assert_array_equal(element["input_ids"].numpy(), batches[0]["input_ids"])
     assert set(element) == {"input_ids", "word_index"}
+
+
+def test_long_sentences_raise_no_over_length_warning(tiny_tokenizer):
+    """Sentences longer than the tokenizer's maximum are windowed (and only counted for
+    --trim_vocab), so transformers' "indexing errors" warning would only alarm users."""
+    import logging
+
+    import transformers
+
+    from xtremedistil_tf import vocab_trim
+
+    class Messages(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def emit(self, record):
+            self.seen.append(record.getMessage())
+
+    messages = Messages()
+    library = transformers.logging.get_logger("transformers")  # does not propagate to root
+    library.addHandler(messages)
+    long = sent(["John", "Qxzw", "visited", "London"] * 9)
+    limit = tiny_tokenizer.model_max_length
+    transformers.logging.set_verbosity_warning()
+    try:
+        tiny_tokenizer.model_max_length = 8
+        tiny_tokenizer.deprecation_warnings.clear()  # the warning is given once per tokenizer
+        features.make_windows([long], tiny_tokenizer, LABELS, 12)
+        vocab_trim.covered_ids(tiny_tokenizer, [long])
+        assert not [m for m in messages.seen if "longer than the specified maximum" in m]
+        tiny_tokenizer([list(long.words)], is_split_into_words=True)  # the check can fail
+        assert [m for m in messages.seen if "longer than the specified maximum" in m]
+    finally:
+        library.removeHandler(messages)
+        tiny_tokenizer.model_max_length = limit
+        tiny_tokenizer.deprecation_warnings.clear()
+        transformers.logging.set_verbosity_error()

@@ -51,7 +51,10 @@ def _word_pieces(tokenizer, sentences: Sequence[data_lib.Sentence]) -> list[list
     pieces = []
     for start in range(0, len(words), 1000):
         chunk = words[start : start + 1000]
-        enc = tokenizer(chunk, is_split_into_words=True, add_special_tokens=False)
+        # verbose=False: long sentences are cut into windows below, so transformers' warning
+        # about sequences over the model's maximum length ("indexing errors") does not apply.
+        enc = tokenizer(chunk, is_split_into_words=True, add_special_tokens=False,
+                        verbose=False)
         for i, sent in enumerate(chunk):
             ids = enc["input_ids"][i]
             per_word: list[list[int]] = [[] for _ in sent]

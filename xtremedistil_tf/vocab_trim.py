@@ -39,7 +39,7 @@ def covered_ids(tokenizer, sentences: Iterable, batch: int = 1024) -> list[int]:
     words = [list(s.words) for s in sentences if len(s.words)]
     for start in range(0, len(words), batch):
         enc = tokenizer(words[start:start + batch], is_split_into_words=True,
-                        add_special_tokens=False)
+                        add_special_tokens=False, verbose=False)  # no over-length warning
         for ids in enc["input_ids"]:
             keep.update(ids)
     return sorted(int(i) for i in keep)
