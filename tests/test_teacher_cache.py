@@ -14,7 +14,8 @@ class _Tok:
 
     pad_token_id, cls_token_id, sep_token_id, unk_token_id = 0, 1, 2, 3
 
-    def __call__(self, words_batch, is_split_into_words=True, add_special_tokens=False):
+    def __call__(self, words_batch, is_split_into_words=True, add_special_tokens=False,
+                 verbose=True):
         ids, word_ids = [], []
         for words in words_batch:
             row_ids, row_words = [], []
