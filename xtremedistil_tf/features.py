@@ -45,14 +45,14 @@ class Window:
     word_labels: np.ndarray
 
 
-def _word_pieces(tokenizer, sentences: Sequence[data_lib.Sentence]) -> list[list[list[int]]]:
-    """Returns, per sentence and word, the word's sub-word ids (never empty)."""
+def word_pieces(tokenizer, sentences: Sequence[data_lib.Sentence]) -> Iterator[list[list[int]]]:
+    """Yields, per sentence, each word's sub-word ids (never empty), tokenized 1,000 at a time."""
     words = [list(s.words) for s in sentences]
-    pieces = []
     for start in range(0, len(words), 1000):
         chunk = words[start : start + 1000]
-        # verbose=False: long sentences are cut into windows below, so transformers' warning
-        # about sequences over the model's maximum length ("indexing errors") does not apply.
+        # verbose=False: long sentences are cut into windows by `make_windows`, so transformers'
+        # warning about sequences over the model's maximum length ("indexing errors") does not
+        # apply.
         enc = tokenizer(chunk, is_split_into_words=True, add_special_tokens=False,
                         verbose=False)
         for i, sent in enumerate(chunk):
@@ -66,8 +66,7 @@ def _word_pieces(tokenizer, sentences: Sequence[data_lib.Sentence]) -> list[list
             for p in per_word:
                 if not p:
                     p.append(tokenizer.unk_token_id)
-            pieces.append(per_word)
-    return pieces
+            yield per_word
 
 
 def make_windows(
@@ -92,7 +91,7 @@ def make_windows(
     """
     budget = max_seq_length - 2
     windows = []
-    for s_idx, (sent, per_word) in enumerate(zip(sentences, _word_pieces(tokenizer, sentences))):
+    for s_idx, (sent, per_word) in enumerate(zip(sentences, word_pieces(tokenizer, sentences))):
         tags = sent.tags if (label_ids is not None and sent.tags is not None) else None
         for w, p in enumerate(per_word):
             if len(p) > budget:

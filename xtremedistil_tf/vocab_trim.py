@@ -24,23 +24,22 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from xtremedistil_tf import features
+
 MODELS = ("WordPiece", "Unigram")
 
 
-def covered_ids(tokenizer, sentences: Iterable, batch: int = 1024) -> list[int]:
+def covered_ids(tokenizer, sentences: Iterable) -> list[int]:
     """Sorted ids of every sub-word of `sentences` (`data.Sentence`s), special and added tokens.
 
-    Words are tokenized as the data pipeline does (`is_split_into_words`), so the set is the
+    Words are tokenized by the data pipeline's own `features.word_pieces`, so the set is the
     one the model saw in training.
     """
     keep = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
     if tokenizer.unk_token_id is not None:
         keep.add(tokenizer.unk_token_id)
-    words = [list(s.words) for s in sentences if len(s.words)]
-    for start in range(0, len(words), batch):
-        enc = tokenizer(words[start:start + batch], is_split_into_words=True,
-                        add_special_tokens=False, verbose=False)  # no over-length warning
-        for ids in enc["input_ids"]:
+    for per_word in features.word_pieces(tokenizer, [s for s in sentences if len(s.words)]):
+        for ids in per_word:
             keep.update(ids)
     return sorted(int(i) for i in keep)
 
