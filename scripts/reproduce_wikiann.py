@@ -110,12 +110,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     startup.add_verbosity_argument(p)
 
 
-def select_rows(p: argparse.ArgumentParser, args, rows: list) -> list:
-    """The rows `--only` names, always with the first (it fine-tunes the shared teacher)."""
+def select_rows(p: argparse.ArgumentParser, args, rows: list,
+                keep_first: bool = True) -> list:
+    """The rows `--only` names, with the first unless `keep_first` is False (it fine-tunes the
+    shared teacher, which a given fine-tuned teacher replaces)."""
     chosen = [r for r in rows if not args.only or r[0] in args.only.split(",")]
     if args.only and not chosen:
         p.error(f"--only={args.only}: no such row; rows: {', '.join(r[0] for r in rows)}")
-    if chosen[0] is not rows[0]:
+    if keep_first and chosen[0] is not rows[0]:
         chosen.insert(0, rows[0])
     return chosen
 

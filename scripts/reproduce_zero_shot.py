@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="folder with <lang>/{train,dev,test}.conll")
     p.add_argument("--teacher", required=True)
+    p.add_argument("--teacher_checkpoint", default="",
+                   help="teacher/ folder of an earlier run (same teacher, source data and labels)"
+                        ": every row reuses it, none fine-tunes one")
     p.add_argument("--student", default="teacher:0,2,4,6,8,10")
     p.add_argument("--students", default="",
                    help="several students, 'NAME=SPEC;NAME=SPEC' (replaces --student)")
@@ -87,17 +90,20 @@ def main(argv=None) -> int:
     by_name = {r[0]: r for r in rows}
     if sizes and args.curve_row not in by_name:
         p.error(f"--curve_row={args.curve_row!r}: name one of the rows: {', '.join(by_name)}")
-    runs = rw.select_rows(p, args, rows)
+    runs = rw.select_rows(p, args, rows, keep_first=not args.teacher_checkpoint)
     if not args.summary_only:
         common = [f"--source_lang={args.source}", f"--target_langs={','.join(targets)}",
                   "--aux_heads"]
         todo = [(name, strategy, extra, args.target_text) for name, strategy, extra in runs]
         todo += [(curve_name(args.curve_row, n), *by_name[args.curve_row][1:], n) for n in sizes]
+        reuse = ([f"--teacher_checkpoint={args.teacher_checkpoint}"]
+                 if args.teacher_checkpoint else [])
         for name, flagfile, extra, n in todo:
             strategy = ([f"--flagfile={os.path.join(rw.REPO, 'flags', flagfile)}"]
                         if flagfile else [])
-            if not rw.run_row(name, common + strategy + extra, data_files(args, targets, n),
-                              args, first=rows[0][0]):
+            if not rw.run_row(name, common + strategy + extra + reuse,
+                              data_files(args, targets, n), args,
+                              first=name if reuse else rows[0][0]):
                 return 1
     rows = summarise(args, targets, students)
     if not rows:
@@ -189,6 +195,8 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
             entries = [("direct transfer (teacher)", "", doc["teacher"], 1.0)] if not rows else []
+            teacher_run = (os.path.dirname(args.teacher_checkpoint.rstrip("/"))
+                           if args.teacher_checkpoint else rw.run_dir(args, name))
             entries.append((distiller, spec, doc["student"], doc["speedup"]))
             for model, student, entry, speedup in entries:
                 f1 = {lang: entry["per_language"][lang]["f1"] for lang in [args.source, *targets]}
@@ -197,7 +205,7 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list
                              **{f"f1_{lang}": v for lang, v in f1.items()},
                              "params": entry["params"], "speedup": speedup,
                              "wall_s": (doc["wall_seconds"] if student else
-                                        rw._teacher_seconds(rw.run_dir(args, name)))})
+                                        rw._teacher_seconds(teacher_run))})
     return rows
 
 
@@ -232,14 +240,17 @@ def write(rows: list[dict], targets: list[str], args) -> None:
         f"\n\nEntity F1 on {args.test_per_lang or 'all'} test sentences per language. Teacher "
         f"fine-tuned on {args.source_train or 'all'} {args.source} sentences (model choice on "
         f"{args.source_dev or 'all'} {args.source} dev sentences only); students distil on "
-        f"{args.target_text or 'all'} unlabelled sentences per target language; "
+        + (f"{args.target_text} unlabelled sentences per target language; " if args.target_text
+           else "each target language's whole train split, tags dropped; ")
         + ("students as in the student column" if several else
            f"student `{rows[-1]['student'] or args.student}` (the same architecture in every "
            "row: its speed-up is in the WikiANN table)")
         + ". Wall time: each student's whole run (teacher caching, stages, scoring, "
         "export) on a CPU shared with other jobs; "
-        + ("direct transfer's is the teacher's fine-tuning, which the first student row's "
-           "includes.\n" if rows[0]["wall_s"] else
+        + ("direct transfer's is the teacher's fine-tuning, "
+           + ("by the earlier run whose teacher every row reuses (no row includes it).\n"
+              if args.teacher_checkpoint else "which the first student row's includes.\n")
+           if rows[0]["wall_s"] else
            "the teacher was fine-tuned by an earlier run (its time is not in the table).\n"))
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write(table)

@@ -323,3 +323,39 @@ def test_mixed_precision_comparison_pairs_each_seed_with_its_float32_run(tmp_pat
         rows = list(csv.DictReader(f))
     assert [r["precision"] for r in rows] == ["float32", "bfloat16"]
     assert float(rows[1]["s_per_epoch_logits"]) == 16.0
+
+
+def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path, monkeypatch):
+    import reproduce_zero_shot as zs
+
+    data = tmp_path / "data"
+    for lang, n in (("en", 30), ("de", 12)):
+        for split in ("train", "dev", "test"):
+            _conll(data / lang / f"{split}.conll", n, lang)
+    earlier = tmp_path / "earlier"  # the run that fine-tuned the teacher, 5 min
+    (earlier / "teacher").mkdir(parents=True)
+    (earlier / "state.json").write_text(json.dumps({"done": {"teacher": {"seconds": 300.0}}}))
+    calls = []
+
+    def run_row(name, flags, files, args, first):  # finishes each row as if it had run
+        calls.append((name, flags, first, files["train"]))
+        _fake_run(tmp_path / "out", name, _entry({"en": 0.8, "de": 0.6}, 100, 400.0),
+                  _entry({"en": 0.7, "de": 0.65}, 100, 400.0), 1.0, 600.0)
+        return True
+
+    monkeypatch.setattr(zs.rw, "run_row", run_row)
+    assert zs.main(["--data", str(data), "--teacher", "t", "--output_dir", str(tmp_path / "out"),
+                    "--results", str(tmp_path / "res"), "--targets", "de", "--target_text", "0",
+                    "--teacher_checkpoint", str(earlier / "teacher"), "--only", "MTMT",
+                    "--curve_row", "MTMT", "--curve", "5"]) == 0
+    # Only the named row and its curve point run (not TSL, whose teacher is not needed), each
+    # with the given teacher and as its own "first" row (no other row's teacher is appended).
+    assert [c[0] for c in calls] == ["MTMT", "MTMT @5"]
+    for name, flags, first, _ in calls:
+        assert f"--teacher_checkpoint={earlier / 'teacher'}" in flags and first == name
+    assert calls[0][3].endswith(f"de={tmp_path}/out/data/de/train.conll")  # all 12: the table's
+    assert len(rw.data_lib.read_conll(str(tmp_path / "out" / "data" / "de" / "train.conll"))) == 12
+    table = (tmp_path / "res" / "summary.md").read_text()
+    assert "| direct transfer (teacher) | 60.0 | **60.0** | 80.0 | 0.0M | 5 min |" in table
+    assert "by the earlier run whose teacher every row reuses" in table
+    assert "each target language's whole train split, tags dropped" in table
