@@ -43,7 +43,7 @@ import reproduce_wikiann as rw  # noqa: E402
 
 from xtremedistil_tf import config  # noqa: E402
 
-BEGIN, END = "<!-- zero-shot:begin -->", "<!-- zero-shot:end -->"
+BEGIN, END = "<!-- zero-shot:begin -->", "<!-- zero-shot:end -->"  # --section's default
 RUNS = [  # (row, strategy flagfile or None, extra flags)
     ("TSL", "tsl.cfg", []),
     ("MSD", "msd.cfg", []),
@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--output_dir", default="runs/zero_shot")
     p.add_argument("--results", default="results/zero_shot")
     p.add_argument("--readme", default="")
+    p.add_argument("--section", default="zero-shot",
+                   help="--readme's table goes between <!-- SECTION:begin --> and "
+                        "<!-- SECTION:end --> (one section per table, e.g. per --target_text)")
     p.add_argument("--source", default="en")
     p.add_argument("--targets", default="de,es,nl,ar,fi,hu")
     p.add_argument("--source_train", type=int, default=5000, help="labelled source sentences")
@@ -255,7 +258,8 @@ def write(rows: list[dict], targets: list[str], args) -> None:
     with open(os.path.join(args.results, "summary.md"), "w", encoding="utf-8") as f:
         f.write(table)
     if args.readme:
-        rw.update_readme(args.readme, table, BEGIN, END)
+        rw.update_readme(args.readme, table, f"<!-- {args.section}:begin -->",
+                         f"<!-- {args.section}:end -->")
     print(table)
 
 
