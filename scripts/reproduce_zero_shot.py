@@ -203,7 +203,9 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list
             entries.append((distiller, spec, doc["student"], doc["speedup"]))
             for model, student, entry, speedup in entries:
                 f1 = {lang: entry["per_language"][lang]["f1"] for lang in [args.source, *targets]}
-                rows.append({"model": model, "student": student,
+                rows.append({"model": model, "student": student, "test_sentences": {
+                                 lang: entry["per_language"][lang].get("sentences")
+                                 for lang in targets},
                              "avg_f1": sum(f1[t] for t in targets) / len(targets),
                              **{f"f1_{lang}": v for lang, v in f1.items()},
                              "params": entry["params"], "speedup": speedup,
@@ -239,15 +241,18 @@ def write(rows: list[dict], targets: list[str], args) -> None:
              f"**{100 * r['avg_f1']:.1f}**", f"{100 * r[f'f1_{args.source}']:.1f}",
              f"{r['params'] / 1e6:.1f}M",
              f"{r['wall_s'] / 60:.0f} min" if r["wall_s"] else "—"]) + " |")
+    fewer = [f"{t} {n}" for t, n in rows[0]["test_sentences"].items()
+             if args.test_per_lang and n and n < args.test_per_lang]
+    spec = rows[-1]["student"] or args.student
     table = "\n".join(lines) + (
-        f"\n\nEntity F1 on {args.test_per_lang or 'all'} test sentences per language. Teacher "
+        f"\n\nEntity F1 on {args.test_per_lang or 'all'} test sentences per language"
+        + (f" ({', '.join(fewer)}: their whole test split)" if fewer else "") + ". Teacher "
         f"fine-tuned on {args.source_train or 'all'} {args.source} sentences (model choice on "
         f"{args.source_dev or 'all'} {args.source} dev sentences only); students distil on "
         + (f"{args.target_text} unlabelled sentences per target language; " if args.target_text
            else "each target language's whole train split, tags dropped; ")
         + ("students as in the student column" if several else
-           f"student `{rows[-1]['student'] or args.student}` (the same architecture in every "
-           "row: its speed-up is in the WikiANN table)")
+           f"student `{spec}` in every row")
         + ". Wall time: each student's whole run (teacher caching, stages, scoring, "
         "export) on a CPU shared with other jobs; "
         + ("direct transfer's is the teacher's fine-tuning, "

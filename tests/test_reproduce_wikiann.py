@@ -350,7 +350,7 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
                     "--results", str(tmp_path / "res"), "--targets", "de", "--target_text", "0",
                     "--teacher_checkpoint", str(earlier / "teacher"), "--only", "MTMT",
                     "--curve_row", "MTMT", "--curve", "5", "--readme", str(readme),
-                    "--section", "all"]) == 0
+                    "--section", "all", "--test_per_lang", "2000"]) == 0
     # Only the named row and its curve point run (not TSL, whose teacher is not needed), each
     # with the given teacher and as its own "first" row (no other row's teacher is appended).
     assert [c[0] for c in calls] == ["MTMT", "MTMT @5"]
@@ -362,5 +362,6 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
     assert "| direct transfer (teacher) | 60.0 | **60.0** | 80.0 | 0.0M | 5 min |" in table
     assert "by the earlier run whose teacher every row reuses" in table
     assert "each target language's whole train split, tags dropped" in table
+    assert "2000 test sentences per language (de 1000: their whole test split)" in table
     text = readme.read_text()
     assert text.startswith(f"{zs.BEGIN}\n2k\n{zs.END}") and table.strip() in text
