@@ -189,6 +189,9 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list
     """Direct transfer (from the first finished run), then every finished distiller row of each
     (NAME, SPEC) student (NAME "" for the one `--student`)."""
     rows = []
+    # The run that fine-tuned the teacher: the given checkpoint's, else the first finished row.
+    teacher_run = (os.path.dirname(args.teacher_checkpoint.rstrip("/"))
+                   if args.teacher_checkpoint else "")
     for label, spec in students:
         for distiller, _, _ in RUNS:
             name = row_name(distiller, label)
@@ -198,8 +201,6 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
             entries = [("direct transfer (teacher)", "", doc["teacher"], 1.0)] if not rows else []
-            teacher_run = (os.path.dirname(args.teacher_checkpoint.rstrip("/"))
-                           if args.teacher_checkpoint else rw.run_dir(args, name))
             entries.append((distiller, spec, doc["student"], doc["speedup"]))
             for model, student, entry, speedup in entries:
                 f1 = {lang: entry["per_language"][lang]["f1"] for lang in [args.source, *targets]}
@@ -210,7 +211,8 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list
                              **{f"f1_{lang}": v for lang, v in f1.items()},
                              "params": entry["params"], "speedup": speedup,
                              "wall_s": (doc["wall_seconds"] if student else
-                                        rw._teacher_seconds(teacher_run))})
+                                        rw._teacher_seconds(teacher_run or
+                                                            rw.run_dir(args, name)))})
     return rows
 
 
