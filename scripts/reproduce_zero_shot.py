@@ -28,6 +28,10 @@ The curve of target F1 against target sentences: `--curve_row 'MTMT teacher-size
 1000,5000,0` re-runs that row with each amount of unlabelled text per target (0: the whole
 train split; the table's own `--target_text` is that row itself), with the same teacher, source
 data and test samples, into `runs/<row>_@<n>/`; `RESULTS/curve.csv` and `curve.png` hold it.
+
+Seeds: `--seeds 43,44` runs every chosen row again with each student seed (run_distil.py
+`--seed`; the teacher, samples and test sets stay those of `--seed`) into `runs/<row>_seed<N>/`;
+the table then gives each row's mean over its finished seeds and the target average's range.
 """
 
 from __future__ import annotations
@@ -78,6 +82,10 @@ def main(argv=None) -> int:
     p.add_argument("--curve", default="",
                    help="target sentences per language for the curve, e.g. 1000,5000,0 (0: all)")
     p.add_argument("--curve_row", default="", help="the row the curve re-runs, e.g. 'MTMT'")
+    p.add_argument("--seeds", default="",
+                   help="more student seeds, e.g. 43,44: every chosen row also runs with each "
+                        "(run_distil.py --seed; the same teacher, samples and test sets) into "
+                        "runs/<row>_seed<N>/, and the table gives the mean and range over seeds")
     rw.add_run_arguments(p)
     args = p.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
@@ -85,6 +93,10 @@ def main(argv=None) -> int:
         students = parse_students(args.students) or [("", args.student)]
     except ValueError as e:
         p.error(f"--students: {e}")
+    try:
+        args.seed_list = parse_seeds(args.seeds, args.seed)
+    except ValueError as e:
+        p.error(str(e))
     try:
         sizes = curve_sizes(args.curve, args.target_text)
     except ValueError as e:
@@ -97,7 +109,9 @@ def main(argv=None) -> int:
     if not args.summary_only:
         common = [f"--source_lang={args.source}", f"--target_langs={','.join(targets)}",
                   "--aux_heads"]
-        todo = [(name, strategy, extra, args.target_text) for name, strategy, extra in runs]
+        todo = [(seed_name(name, seed), strategy, extra + ([] if seed is None else [f"--seed={seed}"]),
+                 args.target_text)
+                for name, strategy, extra in runs for seed in [None, *args.seed_list]]
         todo += [(curve_name(args.curve_row, n), *by_name[args.curve_row][1:], n) for n in sizes]
         reuse = ([f"--teacher_checkpoint={args.teacher_checkpoint}"]
                  if args.teacher_checkpoint else [])
@@ -152,6 +166,22 @@ def curve_sizes(text: str, target_text: int) -> list[int]:
 def curve_name(row: str, target_text: int) -> str:
     return f"{row} @{target_text or 'all'}"
 
+
+def parse_seeds(text: str, seed: int) -> list[int]:
+    """'43,44' -> [43, 44]: the student seeds each row runs with besides `--seed`."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds={text}: write integers, e.g. 43,44") from None
+    if len(set(seeds)) != len(seeds) or seed in seeds:
+        raise ValueError(f"--seeds={text}: seeds must be distinct and differ from --seed={seed}")
+    return seeds
+
+
+def seed_name(row: str, seed: int | None) -> str:
+    """The run of `row` with student seed `seed` (None: the row's own run, with --seed)."""
+    return row if seed is None else f"{row} seed{seed}"
+
 def table_rows(students: list[tuple[str, str]]) -> list[tuple[str, str | None, list[str]]]:
     """(row name, strategy flagfile, flags) for every distiller of every (NAME, SPEC) student;
     a preset student (`l6-h256`) is cut from the fine-tuned teacher by weight selection, and a
@@ -187,32 +217,41 @@ def row_name(distiller: str, student: str) -> str:
 
 def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list[dict]:
     """Direct transfer (from the first finished run), then every finished distiller row of each
-    (NAME, SPEC) student (NAME "" for the one `--student`)."""
+    (NAME, SPEC) student (NAME "" for the one `--student`): its F1s and wall are the means over
+    the row's finished seed runs (`--seeds`), `avg_f1_min`/`max` their range."""
     rows = []
     # The run that fine-tuned the teacher: the given checkpoint's, else the first finished row.
     teacher_run = (os.path.dirname(args.teacher_checkpoint.rstrip("/"))
                    if args.teacher_checkpoint else "")
+    langs = [args.source, *targets]
     for label, spec in students:
         for distiller, _, _ in RUNS:
             name = row_name(distiller, label)
-            path = os.path.join(rw.run_dir(args, name), "metrics.json")
-            if not os.path.exists(path):
+            paths = [os.path.join(rw.run_dir(args, seed_name(name, seed)), "metrics.json")
+                     for seed in [None, *args.seed_list]]
+            if not os.path.exists(paths[0]):  # no row without its own run
                 continue
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-            entries = [("direct transfer (teacher)", "", doc["teacher"], 1.0)] if not rows else []
-            entries.append((distiller, spec, doc["student"], doc["speedup"]))
-            for model, student, entry, speedup in entries:
-                f1 = {lang: entry["per_language"][lang]["f1"] for lang in [args.source, *targets]}
+            docs = []
+            for path in filter(os.path.exists, paths):
+                with open(path, encoding="utf-8") as f:
+                    docs.append(json.load(f))
+            entries = ([("direct transfer (teacher)", "", [docs[0]["teacher"]], 1.0)]
+                       if not rows else [])
+            entries.append((distiller, spec, [d["student"] for d in docs], docs[0]["speedup"]))
+            for model, student, runs, speedup in entries:
+                f1s = [{lang: e["per_language"][lang]["f1"] for lang in langs} for e in runs]
+                avgs = [sum(f1[t] for t in targets) / len(targets) for f1 in f1s]
+                walls = ([d["wall_seconds"] for d in docs] if student else
+                         [rw._teacher_seconds(teacher_run or rw.run_dir(args, name))])
                 rows.append({"model": model, "student": student, "test_sentences": {
-                                 lang: entry["per_language"][lang].get("sentences")
+                                 lang: runs[0]["per_language"][lang].get("sentences")
                                  for lang in targets},
-                             "avg_f1": sum(f1[t] for t in targets) / len(targets),
-                             **{f"f1_{lang}": v for lang, v in f1.items()},
-                             "params": entry["params"], "speedup": speedup,
-                             "wall_s": (doc["wall_seconds"] if student else
-                                        rw._teacher_seconds(teacher_run or
-                                                            rw.run_dir(args, name)))})
+                             "avg_f1": sum(avgs) / len(avgs),
+                             **{f"f1_{lang}": sum(f1[lang] for f1 in f1s) / len(f1s)
+                                for lang in langs},
+                             "params": runs[0]["params"], "speedup": speedup,
+                             "seeds": len(runs), "avg_f1_min": min(avgs),
+                             "avg_f1_max": max(avgs), "wall_s": sum(walls) / len(walls)})
     return rows
 
 
@@ -228,7 +267,9 @@ def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
 
 def write(rows: list[dict], targets: list[str], args) -> None:
     os.makedirs(args.results, exist_ok=True)
+    seeded = any(r["seeds"] > 1 for r in rows)
     columns = ["model", "student", *[f"f1_{t}" for t in targets], "avg_f1",
+               *(["seeds", "avg_f1_min", "avg_f1_max"] if seeded else []),
                f"f1_{args.source}", "params", "speedup", "wall_s"]
     write_csv(os.path.join(args.results, "summary.csv"), columns, rows)
     several = len({r["student"] for r in rows if r["student"]}) > 1
@@ -240,7 +281,10 @@ def write(rows: list[dict], targets: list[str], args) -> None:
         lines.append("| " + " | ".join(
             [r["model"], *([f"`{r['student']}`" if r["student"] else "—"] if several else []),
              *[f"{100 * r[f'f1_{t}']:.1f}" for t in targets],
-             f"**{100 * r['avg_f1']:.1f}**", f"{100 * r[f'f1_{args.source}']:.1f}",
+             f"**{100 * r['avg_f1']:.1f}**" + (
+                 f" ({100 * r['avg_f1_min']:.1f}–{100 * r['avg_f1_max']:.1f}, {r['seeds']} seeds)"
+                 if r["seeds"] > 1 else ""),
+             f"{100 * r[f'f1_{args.source}']:.1f}",
              f"{r['params'] / 1e6:.1f}M",
              f"{r['wall_s'] / 60:.0f} min" if r["wall_s"] else "—"]) + " |")
     fewer = [f"{t} {n}" for t, n in rows[0]["test_sentences"].items()
@@ -255,6 +299,10 @@ def write(rows: list[dict], targets: list[str], args) -> None:
            else "each target language's whole train split, tags dropped; ")
         + ("students as in the student column" if several else
            f"student `{spec}` in every row")
+        + (f". Rows with seeds: means over runs with student seeds "
+           f"{', '.join(map(str, [args.seed, *args.seed_list]))} (run_distil.py --seed; the same "
+           "teacher, samples and test sets), the target average's range in brackets"
+           if seeded else "")
         + ". Wall time: each student's whole run (teacher caching, stages, scoring, "
         "export) on a CPU shared with other jobs; "
         + ("direct transfer's is the teacher's fine-tuning, "

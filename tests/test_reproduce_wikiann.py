@@ -365,3 +365,63 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
     assert "2000 test sentences per language (de 1000: their whole test split)" in table
     text = readme.read_text()
     assert text.startswith(f"{zs.BEGIN}\n2k\n{zs.END}") and table.strip() in text
+
+
+def test_zero_shot_seeds_rerun_each_row_and_the_table_gives_mean_and_range(tmp_path, monkeypatch,
+                                                                           capsys):
+    import reproduce_zero_shot as zs
+
+    data = tmp_path / "data"
+    for lang, n in (("en", 30), ("de", 12), ("es", 12)):
+        for split in ("train", "dev", "test"):
+            _conll(data / lang / f"{split}.conll", n, lang)
+    assert zs.parse_seeds(" 43, 44", 42) == [43, 44]
+    for bad in ("x", "43,43", "42"):
+        with pytest.raises(ValueError):
+            zs.parse_seeds(bad, 42)
+    args = ["--data", str(data), "--teacher", "t", "--output_dir", str(tmp_path / "out"),
+            "--results", str(tmp_path / "res"), "--targets", "de,es", "--target_text", "5",
+            "--teacher_checkpoint", str(tmp_path / "earlier" / "teacher"), "--only", "MTMT",
+            "--seeds", "43,44"]
+    with pytest.raises(SystemExit):
+        zs.main([*args, "--seeds", "42,43"])
+    assert "differ from --seed=42" in capsys.readouterr().err
+    teacher = _entry({"en": 0.8, "de": 0.6, "es": 0.7}, 100, 400.0)
+    students = {"MTMT": (0.62, 0.72), "MTMT seed43": (0.60, 0.70), "MTMT seed44": (0.67, 0.71)}
+    calls = []
+
+    def run_row(name, flags, files, args, first):  # finishes each run as if it had run
+        calls.append((name, [f for f in flags if f.startswith("--seed")], files["train"]))
+        if name != "MTMT seed44":  # this one is still to come: the mean is over the finished
+            de, es = students[name]
+            _fake_run(tmp_path / "out", name, teacher,
+                      _entry({"en": 0.7, "de": de, "es": es}, 100, 400.0), 1.0, 60.0)
+        return True
+
+    monkeypatch.setattr(zs.rw, "run_row", run_row)
+    assert zs.main(args) == 0
+    # Each seed runs the row on the same data samples; only run_distil's --seed differs.
+    assert [(name, seed) for name, seed, _ in calls] == [
+        ("MTMT", []), ("MTMT seed43", ["--seed=43"]), ("MTMT seed44", ["--seed=44"])]
+    assert len({train for _, _, train in calls}) == 1
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["seeds"]) for r in rows] == [("direct transfer (teacher)", "1"),
+                                                         ("MTMT", "2")]
+    assert float(rows[1]["avg_f1"]) == pytest.approx(0.66)  # (0.67 + 0.65) / 2
+    assert float(rows[1]["f1_de"]) == pytest.approx(0.61)
+    assert (float(rows[1]["avg_f1_min"]), float(rows[1]["avg_f1_max"])) == (0.65, 0.67)
+    table = (tmp_path / "res" / "summary.md").read_text()
+    assert "| MTMT | 61.0 | 71.0 | **66.0** (65.0–67.0, 2 seeds) | 70.0 |" in table
+    assert "| direct transfer (teacher) | 60.0 | 70.0 | **65.0** | 80.0 |" in table
+    assert "student seeds 42, 43, 44" in table
+    # Seed 44 finishes: the row's mean takes it in; a seed run alone makes no row.
+    _fake_run(tmp_path / "out", "MTMT seed44", teacher,
+              _entry({"en": 0.7, "de": 0.67, "es": 0.71}, 100, 400.0), 1.0, 60.0)
+    _fake_run(tmp_path / "out", "TSL seed43", teacher,
+              _entry({"en": 0.7, "de": 0.5, "es": 0.5}, 100, 400.0), 1.0, 60.0)
+    assert zs.main([*args, "--summary_only"]) == 0
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["direct transfer (teacher)", "MTMT"]
+    assert (rows[1]["seeds"], float(rows[1]["avg_f1"])) == ("3", pytest.approx(0.67))
