@@ -80,6 +80,7 @@ class BestWeights:
         return self.values is None
 
     def save(self, epoch: int) -> None:
+        self.values = None  # the old copy goes first: never two copies of the weights at once
         self.values = [v.numpy() for v in self.model.weights]
         if self.folder:
             # A new prefix each time: a crash while writing leaves the recorded one intact.
