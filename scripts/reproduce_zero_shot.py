@@ -109,8 +109,7 @@ def main(argv=None) -> int:
     if not args.summary_only:
         common = [f"--source_lang={args.source}", f"--target_langs={','.join(targets)}",
                   "--aux_heads"]
-        todo = [(seed_name(name, seed), strategy, extra + ([] if seed is None else [f"--seed={seed}"]),
-                 args.target_text)
+        todo = [(seed_name(name, seed), strategy, extra + seed_flags(seed), args.target_text)
                 for name, strategy, extra in runs for seed in [None, *args.seed_list]]
         todo += [(curve_name(args.curve_row, n), *by_name[args.curve_row][1:], n) for n in sizes]
         reuse = ([f"--teacher_checkpoint={args.teacher_checkpoint}"]
@@ -154,10 +153,7 @@ def data_files(args, targets: list[str], target_text: int) -> dict[str, str]:
 
 def curve_sizes(text: str, target_text: int) -> list[int]:
     """'1000,5000,0' -> the sizes that need runs of their own (not the table's `target_text`)."""
-    try:
-        sizes = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--curve={text}: write sentence counts, e.g. 1000,5000,0") from None
+    sizes = _ints(text, f"--curve={text}: write sentence counts, e.g. 1000,5000,0")
     if any(n < 0 for n in sizes) or len(set(sizes)) != len(sizes):
         raise ValueError(f"--curve={text}: counts must be distinct and >= 0 (0: all)")
     return [n for n in sizes if n != target_text]
@@ -169,18 +165,29 @@ def curve_name(row: str, target_text: int) -> str:
 
 def parse_seeds(text: str, seed: int) -> list[int]:
     """'43,44' -> [43, 44]: the student seeds each row runs with besides `--seed`."""
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds={text}: write integers, e.g. 43,44") from None
+    seeds = _ints(text, f"--seeds={text}: write integers, e.g. 43,44")
     if len(set(seeds)) != len(seeds) or seed in seeds:
         raise ValueError(f"--seeds={text}: seeds must be distinct and differ from --seed={seed}")
     return seeds
 
 
+def _ints(text: str, error: str) -> list[int]:
+    """'1, 2,' -> [1, 2]; `error` is the ValueError's message for a part that is not one."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(error) from None
+
+
 def seed_name(row: str, seed: int | None) -> str:
     """The run of `row` with student seed `seed` (None: the row's own run, with --seed)."""
     return row if seed is None else f"{row} seed{seed}"
+
+
+def seed_flags(seed: int | None) -> list[str]:
+    """run_distil.py flags of that run: its --seed after the common one (the last one wins)."""
+    return [] if seed is None else [f"--seed={seed}"]
+
 
 def table_rows(students: list[tuple[str, str]]) -> list[tuple[str, str | None, list[str]]]:
     """(row name, strategy flagfile, flags) for every distiller of every (NAME, SPEC) student;
