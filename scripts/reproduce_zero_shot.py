@@ -32,15 +32,24 @@ data and test samples, into `runs/<row>_@<n>/`; `RESULTS/curve.csv` and `curve.p
 Seeds: `--seeds 43,44` runs every chosen row again with each student seed (run_distil.py
 `--seed`; the teacher, samples and test sets stay those of `--seed`) into `runs/<row>_seed<N>/`;
 the table then gives each row's mean over its finished seeds and the target average's range.
+
+Records: every finished run leaves RESULTS/runs/<run>.json (its F1s, size, speed-up and wall, and
+its teacher's F1s), committed with the table, which is built from them: the table outlives the
+run folders (a lost machine, a cleaned disk). A record names its teacher by a fingerprint of the
+teacher's test F1s, so rows whose teacher was fine-tuned again (on another machine: another
+floating-point order, another teacher) come after that teacher's own direct transfer, with a
+teacher column; "vs direct" is each row's target average minus its own teacher's.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reproduce_wikiann as rw  # noqa: E402
@@ -121,13 +130,13 @@ def main(argv=None) -> int:
                               data_files(args, targets, n), args,
                               first=name if reuse else rows[0][0]):
                 return 1
-    rows = summarise(args, targets, students)
+    rows = summarise(args, targets, students, sizes)
     if not rows:
         print("no finished runs yet", file=sys.stderr)
         return 1
     write(rows, targets, args)
     if sizes:
-        write_curve(args, targets, sizes, rows[0])
+        write_curve(args, targets, sizes, rows)
     return 0
 
 
@@ -222,44 +231,106 @@ def row_name(distiller: str, student: str) -> str:
     return f"{distiller} {student}" if student else distiller
 
 
-def summarise(args, targets: list[str], students: list[tuple[str, str]]) -> list[dict]:
-    """Direct transfer (from the first finished run), then every finished distiller row of each
-    (NAME, SPEC) student (NAME "" for the one `--student`): its F1s and wall are the means over
-    the row's finished seed runs (`--seeds`), `avg_f1_min`/`max` their range."""
+def summarise(args, targets: list[str], students: list[tuple[str, str]],
+              sizes: list[int] = ()) -> list[dict]:
+    """The table's rows, from the run records under RESULTS/runs/ (`save_records` first files
+    every finished run still on disk): per teacher, its direct transfer and then every distiller
+    row of each (NAME, SPEC) student (NAME "" for the one `--student`) that has a record of its
+    own run with that teacher. A row's F1s and wall are the means over its seed records
+    (`--seeds`) of the same teacher, `avg_f1_min`/`max` their range; `gain` is its target
+    average minus its teacher's direct transfer."""
+    names = [seed_name(row_name(distiller, label), seed) for label, _ in students
+             for distiller, _, _ in RUNS for seed in [None, *args.seed_list]]
+    if args.curve_row:
+        names += [curve_name(args.curve_row, n) for n in sizes]
+    records = save_records(args, names)
+    teachers = sorted({r["teacher"]["id"] for r in records.values()},  # A: the earliest
+                      key=lambda t: (min(r["finished"] for r in records.values()
+                                         if r["teacher"]["id"] == t), t))
+    label = {t: chr(ord("A") + i) for i, t in enumerate(teachers)}
+    langs = [args.source, *targets]
     rows = []
+    for teacher in teachers:
+        mine = {n: r for n, r in records.items() if r["teacher"]["id"] == teacher}
+        first = next(iter(mine.values()))["teacher"]
+        direct = _row("direct transfer (teacher)", "", [first], targets, langs,
+                      max(r["teacher"]["wall_s"] for r in mine.values()))
+        group = [dict(direct, teacher=label[teacher], teacher_id=teacher, gain=0.0)]
+        for name_, spec in students:
+            for distiller, _, _ in RUNS:
+                name = row_name(distiller, name_)
+                if name not in mine:  # no row without its own run
+                    continue
+                runs = [mine[seed_name(name, s)] for s in [None, *args.seed_list]
+                        if seed_name(name, s) in mine]
+                row = _row(distiller, spec, runs, targets, langs,
+                           sum(r["wall_s"] for r in runs) / len(runs))
+                group.append(dict(row, teacher=label[teacher], teacher_id=teacher,
+                                  speedup=runs[0]["speedup"],
+                                  gain=row["avg_f1"] - direct["avg_f1"]))
+        if len(group) > 1:
+            rows += group
+    return rows
+
+
+def _row(model: str, student: str, runs: list[dict], targets: list[str], langs: list[str],
+         wall_s: float) -> dict:
+    """One table row: the mean F1s of `runs` (model entries with per_language F1)."""
+    f1s = [{lang: e["per_language"][lang]["f1"] for lang in langs} for e in runs]
+    avgs = [sum(f1[t] for t in targets) / len(targets) for f1 in f1s]
+    return {"model": model, "student": student,
+            "test_sentences": {t: runs[0]["per_language"][t].get("sentences") for t in targets},
+            "avg_f1": sum(avgs) / len(avgs),
+            **{f"f1_{lang}": sum(f1[lang] for f1 in f1s) / len(f1s) for lang in langs},
+            "params": runs[0]["params"], "speedup": 1.0, "seeds": len(runs),
+            "avg_f1_min": min(avgs), "avg_f1_max": max(avgs), "wall_s": wall_s}
+
+
+def save_records(args, names: list[str]) -> dict[str, dict]:
+    """RESULTS/runs/<run>.json for every run in `names` whose metrics.json is on disk (written
+    again each time), then every record of `names` there: what the table needs of a run, kept
+    with the results so that the table outlives the run folders (a lost machine, a cleaned
+    disk). A record names its teacher by a fingerprint of the teacher's test F1s: rows of
+    teachers fine-tuned apart (another machine) are never averaged together."""
+    folder = os.path.join(args.results, "runs")
     # The run that fine-tuned the teacher: the given checkpoint's, else the first finished row.
     teacher_run = (os.path.dirname(args.teacher_checkpoint.rstrip("/"))
                    if args.teacher_checkpoint else "")
-    langs = [args.source, *targets]
-    for label, spec in students:
-        for distiller, _, _ in RUNS:
-            name = row_name(distiller, label)
-            paths = [os.path.join(rw.run_dir(args, seed_name(name, seed)), "metrics.json")
-                     for seed in [None, *args.seed_list]]
-            if not os.path.exists(paths[0]):  # no row without its own run
-                continue
-            docs = []
-            for path in filter(os.path.exists, paths):
-                with open(path, encoding="utf-8") as f:
-                    docs.append(json.load(f))
-            entries = ([("direct transfer (teacher)", "", [docs[0]["teacher"]], 1.0)]
-                       if not rows else [])
-            entries.append((distiller, spec, [d["student"] for d in docs], docs[0]["speedup"]))
-            for model, student, runs, speedup in entries:
-                f1s = [{lang: e["per_language"][lang]["f1"] for lang in langs} for e in runs]
-                avgs = [sum(f1[t] for t in targets) / len(targets) for f1 in f1s]
-                walls = ([d["wall_seconds"] for d in docs] if student else
-                         [rw._teacher_seconds(teacher_run or rw.run_dir(args, name))])
-                rows.append({"model": model, "student": student, "test_sentences": {
-                                 lang: runs[0]["per_language"][lang].get("sentences")
-                                 for lang in targets},
-                             "avg_f1": sum(avgs) / len(avgs),
-                             **{f"f1_{lang}": sum(f1[lang] for f1 in f1s) / len(f1s)
-                                for lang in langs},
-                             "params": runs[0]["params"], "speedup": speedup,
-                             "seeds": len(runs), "avg_f1_min": min(avgs),
-                             "avg_f1_max": max(avgs), "wall_s": sum(walls) / len(walls)})
-    return rows
+    records = {}
+    for name in names:
+        path = os.path.join(folder, name.replace(" ", "_") + ".json")
+        metrics = os.path.join(rw.run_dir(args, name), "metrics.json")
+        if os.path.exists(metrics):
+            with open(metrics, encoding="utf-8") as f:
+                doc = json.load(f)
+            teacher = doc["teacher"]
+            record = {
+                "run": name,
+                "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime(
+                    os.path.getmtime(metrics))),
+                "teacher": {"id": teacher_fingerprint(teacher), "params": teacher["params"],
+                            "per_language": teacher["per_language"],
+                            "wall_s": rw._teacher_seconds(teacher_run
+                                                          or rw.run_dir(args, name))},
+                "per_language": doc["student"]["per_language"],
+                "params": doc["student"]["params"], "speedup": doc["speedup"],
+                "wall_s": doc["wall_seconds"]}
+            os.makedirs(folder, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(record, f, indent=1, sort_keys=True)
+                f.write("\n")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                records[name] = json.load(f)
+    return records
+
+
+def teacher_fingerprint(teacher: dict) -> str:
+    """8 hex digits naming a fine-tuned teacher by its per-language test F1s: runs that reuse
+    one teacher share them exactly, and two fine-tunings (another machine's floating-point
+    order, another seed) do not."""
+    scores = {lang: round(e["f1"], 4) for lang, e in sorted(teacher["per_language"].items())}
+    return hashlib.sha256(json.dumps(scores).encode()).hexdigest()[:8]
 
 
 def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
@@ -275,22 +346,26 @@ def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
 def write(rows: list[dict], targets: list[str], args) -> None:
     os.makedirs(args.results, exist_ok=True)
     seeded = any(r["seeds"] > 1 for r in rows)
-    columns = ["model", "student", *[f"f1_{t}" for t in targets], "avg_f1",
+    columns = ["model", "student", "teacher_id", *[f"f1_{t}" for t in targets], "avg_f1", "gain",
                *(["seeds", "avg_f1_min", "avg_f1_max"] if seeded else []),
                f"f1_{args.source}", "params", "speedup", "wall_s"]
     write_csv(os.path.join(args.results, "summary.csv"), columns, rows)
     several = len({r["student"] for r in rows if r["student"]}) > 1
-    head = ["model", *(["student"] if several else []), *targets, "target avg",
-            f"{args.source} (source)", "params", "wall"]
+    teachers = len({r["teacher"] for r in rows}) > 1
+    head = ["model", *(["student"] if several else []), *(["teacher"] if teachers else []),
+            *targets, "target avg", "vs direct", f"{args.source} (source)", "params", "wall"]
+    left = 1 + several + teachers
     lines = ["| " + " | ".join(head) + " |",
-             "|---" * (1 + several) + "|---:" * (len(head) - 1 - several) + "|"]
+             "|---" * left + "|---:" * (len(head) - left) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(
             [r["model"], *([f"`{r['student']}`" if r["student"] else "—"] if several else []),
+             *([r["teacher"]] if teachers else []),
              *[f"{100 * r[f'f1_{t}']:.1f}" for t in targets],
              f"**{100 * r['avg_f1']:.1f}**" + (
                  f" ({100 * r['avg_f1_min']:.1f}–{100 * r['avg_f1_max']:.1f}, {r['seeds']} seeds)"
                  if r["seeds"] > 1 else ""),
+             f"{100 * r['gain']:+.1f}" if r["student"] else "—",
              f"{100 * r[f'f1_{args.source}']:.1f}",
              f"{r['params'] / 1e6:.1f}M",
              f"{r['wall_s'] / 60:.0f} min" if r["wall_s"] else "—"]) + " |")
@@ -306,13 +381,19 @@ def write(rows: list[dict], targets: list[str], args) -> None:
            else "each target language's whole train split, tags dropped; ")
         + ("students as in the student column" if several else
            f"student `{spec}` in every row")
+        + (f". Teachers {', '.join(sorted({r['teacher'] for r in rows}))}: the same teacher "
+           "recipe fine-tuned in separate runs (another machine's floating-point order gives "
+           "another teacher); each row follows its own teacher's direct transfer, and "
+           "\"vs direct\" is against that one" if teachers else "")
         + (f". Rows with seeds: means over runs with student seeds "
            f"{', '.join(map(str, [args.seed, *args.seed_list]))} (run_distil.py --seed; the same "
            "teacher, samples and test sets), the target average's range in brackets"
            if seeded else "")
         + ". Wall time: each student's whole run (teacher caching, stages, scoring, "
         "export) on a CPU shared with other jobs; "
-        + ("direct transfer's is the teacher's fine-tuning, "
+        + ("direct transfer's is its teacher's fine-tuning (the row that fine-tuned it "
+           "includes it).\n" if teachers else
+           "direct transfer's is the teacher's fine-tuning, "
            + ("by the earlier run whose teacher every row reuses (no row includes it).\n"
               if args.teacher_checkpoint else "which the first student row's includes.\n")
            if rows[0]["wall_s"] else
@@ -325,21 +406,30 @@ def write(rows: list[dict], targets: list[str], args) -> None:
     print(table)
 
 
-def write_curve(args, targets: list[str], sizes: list[int], direct: dict) -> None:
+def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict]) -> None:
     """RESULTS/curve.csv and curve.png: the curve row's target F1 at each amount of target text
-    it has finished (its table run included), with direct transfer as the line to beat."""
+    it has a record of (its table run included) with the table run's teacher, and that
+    teacher's direct transfer as the line to beat."""
+    def record(name):
+        path = os.path.join(args.results, "runs", name.replace(" ", "_") + ".json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        return None
+
+    own = record(args.curve_row)
+    if own is None:
+        return
+    direct = next(r for r in rows if r["teacher_id"] == own["teacher"]["id"])
     points = []
     for n in sorted({*sizes, args.target_text}, key=lambda n: n or float("inf")):
-        name = args.curve_row if n == args.target_text else curve_name(args.curve_row, n)
-        path = os.path.join(rw.run_dir(args, name), "metrics.json")
-        if not os.path.exists(path):
+        doc = record(args.curve_row if n == args.target_text else curve_name(args.curve_row, n))
+        if doc is None or doc["teacher"]["id"] != own["teacher"]["id"]:
             continue
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-        f1 = {t: doc["student"]["per_language"][t]["f1"] for t in targets}
+        f1 = {t: doc["per_language"][t]["f1"] for t in targets}
         points.append({"target_text": n, "sentences": _target_sentences(args, targets, n),
                        "avg_f1": sum(f1.values()) / len(targets),
-                       **{f"f1_{t}": v for t, v in f1.items()}, "wall_s": doc["wall_seconds"]})
+                       **{f"f1_{t}": v for t, v in f1.items()}, "wall_s": doc["wall_s"]})
     if not points:
         return
     columns = ["target_text", "sentences", "avg_f1", *[f"f1_{t}" for t in targets], "wall_s"]

@@ -113,7 +113,7 @@ def test_zero_shot_summary_has_direct_transfer_then_each_distiller(tmp_path):
     assert [r["model"] for r in rows] == ["direct transfer (teacher)", "TSL", "MTMT"]
     assert float(rows[0]["avg_f1"]) == pytest.approx(0.65)  # targets only, not the source
     assert float(rows[2]["avg_f1"]) == pytest.approx(0.6)
-    assert "| MTMT | 55.0 | 65.0 | **60.0** | 70.0 |" in readme.read_text()
+    assert "| MTMT | 55.0 | 65.0 | **60.0** | -5.0 | 70.0 |" in readme.read_text()
 
 
 def test_zero_shot_with_several_students_names_runs_and_rows_by_student(tmp_path, capsys):
@@ -148,10 +148,11 @@ def test_zero_shot_with_several_students_names_runs_and_rows_by_student(tmp_path
         ("direct transfer (teacher)", ""), ("TSL", "teacher:0,1"), ("MSD", "teacher:0,1"),
         ("TSL", "l6-h256")]
     table = (tmp_path / "res" / "summary.md").read_text()
-    assert "| model | student | de | target avg |" in table
-    assert "| TSL | `l6-h256` | 55.0 | **55.0** | 60.0 | 0.0M |" in table
+    assert "| model | student | de | target avg | vs direct |" in table
+    assert "| TSL | `l6-h256` | 55.0 | **55.0** | -5.0 | 60.0 | 0.0M |" in table
     # Direct transfer's wall is the teacher's fine-tuning (from the run that did it).
-    assert "| direct transfer (teacher) | — | 60.0 | **60.0** | 80.0 | 0.0M | 5 min |" in table
+    assert "| direct transfer (teacher) | — | 60.0 | **60.0** | — | 80.0 | 0.0M | 5 min |" \
+        in table
     assert "direct transfer's is the teacher's fine-tuning" in table
 
 
@@ -359,7 +360,7 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
     assert calls[0][3].endswith(f"de={tmp_path}/out/data/de/train.conll")  # all 12: the table's
     assert len(rw.data_lib.read_conll(str(tmp_path / "out" / "data" / "de" / "train.conll"))) == 12
     table = (tmp_path / "res" / "summary.md").read_text()
-    assert "| direct transfer (teacher) | 60.0 | **60.0** | 80.0 | 0.0M | 5 min |" in table
+    assert "| direct transfer (teacher) | 60.0 | **60.0** | — | 80.0 | 0.0M | 5 min |" in table
     assert "by the earlier run whose teacher every row reuses" in table
     assert "each target language's whole train split, tags dropped" in table
     assert "2000 test sentences per language (de 1000: their whole test split)" in table
@@ -412,8 +413,8 @@ def test_zero_shot_seeds_rerun_each_row_and_the_table_gives_mean_and_range(tmp_p
     assert float(rows[1]["f1_de"]) == pytest.approx(0.61)
     assert (float(rows[1]["avg_f1_min"]), float(rows[1]["avg_f1_max"])) == (0.65, 0.67)
     table = (tmp_path / "res" / "summary.md").read_text()
-    assert "| MTMT | 61.0 | 71.0 | **66.0** (65.0–67.0, 2 seeds) | 70.0 |" in table
-    assert "| direct transfer (teacher) | 60.0 | 70.0 | **65.0** | 80.0 |" in table
+    assert "| MTMT | 61.0 | 71.0 | **66.0** (65.0–67.0, 2 seeds) | +1.0 | 70.0 |" in table
+    assert "| direct transfer (teacher) | 60.0 | 70.0 | **65.0** | — | 80.0 |" in table
     assert "student seeds 42, 43, 44" in table
     # Seed 44 finishes: the row's mean takes it in; a seed run alone makes no row.
     _fake_run(tmp_path / "out", "MTMT seed44", teacher,
@@ -425,3 +426,49 @@ def test_zero_shot_seeds_rerun_each_row_and_the_table_gives_mean_and_range(tmp_p
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["direct transfer (teacher)", "MTMT"]
     assert (rows[1]["seeds"], float(rows[1]["avg_f1"])) == ("3", pytest.approx(0.67))
+
+
+def test_zero_shot_table_outlives_its_runs_and_keeps_each_teachers_rows_apart(tmp_path):
+    import os
+
+    import reproduce_zero_shot as zs
+
+    args = ["--data", "x", "--teacher", "t", "--output_dir", str(tmp_path / "out"),
+            "--results", str(tmp_path / "res"), "--targets", "de", "--seeds", "43",
+            "--summary_only"]
+    first = _entry({"en": 0.8, "de": 0.6}, 100, 400.0)
+    for name, de in (("TSL", 0.62), ("MTMT", 0.63)):
+        _fake_run(tmp_path / "out", name, first, _entry({"en": 0.7, "de": de}, 100, 400.0),
+                  1.0, 60.0)
+    assert zs.main(args) == 0
+    table = (tmp_path / "res" / "summary.md").read_text()
+    assert sorted(os.listdir(tmp_path / "res" / "runs")) == ["MTMT.json", "TSL.json"]
+    # The machine is lost with its runs: the records alone give the same table.
+    for name in ("TSL", "MTMT"):
+        (tmp_path / "out" / "runs" / name / "metrics.json").unlink()
+    assert zs.main(args) == 0
+    assert (tmp_path / "res" / "summary.md").read_text() == table
+    # A new machine fine-tunes its own teacher (other test F1s): its rows follow its own direct
+    # transfer, and its seed run of MTMT is not averaged with the first teacher's MTMT.
+    second = _entry({"en": 0.79, "de": 0.58}, 100, 400.0)
+    for name, de in (("MSD", 0.61), ("MTMT seed43", 0.50)):
+        _fake_run(tmp_path / "out", name, second, _entry({"en": 0.7, "de": de}, 100, 400.0),
+                  1.0, 60.0)
+        later = os.path.getmtime(tmp_path / "res" / "runs" / "TSL.json") + 3600
+        os.utime(tmp_path / "out" / "runs" / name.replace(" ", "_") / "metrics.json",
+                 (later, later))
+    assert zs.main(args) == 0
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], float(r["f1_de"])) for r in rows] == [
+        ("direct transfer (teacher)", 0.6), ("TSL", 0.62), ("MTMT", 0.63),
+        ("direct transfer (teacher)", 0.58), ("MSD", 0.61)]
+    assert [float(r["gain"]) for r in rows] == pytest.approx([0, 0.02, 0.03, 0, 0.03])
+    assert rows[0]["teacher_id"] == rows[2]["teacher_id"] != rows[3]["teacher_id"] == rows[4][
+        "teacher_id"]
+    table = (tmp_path / "res" / "summary.md").read_text()
+    assert "| model | teacher | de | target avg | vs direct |" in table
+    assert "| MTMT | A | 63.0 | **63.0** | +3.0 | 70.0 |" in table
+    assert "| direct transfer (teacher) | B | 58.0 | **58.0** | — | 79.0 |" in table
+    assert "| MSD | B | 61.0 | **61.0** | +3.0 | 70.0 |" in table
+    assert "Teachers A, B: the same teacher recipe fine-tuned in separate runs" in table
