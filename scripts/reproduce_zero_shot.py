@@ -33,7 +33,7 @@ Seeds: `--seeds 43,44` runs every chosen row again with each student seed (run_d
 `--seed`; the teacher, samples and test sets stay those of `--seed`) into `runs/<row>_seed<N>/`;
 the table then gives each row's mean over its finished seeds and the target average's range.
 
-Records: every finished run leaves RESULTS/runs/<run>.json (its F1s, size, speed-up and wall, and
+Records: every finished run leaves RESULTS/records/<run>.json (its F1s, size, speed-up and wall, and
 its teacher's F1s), committed with the table, which is built from them: the table outlives the
 run folders (a lost machine, a cleaned disk). A record names its teacher by a fingerprint of the
 teacher's test F1s, so rows whose teacher was fine-tuned again (on another machine: another
@@ -233,7 +233,7 @@ def row_name(distiller: str, student: str) -> str:
 
 def summarise(args, targets: list[str], students: list[tuple[str, str]],
               sizes: list[int] = ()) -> list[dict]:
-    """The table's rows, from the run records under RESULTS/runs/ (`save_records` first files
+    """The table's rows, from the run records under RESULTS/records/ (`save_records` first files
     every finished run still on disk): per teacher, its direct transfer and then every distiller
     row of each (NAME, SPEC) student (NAME "" for the one `--student`) that has a record of its
     own run with that teacher. A row's F1s and wall are the means over its seed records
@@ -287,12 +287,12 @@ def _row(model: str, student: str, runs: list[dict], targets: list[str], langs: 
 
 
 def save_records(args, names: list[str]) -> dict[str, dict]:
-    """RESULTS/runs/<run>.json for every run in `names` whose metrics.json is on disk (written
+    """RESULTS/records/<run>.json for every run in `names` whose metrics.json is on disk (written
     again each time), then every record of `names` there: what the table needs of a run, kept
     with the results so that the table outlives the run folders (a lost machine, a cleaned
     disk). A record names its teacher by a fingerprint of the teacher's test F1s: rows of
     teachers fine-tuned apart (another machine) are never averaged together."""
-    folder = os.path.join(args.results, "runs")
+    folder = os.path.join(args.results, "records")
     # The run that fine-tuned the teacher: the given checkpoint's, else the first finished row.
     teacher_run = (os.path.dirname(args.teacher_checkpoint.rstrip("/"))
                    if args.teacher_checkpoint else "")
@@ -411,7 +411,7 @@ def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict]) ->
     it has a record of (its table run included) with the table run's teacher, and that
     teacher's direct transfer as the line to beat."""
     def record(name):
-        path = os.path.join(args.results, "runs", name.replace(" ", "_") + ".json")
+        path = os.path.join(args.results, "records", name.replace(" ", "_") + ".json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 return json.load(f)

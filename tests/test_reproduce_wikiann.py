@@ -442,7 +442,7 @@ def test_zero_shot_table_outlives_its_runs_and_keeps_each_teachers_rows_apart(tm
                   1.0, 60.0)
     assert zs.main(args) == 0
     table = (tmp_path / "res" / "summary.md").read_text()
-    assert sorted(os.listdir(tmp_path / "res" / "runs")) == ["MTMT.json", "TSL.json"]
+    assert sorted(os.listdir(tmp_path / "res" / "records")) == ["MTMT.json", "TSL.json"]
     # The machine is lost with its runs: the records alone give the same table.
     for name in ("TSL", "MTMT"):
         (tmp_path / "out" / "runs" / name / "metrics.json").unlink()
@@ -454,7 +454,7 @@ def test_zero_shot_table_outlives_its_runs_and_keeps_each_teachers_rows_apart(tm
     for name, de in (("MSD", 0.61), ("MTMT seed43", 0.50)):
         _fake_run(tmp_path / "out", name, second, _entry({"en": 0.7, "de": de}, 100, 400.0),
                   1.0, 60.0)
-        later = os.path.getmtime(tmp_path / "res" / "runs" / "TSL.json") + 3600
+        later = os.path.getmtime(tmp_path / "res" / "records" / "TSL.json") + 3600
         os.utime(tmp_path / "out" / "runs" / name.replace(" ", "_") / "metrics.json",
                  (later, later))
     assert zs.main(args) == 0
