@@ -247,7 +247,7 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]],
     teachers = sorted({r["teacher"]["id"] for r in records.values()},  # A: the earliest
                       key=lambda t: (min(r["finished"] for r in records.values()
                                          if r["teacher"]["id"] == t), t))
-    label = {t: chr(ord("A") + i) for i, t in enumerate(teachers)}
+    letter = {t: chr(ord("A") + i) for i, t in enumerate(teachers)}
     langs = [args.source, *targets]
     rows = []
     for teacher in teachers:
@@ -255,17 +255,17 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]],
         first = next(iter(mine.values()))["teacher"]
         direct = _row("direct transfer (teacher)", "", [first], targets, langs,
                       max(r["teacher"]["wall_s"] for r in mine.values()))
-        group = [dict(direct, teacher=label[teacher], teacher_id=teacher, gain=0.0)]
-        for name_, spec in students:
+        group = [dict(direct, teacher=letter[teacher], teacher_id=teacher, gain=0.0)]
+        for label, spec in students:
             for distiller, _, _ in RUNS:
-                name = row_name(distiller, name_)
+                name = row_name(distiller, label)
                 if name not in mine:  # no row without its own run
                     continue
                 runs = [mine[seed_name(name, s)] for s in [None, *args.seed_list]
                         if seed_name(name, s) in mine]
                 row = _row(distiller, spec, runs, targets, langs,
                            sum(r["wall_s"] for r in runs) / len(runs))
-                group.append(dict(row, teacher=label[teacher], teacher_id=teacher,
+                group.append(dict(row, teacher=letter[teacher], teacher_id=teacher,
                                   speedup=runs[0]["speedup"],
                                   gain=row["avg_f1"] - direct["avg_f1"]))
         if len(group) > 1:
