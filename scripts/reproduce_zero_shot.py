@@ -6,8 +6,9 @@
 
 Rows, as in the cross-lingual NER papers: direct transfer (the teacher fine-tuned on the source
 language, applied to the targets as is), then TSL, MSD, MTMT and the XtremeDistil stages for
-each student, all with the same teacher: the first row fine-tunes it (with per-layer
-classifiers, which MSD needs and the others ignore), the others reuse it. Source labels train;
+each student, all with the same teacher: the first row to run fine-tunes it (with per-layer
+classifiers, which MSD needs and the others ignore), the others reuse it, and so do later runs
+of the table in the same OUTPUT_DIR. Source labels train;
 target sentences are used without labels; model choice on source dev only; every target language
 is scored on its test sample. Resumable like reproduce_wikiann.py: rerun the same command to
 continue.
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     by_name = {r[0]: r for r in rows}
     if sizes and args.curve_row not in by_name:
         p.error(f"--curve_row={args.curve_row!r}: name one of the rows: {', '.join(by_name)}")
-    runs = rw.select_rows(p, args, rows, keep_first=not args.teacher_checkpoint)
+    runs = rw.select_rows(p, args, rows, keep_first=False)
     if not args.summary_only:
         common = [f"--source_lang={args.source}", f"--target_langs={','.join(targets)}",
                   "--aux_heads"]
@@ -123,12 +124,15 @@ def main(argv=None) -> int:
         todo += [(curve_name(args.curve_row, n), *by_name[args.curve_row][1:], n) for n in sizes]
         reuse = ([f"--teacher_checkpoint={args.teacher_checkpoint}"]
                  if args.teacher_checkpoint else [])
+        every = ([seed_name(r[0], seed) for r in rows for seed in [None, *args.seed_list]]
+                 + [curve_name(args.curve_row, n) for n in sizes])
+        trainer = teacher_on_disk(args, every) or (todo[0][0] if todo else "")
         for name, flagfile, extra, n in todo:
             strategy = ([f"--flagfile={os.path.join(rw.REPO, 'flags', flagfile)}"]
                         if flagfile else [])
             if not rw.run_row(name, common + strategy + extra + reuse,
                               data_files(args, targets, n), args,
-                              first=name if reuse else rows[0][0]):
+                              first=name if reuse else trainer):
                 return 1
     rows = summarise(args, targets, students, sizes)
     if not rows:
@@ -138,6 +142,13 @@ def main(argv=None) -> int:
     if sizes:
         write_curve(args, targets, sizes, rows)
     return 0
+
+
+def teacher_on_disk(args, names: list[str]) -> str:
+    """The first of the table's runs `names` whose folder holds a teacher it fine-tuned ("" if
+    none): the later rows reuse it, as on the machine that ran the earlier ones. Without one
+    (a fresh machine: the earlier rows are only records), the first row to run fine-tunes it."""
+    return next((n for n in names if rw._teacher_seconds(rw.run_dir(args, n))), "")
 
 
 def data_files(args, targets: list[str], target_text: int) -> dict[str, str]:

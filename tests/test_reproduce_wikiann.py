@@ -472,3 +472,35 @@ def test_zero_shot_table_outlives_its_runs_and_keeps_each_teachers_rows_apart(tm
     assert "| direct transfer (teacher) | B | 58.0 | **58.0** | — | 79.0 |" in table
     assert "| MSD | B | 61.0 | **61.0** | +3.0 | 70.0 |" in table
     assert "Teachers A, B: the same teacher recipe fine-tuned in separate runs" in table
+
+
+def test_zero_shot_first_row_to_run_fine_tunes_the_teacher_unless_one_is_on_disk(tmp_path,
+                                                                                 monkeypatch):
+    import reproduce_zero_shot as zs
+
+    data = tmp_path / "data"
+    for lang, n in (("en", 30), ("de", 12)):
+        for split in ("train", "dev", "test"):
+            _conll(data / lang / f"{split}.conll", n, lang)
+    out = tmp_path / "out"
+    calls = []
+
+    def run_row(name, flags, files, args, first):  # records who fine-tunes the teacher
+        calls.append((name, first))
+        _fake_run(out, name, _entry({"en": 0.8, "de": 0.6}, 100, 400.0),
+                  _entry({"en": 0.7, "de": 0.65}, 100, 400.0), 1.0, 600.0)
+        return True
+
+    monkeypatch.setattr(zs.rw, "run_row", run_row)
+    args = ["--data", str(data), "--teacher", "t", "--output_dir", str(out), "--results",
+            str(tmp_path / "res"), "--targets", "de", "--target_text", "5"]
+    # A fresh machine (TSL's run is gone, or never ran here): MSD, the first to run, fine-tunes
+    # the teacher and MTMT reuses it; TSL is not re-run just to make a teacher.
+    assert zs.main([*args, "--only", "MSD,MTMT"]) == 0
+    assert calls == [("MSD", "MSD"), ("MTMT", "MSD")]
+    # On a disk where a run fine-tuned the teacher (its state says so), later rows reuse it.
+    (out / "runs" / "MTMT" / "state.json").write_text(
+        json.dumps({"done": {"teacher": {"seconds": 300.0}}}))
+    calls.clear()
+    assert zs.main([*args, "--only", "TSL"]) == 0
+    assert calls == [("TSL", "MTMT")]
