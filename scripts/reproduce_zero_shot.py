@@ -124,9 +124,8 @@ def main(argv=None) -> int:
         todo += [(curve_name(args.curve_row, n), *by_name[args.curve_row][1:], n) for n in sizes]
         reuse = ([f"--teacher_checkpoint={args.teacher_checkpoint}"]
                  if args.teacher_checkpoint else [])
-        every = ([seed_name(r[0], seed) for r in rows for seed in [None, *args.seed_list]]
-                 + [curve_name(args.curve_row, n) for n in sizes])
-        trainer = teacher_on_disk(args, every) or (todo[0][0] if todo else "")
+        trainer = teacher_on_disk(args, run_names(args, rows, sizes)) or (
+            todo[0][0] if todo else "")
         for name, flagfile, extra, n in todo:
             strategy = ([f"--flagfile={os.path.join(rw.REPO, 'flags', flagfile)}"]
                         if flagfile else [])
@@ -134,14 +133,21 @@ def main(argv=None) -> int:
                               data_files(args, targets, n), args,
                               first=name if reuse else trainer):
                 return 1
-    rows = summarise(args, targets, students, sizes)
+    records = save_records(args, run_names(args, rows, sizes))
+    rows = summarise(args, targets, students, records)
     if not rows:
         print("no finished runs yet", file=sys.stderr)
         return 1
     write(rows, targets, args)
     if sizes:
-        write_curve(args, targets, sizes, rows)
+        write_curve(args, targets, sizes, rows, records)
     return 0
+
+
+def run_names(args, rows: list, sizes: list[int]) -> list[str]:
+    """Every run of the table: each row with each seed, then the curve row's other sizes."""
+    return ([seed_name(r[0], seed) for r in rows for seed in [None, *args.seed_list]]
+            + [curve_name(args.curve_row, n) for n in sizes])
 
 
 def teacher_on_disk(args, names: list[str]) -> str:
@@ -243,18 +249,12 @@ def row_name(distiller: str, student: str) -> str:
 
 
 def summarise(args, targets: list[str], students: list[tuple[str, str]],
-              sizes: list[int] = ()) -> list[dict]:
-    """The table's rows, from the run records under RESULTS/records/ (`save_records` first files
-    every finished run still on disk): per teacher, its direct transfer and then every distiller
-    row of each (NAME, SPEC) student (NAME "" for the one `--student`) that has a record of its
-    own run with that teacher. A row's F1s and wall are the means over its seed records
-    (`--seeds`) of the same teacher, `avg_f1_min`/`max` their range; `gain` is its target
-    average minus its teacher's direct transfer."""
-    names = [seed_name(row_name(distiller, label), seed) for label, _ in students
-             for distiller, _, _ in RUNS for seed in [None, *args.seed_list]]
-    if args.curve_row:
-        names += [curve_name(args.curve_row, n) for n in sizes]
-    records = save_records(args, names)
+              records: dict[str, dict]) -> list[dict]:
+    """The table's rows, from the run records (`save_records`): per teacher, its direct transfer
+    and then every distiller row of each (NAME, SPEC) student (NAME "" for the one `--student`)
+    that has a record of its own run with that teacher. A row's F1s and wall are the means over
+    its seed records (`--seeds`) of the same teacher, `avg_f1_min`/`max` their range; `gain` is
+    its target average minus its teacher's direct transfer."""
     teachers = sorted({r["teacher"]["id"] for r in records.values()},  # A: the earliest
                       key=lambda t: (min(r["finished"] for r in records.values()
                                          if r["teacher"]["id"] == t), t))
@@ -417,24 +417,19 @@ def write(rows: list[dict], targets: list[str], args) -> None:
     print(table)
 
 
-def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict]) -> None:
+def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict],
+                records: dict[str, dict]) -> None:
     """RESULTS/curve.csv and curve.png: the curve row's target F1 at each amount of target text
     it has a record of (its table run included) with the table run's teacher, and that
     teacher's direct transfer as the line to beat."""
-    def record(name):
-        path = os.path.join(args.results, "records", name.replace(" ", "_") + ".json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        return None
-
-    own = record(args.curve_row)
+    own = records.get(args.curve_row)
     if own is None:
         return
     direct = next(r for r in rows if r["teacher_id"] == own["teacher"]["id"])
     points = []
     for n in sorted({*sizes, args.target_text}, key=lambda n: n or float("inf")):
-        doc = record(args.curve_row if n == args.target_text else curve_name(args.curve_row, n))
+        doc = records.get(args.curve_row if n == args.target_text
+                          else curve_name(args.curve_row, n))
         if doc is None or doc["teacher"]["id"] != own["teacher"]["id"]:
             continue
         f1 = {t: doc["per_language"][t]["f1"] for t in targets}
