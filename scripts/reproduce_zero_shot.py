@@ -8,7 +8,8 @@ Rows, as in the cross-lingual NER papers: direct transfer (the teacher fine-tune
 language, applied to the targets as is), then TSL, MSD, MTMT and the XtremeDistil stages for
 each student, all with the same teacher: the first row to run fine-tunes it (with per-layer
 classifiers, which MSD needs and the others ignore), the others reuse it, and so do later runs
-of the table in the same OUTPUT_DIR. Source labels train;
+of the table in the same OUTPUT_DIR; the teacher's outputs on the target text are cached once
+under OUTPUT_DIR/teacher_cache for every row with that text. Source labels train;
 target sentences are used without labels; model choice on source dev only; every target language
 is scored on its test sample. Resumable like reproduce_wikiann.py: rerun the same command to
 continue.
@@ -117,8 +118,12 @@ def main(argv=None) -> int:
         p.error(f"--curve_row={args.curve_row!r}: name one of the rows: {', '.join(by_name)}")
     runs = rw.select_rows(p, args, rows, keep_first=False)
     if not args.summary_only:
+        # Rows with the same teacher and target text run the teacher on it once: the cache's
+        # key (teacher weights, text) tells the others apart, and MSD's (with the per-layer
+        # classifiers' outputs) serves TSL and MTMT too.
         common = [f"--source_lang={args.source}", f"--target_langs={','.join(targets)}",
-                  "--aux_heads"]
+                  "--aux_heads",
+                  f"--teacher_cache_dir={os.path.join(args.output_dir, 'teacher_cache')}"]
         todo = [(seed_name(name, seed), strategy, extra + seed_flags(seed), args.target_text)
                 for name, strategy, extra in runs for seed in [None, *args.seed_list]]
         todo += [(curve_name(args.curve_row, n), *by_name[args.curve_row][1:], n) for n in sizes]
@@ -304,9 +309,6 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
     disk). A record names its teacher by a fingerprint of the teacher's test F1s: rows of
     teachers fine-tuned apart (another machine) are never averaged together."""
     folder = os.path.join(args.results, "records")
-    # The run that fine-tuned the teacher: the given checkpoint's, else the first finished row.
-    teacher_run = (os.path.dirname(args.teacher_checkpoint.rstrip("/"))
-                   if args.teacher_checkpoint else "")
     records = {}
     for name in names:
         path = os.path.join(folder, name.replace(" ", "_") + ".json")
@@ -321,8 +323,7 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
                     os.path.getmtime(metrics))),
                 "teacher": {"id": teacher_fingerprint(teacher), "params": teacher["params"],
                             "per_language": teacher["per_language"],
-                            "wall_s": rw._teacher_seconds(teacher_run
-                                                          or rw.run_dir(args, name))},
+                            "wall_s": rw._teacher_seconds(teacher_run(args, name))},
                 "per_language": doc["student"]["per_language"],
                 "params": doc["student"]["params"], "speedup": doc["speedup"],
                 "wall_s": doc["wall_seconds"]}
@@ -334,6 +335,22 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
             with open(path, encoding="utf-8") as f:
                 records[name] = json.load(f)
     return records
+
+
+def teacher_run(args, name: str) -> str:
+    """The folder of the run that fine-tuned run `name`'s teacher: the `--teacher_checkpoint`
+    the run itself was given (its flags.txt; a summary run may pass another or none), else this
+    command's, else the run itself."""
+    checkpoint = args.teacher_checkpoint
+    try:
+        with open(os.path.join(rw.run_dir(args, name), "flags.txt"), encoding="utf-8") as f:
+            given = [line.strip().split("=", 1)[1] for line in f
+                     if line.startswith("--teacher_checkpoint=")]
+        checkpoint = given[-1] if given else checkpoint
+    except OSError:
+        pass
+    return (os.path.dirname(checkpoint.rstrip("/")) if checkpoint
+            else rw.run_dir(args, name))
 
 
 def teacher_fingerprint(teacher: dict) -> str:
@@ -400,8 +417,9 @@ def write(rows: list[dict], targets: list[str], args) -> None:
            f"{', '.join(map(str, [args.seed, *args.seed_list]))} (run_distil.py --seed; the same "
            "teacher, samples and test sets), the target average's range in brackets"
            if seeded else "")
-        + ". Wall time: each student's whole run (teacher caching, stages, scoring, "
-        "export) on a CPU shared with other jobs; "
+        + ". Wall time: each student's whole run (stages, scoring, export, and the teacher's "
+        "outputs on the target text unless an earlier row had cached them) on a CPU shared "
+        "with other jobs; "
         + ("direct transfer's is its teacher's fine-tuning (the row that fine-tuned it "
            "includes it).\n" if teachers else
            "direct transfer's is the teacher's fine-tuning, "

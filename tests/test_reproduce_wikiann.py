@@ -342,6 +342,8 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
         calls.append((name, flags, first, files["train"]))
         _fake_run(tmp_path / "out", name, _entry({"en": 0.8, "de": 0.6}, 100, 400.0),
                   _entry({"en": 0.7, "de": 0.65}, 100, 400.0), 1.0, 600.0)
+        (tmp_path / "out" / "runs" / name.replace(" ", "_") / "flags.txt").write_text(
+            "".join(f"{flag}\n" for flag in flags))  # as run_distil.py writes them
         return True
 
     monkeypatch.setattr(zs.rw, "run_row", run_row)
@@ -357,6 +359,8 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
     assert [c[0] for c in calls] == ["MTMT", "MTMT @5"]
     for name, flags, first, _ in calls:
         assert f"--teacher_checkpoint={earlier / 'teacher'}" in flags and first == name
+        # one teacher cache for the table: the row and its curve point share what they can
+        assert f"--teacher_cache_dir={tmp_path / 'out' / 'teacher_cache'}" in flags
     assert calls[0][3].endswith(f"de={tmp_path}/out/data/de/train.conll")  # all 12: the table's
     assert len(rw.data_lib.read_conll(str(tmp_path / "out" / "data" / "de" / "train.conll"))) == 12
     table = (tmp_path / "res" / "summary.md").read_text()
@@ -366,6 +370,13 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
     assert "2000 test sentences per language (de 1000: their whole test split)" in table
     text = readme.read_text()
     assert text.startswith(f"{zs.BEGIN}\n2k\n{zs.END}") and table.strip() in text
+    # A later summary without --teacher_checkpoint still finds the teacher's fine-tuning from
+    # the run's own flags: its record keeps the 5 min.
+    assert zs.main(["--data", str(data), "--teacher", "t", "--output_dir", str(tmp_path / "out"),
+                    "--results", str(tmp_path / "res"), "--targets", "de", "--target_text", "0",
+                    "--summary_only", "--test_per_lang", "2000"]) == 0
+    assert "| direct transfer (teacher) | 60.0 | **60.0** | — | 80.0 | 0.0M | 5 min |" in \
+        (tmp_path / "res" / "summary.md").read_text()
 
 
 def test_zero_shot_seeds_rerun_each_row_and_the_table_gives_mean_and_range(tmp_path, monkeypatch,
