@@ -338,17 +338,14 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
 
 
 def teacher_run(args, name: str) -> str:
-    """The folder of the run that fine-tuned run `name`'s teacher: the `--teacher_checkpoint`
-    the run itself was given (its flags.txt; a summary run may pass another or none), else this
-    command's, else the run itself."""
-    checkpoint = args.teacher_checkpoint
+    """The folder of the run that fine-tuned run `name`'s teacher: the teacher checkpoint the run
+    itself was given (its state.json settings; a summary run may pass another or none), else
+    this command's `--teacher_checkpoint`, else the run itself."""
     try:
-        with open(os.path.join(rw.run_dir(args, name), "flags.txt"), encoding="utf-8") as f:
-            given = [line.strip().split("=", 1)[1] for line in f
-                     if line.startswith("--teacher_checkpoint=")]
-        checkpoint = given[-1] if given else checkpoint
-    except OSError:
-        pass
+        with open(os.path.join(rw.run_dir(args, name), "state.json"), encoding="utf-8") as f:
+            checkpoint = json.load(f)["settings"]["teacher"]["checkpoint"]
+    except (OSError, KeyError, TypeError):
+        checkpoint = args.teacher_checkpoint
     return (os.path.dirname(checkpoint.rstrip("/")) if checkpoint
             else rw.run_dir(args, name))
 

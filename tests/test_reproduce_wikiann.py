@@ -342,8 +342,9 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
         calls.append((name, flags, first, files["train"]))
         _fake_run(tmp_path / "out", name, _entry({"en": 0.8, "de": 0.6}, 100, 400.0),
                   _entry({"en": 0.7, "de": 0.65}, 100, 400.0), 1.0, 600.0)
-        (tmp_path / "out" / "runs" / name.replace(" ", "_") / "flags.txt").write_text(
-            "".join(f"{flag}\n" for flag in flags))  # as run_distil.py writes them
+        given = [f.split("=", 1)[1] for f in flags if f.startswith("--teacher_checkpoint=")]
+        (tmp_path / "out" / "runs" / name.replace(" ", "_") / "state.json").write_text(
+            json.dumps({"settings": {"teacher": {"checkpoint": given[-1] if given else ""}}}))
         return True
 
     monkeypatch.setattr(zs.rw, "run_row", run_row)
@@ -371,7 +372,7 @@ def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path
     text = readme.read_text()
     assert text.startswith(f"{zs.BEGIN}\n2k\n{zs.END}") and table.strip() in text
     # A later summary without --teacher_checkpoint still finds the teacher's fine-tuning from
-    # the run's own flags: its record keeps the 5 min.
+    # the run's own settings (state.json): its record keeps the 5 min.
     assert zs.main(["--data", str(data), "--teacher", "t", "--output_dir", str(tmp_path / "out"),
                     "--results", str(tmp_path / "res"), "--targets", "de", "--target_text", "0",
                     "--summary_only", "--test_per_lang", "2000"]) == 0
