@@ -236,6 +236,9 @@ class DistilConfig:
         msd_beta: MSD, weight of the per-layer distribution losses (x learnable mixing weights).
         mmd_weight: MSD, weight of each of the two MMD^2 losses on [CLS] vectors.
         mtmt_alpha: MTMT, weight of the similarity loss against the recogniser losses.
+        target_temperature: TSL, MSD, MTMT: the student learns the teacher's distributions
+            softmax(logits / T) on target text; T < 1 sharpens them toward the teacher's
+            labels (self-training), 1 is the published setting.
         o_weight: weight of O positions in the labels stage's cross-entropy (softmax heads;
             CRF heads ignore it).
     """
@@ -254,6 +257,7 @@ class DistilConfig:
     msd_beta: float = 0.1
     mmd_weight: float = 1e-3
     mtmt_alpha: float = 1.0
+    target_temperature: float = 1.0
     o_weight: float = 0.5
 
     def __post_init__(self):
@@ -273,6 +277,7 @@ class DistilConfig:
         )
         _check(self.logit_loss in LOGIT_LOSSES, f"--logit_loss must be one of {LOGIT_LOSSES}")
         _check(self.temperature > 0, "--temperature must be positive")
+        _check(self.target_temperature > 0, "--target_temperature must be positive")
         _check(self.learning_rate > 0, "--learning_rate must be positive")
         _check(self.epochs >= 1, "--epochs must be >= 1")
         _check(self.patience >= 1, "--patience must be >= 1")

@@ -118,6 +118,9 @@ flags.DEFINE_enum("strategy", _R.strategy, list(config_lib.STRATEGIES),
 flags.DEFINE_float("msd_beta", _X.msd_beta, "MSD: weight of the per-layer distribution losses.")
 flags.DEFINE_float("mmd_weight", _X.mmd_weight, "MSD: weight of each MMD^2 loss on [CLS] vectors.")
 flags.DEFINE_float("mtmt_alpha", _X.mtmt_alpha, "MTMT: weight of the similarity loss.")
+flags.DEFINE_float("target_temperature", _X.target_temperature,
+                   "TSL, MSD, MTMT: the student learns softmax(teacher logits / T) on target "
+                   "text; T < 1 sharpens it toward the teacher's labels, 1 as published.")
 flags.DEFINE_list("stages", list(_X.stages), "Student stages, in order, of "
                   "representations,logits,labels; auto: logits,labels for a teacher:i,j "
                   "student, all three for others.")
@@ -256,6 +259,7 @@ def configs_from_flags(default_assets=None, flag_values=None) -> config_lib.RunC
         msd_beta=f.msd_beta,
         mmd_weight=f.mmd_weight,
         mtmt_alpha=f.mtmt_alpha,
+        target_temperature=f.target_temperature,
         o_weight=f.o_weight,
     )
     return config_lib.RunConfig(

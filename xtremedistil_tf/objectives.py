@@ -38,6 +38,7 @@ class LossSettings:
             layer in the cached `teacher_aux_logits`.
         msd_beta, mmd_weight: MSD loss weights (see `DistilConfig`).
         mtmt_alpha: MTMT, weight of the similarity loss.
+        target_temperature: TSL, MSD, MTMT learn softmax(teacher logits / T) (`DistilConfig`).
         label_types: label id -> entity type id (B-PER and I-PER share one; O has its own), for
             the similarity teacher's same-type pairs.
         class_weights: per label id, the weight of its positions in the gold-label
@@ -53,6 +54,7 @@ class LossSettings:
     msd_beta: float = 0.1
     mmd_weight: float = 1e-3
     mtmt_alpha: float = 1.0
+    target_temperature: float = 1.0
     label_types: tuple[int, ...] = ()
     class_weights: tuple[float, ...] = ()
 
@@ -189,22 +191,31 @@ def _labels(model, settings, batch, out, training):
 # --------------------------------------------------------------------------- cross-lingual
 
 
+def _target(settings, teacher_logits):
+    """The teacher's logits on target text at `target_temperature` (as cached when 1)."""
+    if settings.target_temperature == 1.0:
+        return teacher_logits
+    return tf.cast(teacher_logits, tf.float32) / settings.target_temperature
+
+
 def _tsl(model, settings, batch, out, training):
     student = losses.gather_words(out["logits"], batch["word_index"])
-    return {"prob_mse": losses.prob_mse(student, batch["teacher_logits"], batch["word_mask"])}
+    return {"prob_mse": losses.prob_mse(student, _target(settings, batch["teacher_logits"]),
+                                        batch["word_mask"])}
 
 
 def _msd(model, settings, batch, out, training):
     """MSD: the output distributions, every paired layer's, and two MMD² terms on [CLS]."""
     index, mask = batch["word_index"], batch["word_mask"]
     logits = losses.gather_words(out["logits"], index)
-    terms = {"output": losses.prob_mse(logits, batch["teacher_logits"], mask),
+    terms = {"output": losses.prob_mse(logits, _target(settings, batch["teacher_logits"]), mask),
              "layers": tf.zeros([]), "mmd_target": tf.zeros([]),
              "mmd_source": tf.zeros([])}
     if settings.aux_targets and settings.msd_beta:
         weights = tf.nn.softmax(model.aux_weights)
         per_layer = [losses.prob_mse(losses.gather_words(x, index),
-                                     batch["teacher_aux_logits"][:, :, k], mask)
+                                     _target(settings, batch["teacher_aux_logits"][:, :, k]),
+                                     mask)
                      for x, k in zip(out["aux_logits"], settings.aux_targets, strict=True)]
         terms["layers"] = settings.msd_beta * tf.add_n(
             [weights[i] * x for i, x in enumerate(per_layer)])
@@ -225,7 +236,8 @@ def _mtmt(model, settings, batch, out, training):
     logits = losses.gather_words(out["logits"], index)
     return losses.mtmt_terms(
         tf.nn.softmax(tf.boolean_mask(logits, real), axis=-1),
-        tf.nn.softmax(tf.boolean_mask(tf.cast(batch["teacher_logits"], tf.float32), real)),
+        tf.nn.softmax(tf.boolean_mask(
+            tf.cast(_target(settings, batch["teacher_logits"]), tf.float32), real)),
         tf.boolean_mask(losses.gather_words(out["hidden_states"][-1], index), real),
         tf.boolean_mask(batch["teacher_sim"], real), settings.mtmt_alpha)
 

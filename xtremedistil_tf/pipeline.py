@@ -309,6 +309,7 @@ def _student_phase(job: _Job, teacher: _Side, ready: bool):
         s_layers, cfg.distil.logit_loss, cfg.distil.temperature, dcfg.label_all_subwords,
         aux_targets=msd_pairs[1] if msd_pairs else (), msd_beta=cfg.distil.msd_beta,
         mmd_weight=cfg.distil.mmd_weight, mtmt_alpha=cfg.distil.mtmt_alpha,
+        target_temperature=cfg.distil.target_temperature,
         class_weights=objectives.class_weights_for(labels, cfg.distil.o_weight, model.head))
     label_ids = {label: i for i, label in enumerate(labels)}
     s_splits = (dict(teacher.splits) if s_tok is t_tok and teacher.label_ids == label_ids
