@@ -40,13 +40,16 @@ its teacher's F1s), committed with the table, which is built from them: the tabl
 run folders (a lost machine, a cleaned disk). A record names its teacher by a fingerprint of the
 teacher's test F1s, so rows whose teacher was fine-tuned again (on another machine: another
 floating-point order, another teacher) come after that teacher's own direct transfer, with a
-teacher column; "vs direct" is each row's target average minus its own teacher's.
+teacher column; "vs direct" is each row's target average minus its own teacher's. To add a row
+that an earlier teacher already has with another teacher, run it into another --output_dir with
+the same --results: its record goes beside the other, RESULTS/records/<run>@<teacher>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import hashlib
 import json
 import os
@@ -267,7 +270,7 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]],
     langs = [args.source, *targets]
     rows = []
     for teacher in teachers:
-        mine = {n: r for n, r in records.items() if r["teacher"]["id"] == teacher}
+        mine = {r["run"]: r for r in records.values() if r["teacher"]["id"] == teacher}
         first = next(iter(mine.values()))["teacher"]
         direct = _row("direct transfer (teacher)", "", [first], targets, langs,
                       max(r["teacher"]["wall_s"] for r in mine.values()))
@@ -307,11 +310,12 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
     again each time), then every record of `names` there: what the table needs of a run, kept
     with the results so that the table outlives the run folders (a lost machine, a cleaned
     disk). A record names its teacher by a fingerprint of the teacher's test F1s: rows of
-    teachers fine-tuned apart (another machine) are never averaged together."""
+    teachers fine-tuned apart (another machine) are never averaged together, and a run whose
+    name already has another teacher's record keeps its own beside it, `<run>@<teacher>.json`
+    (keyed `<run>@<teacher>` in the result; its `run` field is the name)."""
     folder = os.path.join(args.results, "records")
     records = {}
     for name in names:
-        path = os.path.join(folder, name.replace(" ", "_") + ".json")
         metrics = os.path.join(rw.run_dir(args, name), "metrics.json")
         if os.path.exists(metrics):
             with open(metrics, encoding="utf-8") as f:
@@ -328,13 +332,29 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
                 "params": doc["student"]["params"], "speedup": doc["speedup"],
                 "wall_s": doc["wall_seconds"]}
             os.makedirs(folder, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
+            with open(record_path(folder, name, record["teacher"]["id"]), "w",
+                      encoding="utf-8") as f:
                 json.dump(record, f, indent=1, sort_keys=True)
                 f.write("\n")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                records[name] = json.load(f)
+        stem = os.path.join(folder, name.replace(" ", "_"))
+        for path in [f"{stem}.json", *sorted(glob.glob(f"{glob.escape(stem)}@*.json"))]:
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    records[name + os.path.basename(path)[len(os.path.basename(stem)):-5]] = (
+                        json.load(f))
     return records
+
+
+def record_path(folder: str, name: str, teacher_id: str) -> str:
+    """Where run `name`'s record with teacher `teacher_id` goes: `<run>.json`, unless that holds
+    another teacher's run of the same name (a row re-run with a teacher fine-tuned elsewhere,
+    in another output folder): then `<run>@<teacher_id>.json`."""
+    path = os.path.join(folder, name.replace(" ", "_") + ".json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            if json.load(f)["teacher"]["id"] != teacher_id:
+                return f"{path[:-5]}@{teacher_id}.json"
+    return path
 
 
 def teacher_run(args, name: str) -> str:

@@ -484,6 +484,21 @@ def test_zero_shot_table_outlives_its_runs_and_keeps_each_teachers_rows_apart(tm
     assert "| direct transfer (teacher) | B | 58.0 | **58.0** | — | 79.0 |" in table
     assert "| MSD | B | 61.0 | **61.0** | +3.0 | 70.0 |" in table
     assert "Teachers A, B: the same teacher recipe fine-tuned in separate runs" in table
+    # The second teacher's MTMT, run in another output folder: its record goes beside the first
+    # teacher's (same run name), and its row averages with that teacher's seed run only.
+    _fake_run(tmp_path / "out2", "MTMT", second, _entry({"en": 0.7, "de": 0.54}, 100, 400.0),
+              1.0, 60.0)
+    assert zs.main([*args[:5], str(tmp_path / "out2"), *args[6:]]) == 0
+    mine = zs.teacher_fingerprint(second)
+    assert sorted(os.listdir(tmp_path / "res" / "records")) == [
+        "MSD.json", "MTMT.json", f"MTMT@{mine}.json", "MTMT_seed43.json", "TSL.json"]
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], float(r["f1_de"]), r["seeds"]) for r in rows] == [
+        ("direct transfer (teacher)", 0.6, "1"), ("TSL", 0.62, "1"), ("MTMT", 0.63, "1"),
+        ("direct transfer (teacher)", 0.58, "1"), ("MSD", 0.61, "1"),
+        ("MTMT", pytest.approx(0.52), "2")]
+    assert rows[5]["teacher_id"] == mine
 
 
 def test_zero_shot_first_row_to_run_fine_tunes_the_teacher_unless_one_is_on_disk(tmp_path,
