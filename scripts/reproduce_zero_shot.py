@@ -316,6 +316,7 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
     folder = os.path.join(args.results, "records")
     records = {}
     for name in names:
+        primary = os.path.join(folder, name.replace(" ", "_") + ".json")
         metrics = os.path.join(rw.run_dir(args, name), "metrics.json")
         if os.path.exists(metrics):
             with open(metrics, encoding="utf-8") as f:
@@ -332,29 +333,27 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
                 "params": doc["student"]["params"], "speedup": doc["speedup"],
                 "wall_s": doc["wall_seconds"]}
             os.makedirs(folder, exist_ok=True)
-            with open(record_path(folder, name, record["teacher"]["id"]), "w",
+            with open(record_path(primary, record["teacher"]["id"]), "w",
                       encoding="utf-8") as f:
                 json.dump(record, f, indent=1, sort_keys=True)
                 f.write("\n")
-        stem = os.path.join(folder, name.replace(" ", "_"))
-        for path in [f"{stem}.json", *sorted(glob.glob(f"{glob.escape(stem)}@*.json"))]:
+        for path in [primary, *sorted(glob.glob(glob.escape(primary[:-5]) + "@*.json"))]:
             if os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
-                    records[name + os.path.basename(path)[len(os.path.basename(stem)):-5]] = (
-                        json.load(f))
+                    record = json.load(f)
+                records[name if path == primary else f"{name}@{record['teacher']['id']}"] = record
     return records
 
 
-def record_path(folder: str, name: str, teacher_id: str) -> str:
-    """Where run `name`'s record with teacher `teacher_id` goes: `<run>.json`, unless that holds
-    another teacher's run of the same name (a row re-run with a teacher fine-tuned elsewhere,
-    in another output folder): then `<run>@<teacher_id>.json`."""
-    path = os.path.join(folder, name.replace(" ", "_") + ".json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
+def record_path(primary: str, teacher_id: str) -> str:
+    """Where a run's record with teacher `teacher_id` goes: its `primary` `<run>.json`, unless
+    that holds another teacher's run of the same name (a row re-run with a teacher fine-tuned
+    elsewhere, in another output folder): then `<run>@<teacher_id>.json`."""
+    if os.path.exists(primary):
+        with open(primary, encoding="utf-8") as f:
             if json.load(f)["teacher"]["id"] != teacher_id:
-                return f"{path[:-5]}@{teacher_id}.json"
-    return path
+                return f"{primary[:-5]}@{teacher_id}.json"
+    return primary
 
 
 def teacher_run(args, name: str) -> str:

@@ -192,10 +192,9 @@ def _labels(model, settings, batch, out, training):
 
 
 def _target(settings, teacher_logits):
-    """The teacher's logits on target text at `target_temperature` (as cached when 1)."""
-    if settings.target_temperature == 1.0:
-        return teacher_logits
-    return tf.cast(teacher_logits, tf.float32) / settings.target_temperature
+    """The teacher's logits on target text, float32, at `target_temperature`."""
+    logits = tf.cast(teacher_logits, tf.float32)
+    return logits if settings.target_temperature == 1.0 else logits / settings.target_temperature
 
 
 def _tsl(model, settings, batch, out, training):
@@ -236,8 +235,7 @@ def _mtmt(model, settings, batch, out, training):
     logits = losses.gather_words(out["logits"], index)
     return losses.mtmt_terms(
         tf.nn.softmax(tf.boolean_mask(logits, real), axis=-1),
-        tf.nn.softmax(tf.boolean_mask(
-            tf.cast(_target(settings, batch["teacher_logits"]), tf.float32), real)),
+        tf.nn.softmax(tf.boolean_mask(_target(settings, batch["teacher_logits"]), real)),
         tf.boolean_mask(losses.gather_words(out["hidden_states"][-1], index), real),
         tf.boolean_mask(batch["teacher_sim"], real), settings.mtmt_alpha)
 
