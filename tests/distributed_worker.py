@@ -3,6 +3,7 @@
 Used by test_distribute.py (run as a script, in fresh processes):
     python tests/distributed_worker.py single OUT.json INIT.npz      (writes INIT.npz)
     python tests/distributed_worker.py mirrored OUT.json INIT.npz    (2 logical CPU devices)
+    FUSED_MIN_SIZE=1 python tests/distributed_worker.py ...          (every variable fused)
     TF_CONFIG=... python tests/distributed_worker.py multi_worker OUT.json INIT.npz CKPT_DIR
 Writes the per-epoch training losses and every final weight (per variable, flattened) to OUT.json.
 """
@@ -31,7 +32,9 @@ import tensorflow as tf  # noqa: E402
 import transformers  # noqa: E402
 
 from conftest import MODELS, fixture_path  # noqa: E402
-from xtremedistil_tf import data, features, labels as labels_lib, models, stages, train  # noqa
+from xtremedistil_tf import adamw, data, features, labels as labels_lib, models, stages, train  # noqa
+
+adamw.FUSED_MIN_SIZE = int(os.environ.get("FUSED_MIN_SIZE", adamw.FUSED_MIN_SIZE))
 
 transformers.logging.set_verbosity_error()
 tok = models.load_tokenizer(os.path.join(MODELS, "tiny_bert"))

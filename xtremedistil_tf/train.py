@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from xtremedistil_tf import (
+    adamw,
     distribute,
     features,
     objectives,
@@ -90,15 +91,18 @@ def _zero_unless(ok, grad):
 
 
 def make_optimizer(variables, learning_rate: float, total_steps: int, warmup_ratio: float,
-                   weight_decay: float):
+                   weight_decay: float, fused: bool = True):
     """AdamW over `variables` (LayerNorm weights and biases not decayed) with linear warm-up
-    over `warmup_ratio` of `total_steps` and decay to 0; returns (optimizer, schedule).
+    over `warmup_ratio` of `total_steps` and decay to 0; returns (optimizer, schedule). The
+    embedding tables are updated in one fused pass (`adamw.AdamW`; `fused=False`: Keras' own
+    AdamW, which `scripts/bench_adamw.py` compares).
 
     Under the float16 policy (`--mixed_precision=float16`) the AdamW is wrapped in a dynamic
     `LossScaleOptimizer` (the train step scales the loss and unscales the gradients; a step
     whose gradients overflow is skipped and the scale halved)."""
     schedule = WarmupLinearDecay(learning_rate, total_steps, int(total_steps * warmup_ratio))
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+    optimizer = (adamw.AdamW if fused else keras.optimizers.AdamW)(
+        learning_rate=schedule, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
     if precision.scales_loss():
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
