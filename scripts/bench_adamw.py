@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,44 +24,25 @@ import numpy as np  # noqa: E402
 import xtremedistil_tf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 
-def median_ms(fn, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1000
-
-
-def callables(model, batch_size: int, seq_length: int, fused: bool):
-    """(train step, embedding-table update) with Keras' AdamW (`fused=False`) or ours."""
+def callables(model, ids: np.ndarray, fused: bool):
+    """(train step, update of the embedding table with a gradient on the rows of `ids`), each
+    `fn(input_ids, attention_mask) -> dict` as `speed.time_calls` takes it, with Keras' AdamW
+    (`fused=False`) or ours."""
     import tensorflow as tf
 
-    from xtremedistil_tf import (benchmark_modes, config as config_lib, objectives, stages,
-                                 train)
+    from xtremedistil_tf import benchmark_modes, train
 
-    distil = config_lib.DistilConfig(stages=("logits",), gradual_unfreezing=False)
-    (stage,) = stages.build_schedule(distil, model.num_blocks, freeze_embeddings=False)
-    variables = train.stage_variables(model, stage)
-    optimizer, _ = train.make_optimizer(variables, stage.learning_rate, 10_000,
-                                        distil.warmup_ratio, distil.weight_decay, fused=fused)
-    step = train.make_train_step(model, "logits", objectives.LossSettings(), variables,
-                                 optimizer)
+    step = benchmark_modes.make_train_step(model, "logits", 10_000, fused=fused)
     rng = np.random.default_rng(0)
-    vocab = model.encoder.embeddings.weight.shape[0]
-    ids = rng.integers(5, vocab, (batch_size, seq_length)).astype(np.int32)
-    batch = {"input_ids": tf.constant(ids), "attention_mask": tf.ones_like(ids),
-             **benchmark_modes.random_targets("logits", rng, batch_size, seq_length,
-                                              model.num_labels, model.hidden_size)}
     table = model.encoder.embeddings.weight
+    targets = benchmark_modes.random_targets("logits", rng, *ids.shape,
+                                             model.num_labels, model.hidden_size)
     table_opt, _ = train.make_optimizer([table], 1e-5, 10_000, 0.1, 0.01, fused=fused)
     grad = tf.IndexedSlices(
         tf.constant(rng.standard_normal((ids.size, table.shape[1])).astype(np.float32)),
         tf.constant(ids.ravel()), tf.constant(table.shape))
     update = tf.function(lambda: table_opt.apply_gradients([(grad, table)]), autograph=False)
-    return (lambda: step(batch)[0].numpy()), (lambda: update().numpy())
+    return benchmark_modes.train_callable(step, targets), lambda *_: {"step": update()}
 
 
 def main(argv=None) -> int:
@@ -75,22 +55,26 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
     args = p.parse_args(argv)
-    from xtremedistil_tf import benchmark_models, models, startup
+    import tensorflow as tf
+
+    from xtremedistil_tf import benchmark_models, models, speed, startup
 
     print(startup.cpu_line())
     print("| model | params | embedding table | what | Keras AdamW ms | ours ms | speed-up |")
     print("|---|---:|---:|---|---:|---:|---:|")
     for name in (m for m in args.models.split(",") if m):
         model = benchmark_models.build_model(name)
-        fns = {fused: callables(model, args.batch_size, args.seq_length, fused)
-               for fused in (False, True)}
+        table = model.encoder.embeddings.weight.shape
+        ids = np.random.default_rng(0).integers(5, table[0], (args.batch_size, args.seq_length))
+        fns = {fused: callables(model, ids, fused) for fused in (False, True)}
+        ids = tf.constant(ids, tf.int32)
         best = {}
         for _ in range(args.rounds):
             for fused, pair in fns.items():
                 for what, fn in zip(("train step", "table update"), pair, strict=True):
-                    ms = median_ms(fn, args.warmup, args.repeats)
+                    ms = float(np.median(speed.time_calls(fn, ids, tf.ones_like(ids),
+                                                          args.repeats, args.warmup)))
                     best[fused, what] = min(best.get((fused, what), ms), ms)
-        table = model.encoder.embeddings.weight.shape
         for what in ("train step", "table update"):
             keras_ms, ours = best[False, what], best[True, what]
             print(f"| {os.path.basename(name.rstrip('/'))} | "

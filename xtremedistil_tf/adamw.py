@@ -4,9 +4,9 @@ A multilingual student's embedding table is most of its weights (250k sub-words 
 96M of `teacher:0,...,11`'s 117.5M). Keras' AdamW updates it as a chain of whole-table
 operations every step: decay the momentum, scatter the gradient in, the same for the velocity,
 then the weight decay and the update, each its own pass over 384 MB. On a 2-core CPU that chain
-took 0.98 s per step, about 40 % of a teacher-size student's training step; one XLA-compiled
-pass over the table (weight decay, momentum, velocity and update together) takes 0.21 s
-(`scripts/bench_adamw.py`).
+took 465 ms of a teacher-size student's 1134 ms step; one XLA-compiled pass over the table
+(weight decay, momentum, velocity and update together) takes 110 ms
+(`scripts/bench_adamw.py`, docs/distil_at_scale.md).
 
 `AdamW` is `keras.optimizers.AdamW` with the same arithmetic, variables and checkpoints: for
 variables of at least `FUSED_MIN_SIZE` elements `update_step` computes the same AdamW step

@@ -55,7 +55,7 @@ def make_callable(model, mode: str, workdir: str):
 # --------------------------------------------------------------------------- training steps
 
 
-def make_train_step(model, objective: str, steps: int):
+def make_train_step(model, objective: str, steps: int, fused: bool = True):
     """`step(batch) -> loss`: one optimizer step of the `objective` distillation stage.
 
     The pieces `train.run_stage` assembles, without a pipeline: the stage from
@@ -66,6 +66,7 @@ def make_train_step(model, objective: str, steps: int):
     `steps`) and the training step itself (`train.make_train_step`: forward, loss with
     dropout, gradients and the AdamW update in one `tf.function`). Left out: the `tf.data`
     feed, distribution strategies, NaN skipping, dropout reseeding and checkpoints.
+    `fused=False`: Keras' own AdamW instead of `adamw.AdamW` (`scripts/bench_adamw.py`).
     """
     from xtremedistil_tf import config as config_lib, objectives, stages, train
 
@@ -73,7 +74,7 @@ def make_train_step(model, objective: str, steps: int):
     (stage,) = stages.build_schedule(distil, model.num_blocks, freeze_embeddings=False)
     variables = train.stage_variables(model, stage)
     optimizer, _ = train.make_optimizer(variables, stage.learning_rate, steps,
-                                        distil.warmup_ratio, distil.weight_decay)
+                                        distil.warmup_ratio, distil.weight_decay, fused=fused)
     settings = objectives.LossSettings(logit_loss=distil.logit_loss)
     return train.make_train_step(model, objective, settings, variables, optimizer)
 
