@@ -144,6 +144,19 @@ def sample_data(src: str, dst: str, langs: list[str], args) -> dict[str, str]:
             for split, n in sizes.items()}
 
 
+EXTRA_FLAGS = "extra_flags.json"  # in a run folder: the flags given after `--` (a JSON list)
+
+
+def extra_flags(folder: str) -> list[str]:
+    """The flags the run in `folder` was given after `--` ([] without them, or for a run that
+    started before run folders kept them)."""
+    try:
+        with open(os.path.join(folder, EXTRA_FLAGS), encoding="utf-8") as f:
+            return json.load(f)
+    except OSError:
+        return []
+
+
 def run_dir(args, name: str) -> str:
     return os.path.join(args.output_dir, "runs", name.replace(" ", "_"))
 
@@ -163,6 +176,8 @@ def run_row(name: str, flags: list[str], files: dict, args, first: str = RUNS[0]
         cmd.append(f"--teacher_checkpoint={os.path.join(run_dir(args, first), 'teacher')}")
     print(f"[{name}] {' '.join(cmd)}", file=sys.stderr, flush=True)
     os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, EXTRA_FLAGS), "w", encoding="utf-8") as f:
+        json.dump(list(args.extra), f)  # what the row ran with beyond its own flags
     start = time.time()
     with open(os.path.join(out, "log.txt"), "a", encoding="utf-8") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)

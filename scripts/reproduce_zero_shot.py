@@ -35,9 +35,10 @@ Seeds: `--seeds 43,44` runs every chosen row again with each student seed (run_d
 `--seed`; the teacher, samples and test sets stay those of `--seed`) into `runs/<row>_seed<N>/`;
 the table then gives each row's mean over its finished seeds and the target average's range.
 
-Records: every finished run leaves RESULTS/records/<run>.json (its F1s, size, speed-up and wall, and
-its teacher's F1s), committed with the table, which is built from them: the table outlives the
-run folders (a lost machine, a cleaned disk). A record names its teacher by a fingerprint of the
+Records: every finished run leaves RESULTS/records/<run>.json (its F1s, size, speed-up and wall,
+its teacher's F1s, and the flags it ran with after `--`, which the table shows by the model's
+name), committed with the table, which is built from them: the table outlives the run folders
+(a lost machine, a cleaned disk). A record names its teacher by a fingerprint of the
 teacher's test F1s, so rows whose teacher was fine-tuned again (on another machine: another
 floating-point order, another teacher) come after that teacher's own direct transfer, with a
 teacher column; "vs direct" is each row's target average minus its own teacher's. To add a row
@@ -261,8 +262,9 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]],
     """The table's rows, from the run records (`save_records`): per teacher, its direct transfer
     and then every distiller row of each (NAME, SPEC) student (NAME "" for the one `--student`)
     that has a record of its own run with that teacher. A row's F1s and wall are the means over
-    its seed records (`--seeds`) of the same teacher, `avg_f1_min`/`max` their range; `gain` is
-    its target average minus its teacher's direct transfer."""
+    its seed records (`--seeds`) of the same teacher and flags after `--` (`flags`, "" for
+    none), `avg_f1_min`/`max` their range; `gain` is its target average minus its teacher's
+    direct transfer."""
     teachers = sorted({r["teacher"]["id"] for r in records.values()},  # A: the earliest
                       key=lambda t: (min(r["finished"] for r in records.values()
                                          if r["teacher"]["id"] == t), t))
@@ -274,18 +276,19 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]],
         first = next(iter(mine.values()))["teacher"]
         direct = _row("direct transfer (teacher)", "", [first], targets, langs,
                       max(r["teacher"]["wall_s"] for r in mine.values()))
-        group = [dict(direct, teacher=letter[teacher], teacher_id=teacher, gain=0.0)]
+        group = [dict(direct, teacher=letter[teacher], teacher_id=teacher, gain=0.0, flags="")]
         for label, spec in students:
             for distiller, _, _ in RUNS:
                 name = row_name(distiller, label)
                 if name not in mine:  # no row without its own run
                     continue
-                runs = [mine[seed_name(name, s)] for s in [None, *args.seed_list]
-                        if seed_name(name, s) in mine]
+                flags = mine[name].get("flags", [])  # its seed runs: the same recipe only
+                runs = [r for r in (mine.get(seed_name(name, s)) for s in [None, *args.seed_list])
+                        if r is not None and r.get("flags", []) == flags]
                 row = _row(distiller, spec, runs, targets, langs,
                            sum(r["wall_s"] for r in runs) / len(runs))
                 group.append(dict(row, teacher=letter[teacher], teacher_id=teacher,
-                                  speedup=runs[0]["speedup"],
+                                  speedup=runs[0]["speedup"], flags=" ".join(flags),
                                   gain=row["avg_f1"] - direct["avg_f1"]))
         if len(group) > 1:
             rows += group
@@ -331,7 +334,7 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
                             "wall_s": rw._teacher_seconds(teacher_run(args, name))},
                 "per_language": doc["student"]["per_language"],
                 "params": doc["student"]["params"], "speedup": doc["speedup"],
-                "wall_s": doc["wall_seconds"]}
+                "wall_s": doc["wall_seconds"], "flags": rw.extra_flags(rw.run_dir(args, name))}
             os.makedirs(folder, exist_ok=True)
             with open(record_path(primary, record["teacher"]["id"]), "w",
                       encoding="utf-8") as f:
@@ -390,7 +393,9 @@ def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
 def write(rows: list[dict], targets: list[str], args) -> None:
     os.makedirs(args.results, exist_ok=True)
     seeded = any(r["seeds"] > 1 for r in rows)
-    columns = ["model", "student", "teacher_id", *[f"f1_{t}" for t in targets], "avg_f1", "gain",
+    flagged = any(r["flags"] for r in rows)
+    columns = ["model", *(["flags"] if flagged else []), "student", "teacher_id",
+               *[f"f1_{t}" for t in targets], "avg_f1", "gain",
                *(["seeds", "avg_f1_min", "avg_f1_max"] if seeded else []),
                f"f1_{args.source}", "params", "speedup", "wall_s"]
     write_csv(os.path.join(args.results, "summary.csv"), columns, rows)
@@ -403,7 +408,8 @@ def write(rows: list[dict], targets: list[str], args) -> None:
              "|---" * left + "|---:" * (len(head) - left) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(
-            [r["model"], *([f"`{r['student']}`" if r["student"] else "—"] if several else []),
+            [r["model"] + (f" (`{r['flags']}`)" if r["flags"] else ""),
+             *([f"`{r['student']}`" if r["student"] else "—"] if several else []),
              *([r["teacher"]] if teachers else []),
              *[f"{100 * r[f'f1_{t}']:.1f}" for t in targets],
              f"**{100 * r['avg_f1']:.1f}**" + (
@@ -433,6 +439,8 @@ def write(rows: list[dict], targets: list[str], args) -> None:
            f"{', '.join(map(str, [args.seed, *args.seed_list]))} (run_distil.py --seed; the same "
            "teacher, samples and test sets), the target average's range in brackets"
            if seeded else "")
+        + (". A model with flags in brackets ran with them added to its run_distil.py command "
+           "(after `--` on this script's command line)" if flagged else "")
         + ". Wall time: each student's whole run (stages, scoring, export, and the teacher's "
         "outputs on the target text unless an earlier row had cached them) on a CPU shared "
         "with other jobs; "
@@ -454,8 +462,8 @@ def write(rows: list[dict], targets: list[str], args) -> None:
 def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict],
                 records: dict[str, dict]) -> None:
     """RESULTS/curve.csv and curve.png: the curve row's target F1 at each amount of target text
-    it has a record of (its table run included) with the table run's teacher, and that
-    teacher's direct transfer as the line to beat."""
+    it has a record of (its table run included) with the table run's teacher and flags after
+    `--`, and that teacher's direct transfer as the line to beat."""
     own = records.get(args.curve_row)
     if own is None:
         return
@@ -464,7 +472,8 @@ def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict],
     for n in sorted({*sizes, args.target_text}, key=lambda n: n or float("inf")):
         doc = records.get(args.curve_row if n == args.target_text
                           else curve_name(args.curve_row, n))
-        if doc is None or doc["teacher"]["id"] != own["teacher"]["id"]:
+        if (doc is None or doc["teacher"]["id"] != own["teacher"]["id"]
+                or doc.get("flags", []) != own.get("flags", [])):  # another teacher or recipe
             continue
         f1 = {t: doc["per_language"][t]["f1"] for t in targets}
         points.append({"target_text": n, "sentences": _target_sentences(args, targets, n),

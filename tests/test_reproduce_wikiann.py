@@ -285,6 +285,55 @@ def test_zero_shot_curve_reruns_one_row_per_amount_of_target_text(tmp_path, caps
         "o/runs/MTMT_big_@all"
 
 
+def test_zero_shot_row_run_with_flags_after_dashes_says_so_and_keeps_its_recipe_apart(
+        tmp_path, monkeypatch):
+    import reproduce_zero_shot as zs
+
+    data = tmp_path / "data"
+    for lang, n in (("en", 30), ("de", 12)):
+        for split in ("train", "dev", "test"):
+            _conll(data / lang / f"{split}.conll", n, lang)
+    out = tmp_path / "out"
+    commands = []
+    monkeypatch.setattr(rw.subprocess, "call", lambda cmd, **kw: commands.append(cmd) or 0)
+    args = ["--data", str(data), "--teacher", "t", "--output_dir", str(out),
+            "--results", str(tmp_path / "res"), "--targets", "de", "--target_text", "5"]
+    # The real run_row: the flags after -- go on the command and into the run folder.
+    assert zs.main([*args, "--only", "MTMT", "--", "--learning_rate=5e-5"]) == 1  # no metrics
+    assert commands[0][-1] == "--learning_rate=5e-5"
+    assert rw.extra_flags(str(out / "runs" / "MTMT")) == ["--learning_rate=5e-5"]
+    assert rw.extra_flags(str(out / "runs" / "TSL")) == []  # no folder: none
+    teacher = _entry({"en": 0.8, "de": 0.6}, 100, 400.0)
+    for name, de in (("MTMT", 0.66), ("MTMT seed43", 0.50), ("TSL", 0.62), ("MTMT @all", 0.70),
+                     ("MTMT @2", 0.64)):
+        if name != "MTMT":
+            (out / "runs" / name.replace(" ", "_")).mkdir(parents=True)
+        _fake_run_into(out, name, teacher, _entry({"en": 0.7, "de": de}, 100, 400.0))
+    (out / "runs" / "MTMT_@all" / rw.EXTRA_FLAGS).write_text('["--learning_rate=5e-5"]')
+    assert zs.main([*args, "--summary_only", "--seeds", "43", "--curve_row", "MTMT",
+                    "--curve", "2,0"]) == 0
+    with open(tmp_path / "res" / "records" / "MTMT.json") as f:
+        assert json.load(f)["flags"] == ["--learning_rate=5e-5"]
+    with open(tmp_path / "res" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    # The seed run, with the recipe's default learning rate, is not averaged into the row.
+    assert [(r["model"], r["flags"], float(r["f1_de"])) for r in rows] == [
+        ("direct transfer (teacher)", "", 0.6), ("TSL", "", 0.62),
+        ("MTMT", "--learning_rate=5e-5", 0.66)]
+    table = (tmp_path / "res" / "summary.md").read_text()
+    assert "| MTMT (`--learning_rate=5e-5`) | 66.0 | **66.0** | +6.0 |" in table
+    assert "A model with flags in brackets ran with them added to its run_distil.py" in table
+    with open(tmp_path / "res" / "curve.csv") as f:  # the point of another recipe is left out
+        assert [(r["target_text"], float(r["avg_f1"])) for r in csv.DictReader(f)] == [
+            ("5", 0.66), ("0", 0.70)]
+
+
+def _fake_run_into(out, name, teacher, student):
+    folder = out / "runs" / name.replace(" ", "_")
+    doc = {"teacher": teacher, "student": student, "speedup": 1.0, "wall_seconds": 60.0}
+    (folder / "metrics.json").write_text(json.dumps(doc))
+
+
 def test_time_student_shapes_times_teacher_and_selected_students(tmp_path, capsys):
     import time_student_shapes as ts
 
