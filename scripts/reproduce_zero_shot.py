@@ -490,7 +490,7 @@ def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict],
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([p["sentences"] for p in points], [100 * p["avg_f1"] for p in points], "o-",
-            label=args.curve_row)
+            label=" ".join([args.curve_row, *own.get("flags", [])]))
     ax.axhline(100 * direct["avg_f1"], color="k", ls="--", label="direct transfer (teacher)")
     ax.set_xscale("log")
     ax.set_xlabel("unlabelled target sentences per language")
