@@ -41,9 +41,10 @@ name), committed with the table, which is built from them: the table outlives th
 (a lost machine, a cleaned disk). A record names its teacher by a fingerprint of the
 teacher's test F1s, so rows whose teacher was fine-tuned again (on another machine: another
 floating-point order, another teacher) come after that teacher's own direct transfer, with a
-teacher column; "vs direct" is each row's target average minus its own teacher's. To add a row
-that an earlier teacher already has with another teacher, run it into another --output_dir with
-the same --results: its record goes beside the other, RESULTS/records/<run>@<teacher>.json.
+teacher column (letters A, B, ... kept in RESULTS/teachers.json once given); "vs direct" is each
+row's target average minus its own teacher's. To add a row that an earlier teacher already has
+with another teacher, run it into another --output_dir with the same --results: its record goes
+beside the other, RESULTS/records/<run>@<teacher>.json.
 """
 
 from __future__ import annotations
@@ -265,10 +266,8 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]],
     its seed records (`--seeds`) of the same teacher and flags after `--` (`flags`, "" for
     none), `avg_f1_min`/`max` their range; `gain` is its target average minus its teacher's
     direct transfer."""
-    teachers = sorted({r["teacher"]["id"] for r in records.values()},  # A: the earliest
-                      key=lambda t: (min(r["finished"] for r in records.values()
-                                         if r["teacher"]["id"] == t), t))
-    letter = {t: chr(ord("A") + i) for i, t in enumerate(teachers)}
+    letter = teacher_letters(args.results, records)
+    teachers = sorted(letter, key=letter.get)
     langs = [args.source, *targets]
     rows = []
     for teacher in teachers:
@@ -293,6 +292,31 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]],
         if len(group) > 1:
             rows += group
     return rows
+
+
+def teacher_letters(results: str, records: dict[str, dict]) -> dict[str, str]:
+    """Each teacher of `records` (by fingerprint) -> its letter, A, B, ...: kept in
+    RESULTS/teachers.json once given, so that a row re-run later (a newer record) never renames
+    the teachers the prose speaks of; a new teacher gets the next letter, the one of its earliest
+    record first."""
+    path = os.path.join(results, "teachers.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            letter = json.load(f)
+    except OSError:
+        letter = {}
+    new = sorted({r["teacher"]["id"] for r in records.values()} - set(letter),
+                 key=lambda t: (min(r["finished"] for r in records.values()
+                                    if r["teacher"]["id"] == t), t))
+    for t in new:
+        letter[t] = chr(ord("A") + len(letter))
+    if new:
+        os.makedirs(results, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(letter, f, indent=1, sort_keys=True)
+            f.write("\n")
+    ids = {r["teacher"]["id"] for r in records.values()}
+    return {t: c for t, c in letter.items() if t in ids}
 
 
 def _row(model: str, student: str, runs: list[dict], targets: list[str], langs: list[str],

@@ -328,6 +328,22 @@ def test_zero_shot_row_run_with_flags_after_dashes_says_so_and_keeps_its_recipe_
             ("5", 0.66), ("0", 0.70)]
 
 
+def test_zero_shot_teacher_letters_stay_when_a_row_is_re_run_later(tmp_path):
+    import reproduce_zero_shot as zs
+
+    def records(**finished):  # teacher id -> when its one record finished
+        return {t: {"teacher": {"id": t}, "finished": f} for t, f in finished.items()}
+
+    res = str(tmp_path / "res")
+    assert zs.teacher_letters(res, records(a="2026-12-02", b="2026-12-03")) == {"a": "A", "b": "B"}
+    # a's only row re-run after b's: its record is newer, but a stays A; a new teacher is C.
+    assert zs.teacher_letters(res, records(a="2026-12-05", b="2026-12-03", c="2026-12-04")) == {
+        "a": "A", "b": "B", "c": "C"}
+    assert zs.teacher_letters(res, records(c="2026-12-04")) == {"c": "C"}  # only its own rows
+    with open(tmp_path / "res" / "teachers.json") as f:
+        assert json.load(f) == {"a": "A", "b": "B", "c": "C"}
+
+
 def _fake_run_into(out, name, teacher, student):
     folder = out / "runs" / name.replace(" ", "_")
     doc = {"teacher": teacher, "student": student, "speedup": 1.0, "wall_seconds": 60.0}
