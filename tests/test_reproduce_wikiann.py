@@ -249,13 +249,18 @@ def _conll(path, n, lang):
     path.write_text("".join(f"{lang}{i} B-PER\nx O\n\n" for i in range(n)))
 
 
+def _corpus(data, **sentences):
+    """DATA/<lang>/{train,dev,test}.conll with the given number of sentences per language."""
+    for lang, n in sentences.items():
+        for split in ("train", "dev", "test"):
+            _conll(data / lang / f"{split}.conll", n, lang)
+    return data
+
+
 def test_zero_shot_curve_reruns_one_row_per_amount_of_target_text(tmp_path, capsys):
     import reproduce_zero_shot as zs
 
-    data = tmp_path / "data"
-    for lang, n in (("en", 30), ("de", 12), ("es", 40)):
-        for split in ("train", "dev", "test"):
-            _conll(data / lang / f"{split}.conll", n, lang)
+    data = _corpus(tmp_path / "data", en=30, de=12, es=40)
     args = ["--data", str(data), "--teacher", "t", "--output_dir", str(tmp_path / "out"),
             "--results", str(tmp_path / "res"), "--targets", "de,es", "--target_text", "10",
             "--summary_only"]
@@ -289,10 +294,7 @@ def test_zero_shot_row_run_with_flags_after_dashes_says_so_and_keeps_its_recipe_
         tmp_path, monkeypatch):
     import reproduce_zero_shot as zs
 
-    data = tmp_path / "data"
-    for lang, n in (("en", 30), ("de", 12)):
-        for split in ("train", "dev", "test"):
-            _conll(data / lang / f"{split}.conll", n, lang)
+    data = _corpus(tmp_path / "data", en=30, de=12)
     out = tmp_path / "out"
     commands = []
     monkeypatch.setattr(rw.subprocess, "call", lambda cmd, **kw: commands.append(cmd) or 0)
@@ -394,10 +396,7 @@ def test_mixed_precision_comparison_pairs_each_seed_with_its_float32_run(tmp_pat
 def test_zero_shot_rows_reuse_a_given_teacher_and_count_its_fine_tuning(tmp_path, monkeypatch):
     import reproduce_zero_shot as zs
 
-    data = tmp_path / "data"
-    for lang, n in (("en", 30), ("de", 12)):
-        for split in ("train", "dev", "test"):
-            _conll(data / lang / f"{split}.conll", n, lang)
+    data = _corpus(tmp_path / "data", en=30, de=12)
     earlier = tmp_path / "earlier"  # the run that fine-tuned the teacher, 5 min
     (earlier / "teacher").mkdir(parents=True)
     (earlier / "state.json").write_text(json.dumps({"done": {"teacher": {"seconds": 300.0}}}))
@@ -449,10 +448,7 @@ def test_zero_shot_seeds_rerun_each_row_and_the_table_gives_mean_and_range(tmp_p
                                                                            capsys):
     import reproduce_zero_shot as zs
 
-    data = tmp_path / "data"
-    for lang, n in (("en", 30), ("de", 12), ("es", 12)):
-        for split in ("train", "dev", "test"):
-            _conll(data / lang / f"{split}.conll", n, lang)
+    data = _corpus(tmp_path / "data", en=30, de=12, es=12)
     assert zs.parse_seeds(" 43, 44", 42) == [43, 44]
     for bad in ("x", "43,43", "42"):
         with pytest.raises(ValueError):
@@ -570,10 +566,7 @@ def test_zero_shot_first_row_to_run_fine_tunes_the_teacher_unless_one_is_on_disk
                                                                                  monkeypatch):
     import reproduce_zero_shot as zs
 
-    data = tmp_path / "data"
-    for lang, n in (("en", 30), ("de", 12)):
-        for split in ("train", "dev", "test"):
-            _conll(data / lang / f"{split}.conll", n, lang)
+    data = _corpus(tmp_path / "data", en=30, de=12)
     out = tmp_path / "out"
     calls = []
 
