@@ -281,9 +281,9 @@ def summarise(args, targets: list[str], students: list[tuple[str, str]],
                 name = row_name(distiller, label)
                 if name not in mine:  # no row without its own run
                     continue
-                flags = mine[name].get("flags", [])  # its seed runs: the same recipe only
+                flags = mine[name]["flags"]  # its seed runs: the same recipe only
                 runs = [r for r in (mine.get(seed_name(name, s)) for s in [None, *args.seed_list])
-                        if r is not None and r.get("flags", []) == flags]
+                        if r is not None and r["flags"] == flags]
                 row = _row(distiller, spec, runs, targets, langs,
                            sum(r["wall_s"] for r in runs) / len(runs))
                 group.append(dict(row, teacher=letter[teacher], teacher_id=teacher,
@@ -305,9 +305,9 @@ def teacher_letters(results: str, records: dict[str, dict]) -> dict[str, str]:
             letter = json.load(f)
     except OSError:
         letter = {}
-    new = sorted({r["teacher"]["id"] for r in records.values()} - set(letter),
-                 key=lambda t: (min(r["finished"] for r in records.values()
-                                    if r["teacher"]["id"] == t), t))
+    ids = {r["teacher"]["id"] for r in records.values()}
+    new = sorted(ids - set(letter), key=lambda t: (min(r["finished"] for r in records.values()
+                                                       if r["teacher"]["id"] == t), t))
     for t in new:
         letter[t] = chr(ord("A") + len(letter))
     if new:
@@ -315,7 +315,6 @@ def teacher_letters(results: str, records: dict[str, dict]) -> dict[str, str]:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(letter, f, indent=1, sort_keys=True)
             f.write("\n")
-    ids = {r["teacher"]["id"] for r in records.values()}
     return {t: c for t, c in letter.items() if t in ids}
 
 
@@ -368,6 +367,7 @@ def save_records(args, names: list[str]) -> dict[str, dict]:
             if os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
                     record = json.load(f)
+                record.setdefault("flags", [])  # a record from before runs kept them: none
                 records[name if path == primary else f"{name}@{record['teacher']['id']}"] = record
     return records
 
@@ -497,7 +497,7 @@ def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict],
         doc = records.get(args.curve_row if n == args.target_text
                           else curve_name(args.curve_row, n))
         if (doc is None or doc["teacher"]["id"] != own["teacher"]["id"]
-                or doc.get("flags", []) != own.get("flags", [])):  # another teacher or recipe
+                or doc["flags"] != own["flags"]):  # another teacher or recipe
             continue
         f1 = {t: doc["per_language"][t]["f1"] for t in targets}
         points.append({"target_text": n, "sentences": _target_sentences(args, targets, n),
@@ -514,7 +514,7 @@ def write_curve(args, targets: list[str], sizes: list[int], rows: list[dict],
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([p["sentences"] for p in points], [100 * p["avg_f1"] for p in points], "o-",
-            label=" ".join([args.curve_row, *own.get("flags", [])]))
+            label=" ".join([args.curve_row, *own["flags"]]))
     ax.axhline(100 * direct["avg_f1"], color="k", ls="--", label="direct transfer (teacher)")
     ax.set_xscale("log")
     ax.set_xlabel("unlabelled target sentences per language")

@@ -28,7 +28,7 @@ def _entry(f1s: dict, params: int, ms: float) -> dict:
 
 def _fake_run(out, name, teacher, student, speedup, wall, teacher_seconds=None):
     folder = out / "runs" / name.replace(" ", "_")
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     doc = {"teacher": teacher, "student": student, "speedup": speedup, "wall_seconds": wall}
     (folder / "metrics.json").write_text(json.dumps(doc))
     if teacher_seconds is not None:
@@ -308,9 +308,7 @@ def test_zero_shot_row_run_with_flags_after_dashes_says_so_and_keeps_its_recipe_
     teacher = _entry({"en": 0.8, "de": 0.6}, 100, 400.0)
     for name, de in (("MTMT", 0.66), ("MTMT seed43", 0.50), ("TSL", 0.62), ("MTMT @all", 0.70),
                      ("MTMT @2", 0.64)):
-        if name != "MTMT":
-            (out / "runs" / name.replace(" ", "_")).mkdir(parents=True)
-        _fake_run_into(out, name, teacher, _entry({"en": 0.7, "de": de}, 100, 400.0))
+        _fake_run(out, name, teacher, _entry({"en": 0.7, "de": de}, 100, 400.0), 1.0, 60.0)
     (out / "runs" / "MTMT_@all" / rw.EXTRA_FLAGS).write_text('["--learning_rate=5e-5"]')
     assert zs.main([*args, "--summary_only", "--seeds", "43", "--curve_row", "MTMT",
                     "--curve", "2,0"]) == 0
@@ -344,12 +342,6 @@ def test_zero_shot_teacher_letters_stay_when_a_row_is_re_run_later(tmp_path):
     assert zs.teacher_letters(res, records(c="2026-12-04")) == {"c": "C"}  # only its own rows
     with open(tmp_path / "res" / "teachers.json") as f:
         assert json.load(f) == {"a": "A", "b": "B", "c": "C"}
-
-
-def _fake_run_into(out, name, teacher, student):
-    folder = out / "runs" / name.replace(" ", "_")
-    doc = {"teacher": teacher, "student": student, "speedup": 1.0, "wall_seconds": 60.0}
-    (folder / "metrics.json").write_text(json.dumps(doc))
 
 
 def test_time_student_shapes_times_teacher_and_selected_students(tmp_path, capsys):
